@@ -1,0 +1,342 @@
+//! The outbound HTTP client used by identity sources and exchanges (not the
+//! proxy's data path). rustls with the system roots plus an optional extra CA;
+//! plain `http://` only to loopback hosts; a total timeout and a response size
+//! cap on every call. Errors name the endpoint (scheme, host, port and path; no
+//! query, no userinfo) and never a header or body that was sent.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use url::Url;
+
+use crate::secret::Secret;
+
+/// Why: token-service answers are small JSON; a larger body is a misbehaving
+/// or hostile server and must not make us allocate without bound.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+/// Total time for one call (connect, TLS, request, response body).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("refusing plain http to {0}: credentials go over https unless the host is a loopback address")]
+    Insecure(String),
+    #[error("unsupported url scheme in {0}: expected https (or http to a loopback host)")]
+    Scheme(String),
+    #[error("could not reach {endpoint}: {reason}")]
+    Transport { endpoint: String, reason: String },
+    #[error("{endpoint} did not answer within {}s", REQUEST_TIMEOUT.as_secs())]
+    Timeout { endpoint: String },
+    #[error("{endpoint} sent a response larger than {MAX_RESPONSE_BYTES} bytes")]
+    TooLarge { endpoint: String },
+    #[error("invalid request to {endpoint}: {reason}")]
+    Request { endpoint: String, reason: String },
+    #[error("could not load TLS roots: {0}")]
+    Roots(String),
+}
+
+/// A response: status and the (size-capped) body.
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn text_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A header to send. Values marked secret are flagged sensitive so hyper never
+/// indexes them (HPACK) and they never reach our error paths.
+pub enum Header<'a> {
+    Plain(HeaderName, &'a str),
+    Secret(HeaderName, String),
+}
+
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpClient")
+    }
+}
+
+/// Scheme, host, port and path of a URL: what errors may show.
+pub fn endpoint(url: &Url) -> String {
+    let mut e = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+    if let Some(p) = url.port() {
+        e.push_str(&format!(":{p}"));
+    }
+    e.push_str(url.path());
+    e
+}
+
+/// True for `localhost`, 127.0.0.0/8 and ::1.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// The transport rule shared by config validation and every call.
+pub fn check_transport(url: &Url) -> Result<(), HttpError> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(url) => Ok(()),
+        "http" => Err(HttpError::Insecure(endpoint(url))),
+        _ => Err(HttpError::Scheme(endpoint(url))),
+    }
+}
+
+/// rustls client config: system roots plus an optional extra PEM bundle.
+pub fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, HttpError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // Why: one unparsable system certificate must not disable all of TLS.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = extra_ca {
+        let pem = std::fs::read(path)
+            .map_err(|e| HttpError::Roots(format!("{}: {e}", path.display())))?;
+        let mut n = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| HttpError::Roots(format!("{}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| HttpError::Roots(format!("{}: {e}", path.display())))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(HttpError::Roots(format!(
+                "{}: no PEM certificates found",
+                path.display()
+            )));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HttpError::Roots(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(cfg)
+}
+
+impl HttpClient {
+    pub fn new(extra_ca: Option<&Path>) -> Result<Self, HttpError> {
+        let tls = tls_config(extra_ca)?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(HttpClient { client })
+    }
+
+    pub async fn get(&self, url: &Url, headers: &[Header<'_>]) -> Result<Response, HttpError> {
+        self.send(Method::GET, url, headers, None).await
+    }
+
+    /// POST `application/x-www-form-urlencoded`. Secret form values are
+    /// encoded into a buffer that is zeroized after sending.
+    pub async fn post_form(
+        &self,
+        url: &Url,
+        headers: &[Header<'_>],
+        form: &[(&str, FormValue<'_>)],
+    ) -> Result<Response, HttpError> {
+        let mut ser = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in form {
+            ser.append_pair(k, v.as_str());
+        }
+        let body = zeroize::Zeroizing::new(ser.finish());
+        self.send(
+            Method::POST,
+            url,
+            headers,
+            Some(("application/x-www-form-urlencoded", body.as_bytes())),
+        )
+        .await
+    }
+
+    pub async fn post_json(
+        &self,
+        url: &Url,
+        headers: &[Header<'_>],
+        json: Option<&[u8]>,
+    ) -> Result<Response, HttpError> {
+        self.send(
+            Method::POST,
+            url,
+            headers,
+            json.map(|j| ("application/json", j)),
+        )
+        .await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &[Header<'_>],
+        body: Option<(&str, &[u8])>,
+    ) -> Result<Response, HttpError> {
+        check_transport(url)?;
+        let ep = endpoint(url);
+        let mut req = Request::builder().method(method).uri(url.as_str());
+        req = req.header(ACCEPT, "application/json");
+        req = req.header(
+            http::header::USER_AGENT,
+            concat!("lanyard/", env!("CARGO_PKG_VERSION")),
+        );
+        for h in headers {
+            match h {
+                Header::Plain(name, value) => req = req.header(name, *value),
+                Header::Secret(name, value) => {
+                    let mut v = HeaderValue::from_str(value).map_err(|_| HttpError::Request {
+                        endpoint: ep.clone(),
+                        reason: format!("header {name} has characters not allowed in HTTP headers"),
+                    })?;
+                    v.set_sensitive(true);
+                    req = req.header(name, v);
+                }
+            }
+        }
+        let payload = match body {
+            Some((ctype, bytes)) => {
+                req = req.header(CONTENT_TYPE, ctype);
+                Full::new(Bytes::copy_from_slice(bytes))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let req = req.body(payload).map_err(|e| HttpError::Request {
+            endpoint: ep.clone(),
+            reason: e.to_string(),
+        })?;
+        let call = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| HttpError::Transport {
+                    endpoint: ep.clone(),
+                    reason: error_chain(&e),
+                })?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        HttpError::TooLarge {
+                            endpoint: ep.clone(),
+                        }
+                    } else {
+                        HttpError::Transport {
+                            endpoint: ep.clone(),
+                            reason: e.to_string(),
+                        }
+                    }
+                })?
+                .to_bytes();
+            Ok(Response { status, body })
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+            Ok(r) => r,
+            Err(_) => Err(HttpError::Timeout { endpoint: ep }),
+        }
+    }
+}
+
+/// A form value: plain text, or a secret.
+pub enum FormValue<'a> {
+    Plain(&'a str),
+    Secret(&'a Secret),
+}
+
+impl FormValue<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            FormValue::Plain(s) => s,
+            FormValue::Secret(s) => s.expose(),
+        }
+    }
+}
+
+/// `a: b: c` from an error and its sources (hyper's top-level message alone
+/// says only "client error (Connect)").
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        let m = inner.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        for ok in [
+            "https://sts.example.com/t",
+            "http://127.0.0.1:8200/",
+            "http://[::1]:1/",
+            "http://localhost:9/",
+        ] {
+            assert!(
+                check_transport(&Url::parse(ok).expect("url")).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "http://sts.example.com/t",
+            "http://10.0.0.1/",
+            "ftp://127.0.0.1/",
+            "http://127.0.0.1.nip.io/",
+        ] {
+            assert!(
+                check_transport(&Url::parse(bad).expect("url")).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn endpoint_drops_query_and_userinfo() {
+        let u =
+            Url::parse("https://user:pw@sts.example.com:8443/oauth/token?secret=1").expect("url");
+        assert_eq!(endpoint(&u), "https://sts.example.com:8443/oauth/token");
+    }
+}

@@ -1,0 +1,10 @@
+#![forbid(unsafe_code)]
+//! lanyard: a per-job credential sidecar for CI.
+//!
+//! Flow (one way): `identity` → `exchange` → `store` → proxy; `audit` is a
+//! sink. `config` is read first, `app` wires the stages, `cli` is the edge.
+
+pub mod config;
+pub mod env;
+pub mod http;
+pub mod secret;

