@@ -167,11 +167,13 @@ impl HttpClient {
         headers: &[Header<'_>],
         form: &[(&str, FormValue<'_>)],
     ) -> Result<Response, HttpError> {
-        let mut ser = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in form {
-            ser.append_pair(k, v.as_str());
-        }
-        let body = zeroize::Zeroizing::new(ser.finish());
+        let body = {
+            let mut ser = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in form {
+                ser.append_pair(k, v.as_str());
+            }
+            zeroize::Zeroizing::new(ser.finish())
+        };
         self.send(
             Method::POST,
             url,

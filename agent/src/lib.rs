@@ -6,5 +6,8 @@
 
 pub mod config;
 pub mod env;
+pub mod exchange;
 pub mod http;
+pub mod identity;
 pub mod secret;
+pub mod store;

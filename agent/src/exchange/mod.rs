@@ -1,0 +1,476 @@
+//! Exchange: turns the job identity into credentials. Second stage of the
+//! flow; it takes identity tokens in and hands [`Issued`] credentials out,
+//! and it knows how to renew and revoke what it issued. It does not schedule
+//! anything; the store does.
+
+mod oauth;
+mod vault;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use url::Url;
+
+use crate::config::{ClientAuth, CredentialConfig, CredentialKind};
+use crate::env::Env;
+use crate::http::{endpoint, HttpClient, HttpError};
+use crate::identity::{truncate, IdentityError, IdentityToken};
+use crate::secret::{redact, Secret};
+
+/// A credential as issued.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub value: Secret,
+    /// `None`: the service gave no expiry (a KV secret).
+    pub lifetime: Option<Duration>,
+    /// Vault: `renew-self` may extend it.
+    pub renewable: bool,
+}
+
+/// What happened at revocation, for the teardown report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// The service confirmed (RFC 7009 200, Vault 204).
+    Done(&'static str),
+    /// Nothing to revoke with: no revocation endpoint, or the value is not a token we own.
+    NotRevocable(&'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
+    #[error("{0}")]
+    Http(#[from] HttpError),
+    /// The service answered with an error. `detail` is its own message, with
+    /// tokens redacted: the best explanation there is.
+    #[error("{service} refused ({status}): {detail}")]
+    Refused {
+        service: String,
+        status: u16,
+        detail: String,
+        code: Option<String>,
+    },
+    #[error("{service} answered HTTP {status} with {problem}")]
+    BadAnswer {
+        service: String,
+        status: u16,
+        problem: String,
+    },
+    #[error("credential {name:?}: client secret variable {variable} is not set")]
+    MissingSecret { name: String, variable: String },
+    #[error("credential {name:?}: {problem}")]
+    Setup { name: String, problem: String },
+    #[error("credential {name:?} needs {parent:?}, which has no valid value: {reason}")]
+    Parent {
+        name: String,
+        parent: String,
+        reason: String,
+    },
+}
+
+impl ExchangeError {
+    /// True when the service itself said no (as opposed to not answering).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ExchangeError::Refused { .. })
+    }
+}
+
+/// Client authentication with its secret resolved from the environment.
+#[derive(Debug, Clone)]
+pub(crate) enum Client {
+    None { client_id: Option<String> },
+    Basic { client_id: String, secret: Secret },
+    Post { client_id: String, secret: Secret },
+}
+
+#[derive(Debug)]
+enum Kind {
+    OAuth(oauth::OAuth),
+    Vault(vault::Vault),
+    VaultKv {
+        parent: String,
+        address: Url,
+        namespace: Option<String>,
+        path: String,
+        field: String,
+        refresh: Duration,
+    },
+    Passthrough {
+        audience: Option<String>,
+    },
+}
+
+/// One credential's exchange, ready to run.
+#[derive(Debug)]
+pub struct Exchanger {
+    pub name: String,
+    kind: Kind,
+}
+
+impl Exchanger {
+    /// Resolve secrets from the environment and endpoints by discovery.
+    pub async fn prepare(
+        cfg: &CredentialConfig,
+        all: &[CredentialConfig],
+        http: &HttpClient,
+        env: &dyn Env,
+    ) -> Result<Self, ExchangeError> {
+        let name = cfg.name.clone();
+        let kind = match &cfg.kind {
+            CredentialKind::TokenExchange {
+                endpoint,
+                subject_token_type,
+                requested_token_type,
+                client,
+            } => {
+                let client = resolve_client(&name, client, env)?;
+                Kind::OAuth(
+                    oauth::OAuth::prepare(
+                        &name,
+                        http,
+                        endpoint,
+                        oauth::Grant::TokenExchange {
+                            subject_token_type: *subject_token_type,
+                            requested_token_type: requested_token_type.clone(),
+                        },
+                        client,
+                    )
+                    .await?,
+                )
+            }
+            CredentialKind::JwtBearer {
+                endpoint,
+                client_id,
+            } => Kind::OAuth(
+                oauth::OAuth::prepare(
+                    &name,
+                    http,
+                    endpoint,
+                    oauth::Grant::ClientAssertion,
+                    Client::None {
+                        client_id: Some(client_id.clone()),
+                    },
+                )
+                .await?,
+            ),
+            CredentialKind::Vault {
+                address,
+                mount,
+                role,
+                namespace,
+            } => Kind::Vault(vault::Vault {
+                address: address.clone(),
+                mount: mount.clone(),
+                role: role.clone(),
+                namespace: namespace.clone(),
+            }),
+            CredentialKind::VaultKv {
+                from,
+                path,
+                field,
+                refresh,
+            } => {
+                let Some(CredentialConfig {
+                    kind:
+                        CredentialKind::Vault {
+                            address, namespace, ..
+                        },
+                    ..
+                }) = all.iter().find(|c| &c.name == from)
+                else {
+                    return Err(ExchangeError::Setup {
+                        name,
+                        problem: format!("`from` names {from:?}, which is not a vault credential"),
+                    });
+                };
+                Kind::VaultKv {
+                    parent: from.clone(),
+                    address: address.clone(),
+                    namespace: namespace.clone(),
+                    path: path.clone(),
+                    field: field.clone(),
+                    refresh: *refresh,
+                }
+            }
+            CredentialKind::Passthrough { audience } => Kind::Passthrough {
+                audience: audience.clone(),
+            },
+        };
+        Ok(Exchanger { name, kind })
+    }
+
+    /// The credential this one is read with, if any (KV → its vault).
+    pub fn parent(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::VaultKv { parent, .. } => Some(parent),
+            _ => None,
+        }
+    }
+
+    /// The audience the identity token must be minted for, where the source
+    /// can choose (passthrough may ask for its own).
+    pub fn identity_audience(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Passthrough { audience } => audience.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether obtaining needs an identity token.
+    pub fn needs_identity(&self) -> bool {
+        !matches!(self.kind, Kind::VaultKv { .. })
+    }
+
+    /// How often to re-read a value that has no expiry.
+    pub fn reread_interval(&self) -> Option<Duration> {
+        match &self.kind {
+            Kind::VaultKv { refresh, .. } => Some(*refresh),
+            _ => None,
+        }
+    }
+
+    /// One line saying what this exchange does, for `doctor` and `status`.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            Kind::OAuth(o) => o.describe(),
+            Kind::Vault(v) => format!(
+                "vault JWT login at {} (auth/{}/login, role {:?})",
+                endpoint(&v.address),
+                v.mount,
+                v.role
+            ),
+            Kind::VaultKv {
+                parent,
+                path,
+                field,
+                ..
+            } => format!("KV v2 field {path}#{field} read with {parent:?}"),
+            Kind::Passthrough { audience } => match audience {
+                Some(a) => format!("passthrough of the identity token (audience {a:?})"),
+                None => "passthrough of the identity token".into(),
+            },
+        }
+    }
+
+    /// What was sent, for `doctor`'s likely-cause hints.
+    pub fn sent_audience(&self, identity_audience: Option<&str>) -> Vec<String> {
+        match &self.kind {
+            Kind::OAuth(o) => o.audience.clone(),
+            _ => identity_audience
+                .map(|a| vec![a.to_owned()])
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Obtain a fresh credential. `identity` is required unless
+    /// [`needs_identity`] is false; `parent` is the vault token for KV reads.
+    pub async fn obtain(
+        &self,
+        http: &HttpClient,
+        identity: Option<&IdentityToken>,
+        parent: Option<&Secret>,
+    ) -> Result<Issued, ExchangeError> {
+        let need_id = || {
+            identity.ok_or_else(|| ExchangeError::Setup {
+                name: self.name.clone(),
+                problem: "no identity token available".into(),
+            })
+        };
+        match &self.kind {
+            Kind::OAuth(o) => o.obtain(http, need_id()?).await,
+            Kind::Vault(v) => v.login(http, need_id()?).await,
+            Kind::VaultKv {
+                parent: pname,
+                address,
+                namespace,
+                path,
+                field,
+                ..
+            } => {
+                let token = parent.ok_or_else(|| ExchangeError::Parent {
+                    name: self.name.clone(),
+                    parent: pname.clone(),
+                    reason: "not obtained".into(),
+                })?;
+                vault::read_kv(http, address, namespace.as_deref(), token, path, field).await
+            }
+            Kind::Passthrough { .. } => {
+                let id = need_id()?;
+                Ok(Issued {
+                    value: id.jwt.clone(),
+                    lifetime: id.claims.remaining(),
+                    renewable: false,
+                })
+            }
+        }
+    }
+
+    /// Extend a renewable credential in place (Vault `renew-self`).
+    /// `Ok(None)` when this kind does not renew.
+    pub async fn renew(
+        &self,
+        http: &HttpClient,
+        current: &Secret,
+    ) -> Result<Option<Issued>, ExchangeError> {
+        match &self.kind {
+            Kind::Vault(v) => v.renew(http, current).await.map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    pub async fn revoke(
+        &self,
+        http: &HttpClient,
+        value: &Secret,
+    ) -> Result<Revoked, ExchangeError> {
+        match &self.kind {
+            Kind::OAuth(o) => o.revoke(http, value).await,
+            Kind::Vault(v) => v.revoke(http, value).await,
+            Kind::VaultKv { .. } => Ok(Revoked::NotRevocable(
+                "a KV secret is not ours to revoke; its vault token is revoked",
+            )),
+            Kind::Passthrough { .. } => Ok(Revoked::NotRevocable(
+                "the platform's own token expires by itself",
+            )),
+        }
+    }
+}
+
+/// Builds the client, reading the secret from its variable.
+fn resolve_client(name: &str, c: &ClientAuth, env: &dyn Env) -> Result<Client, ExchangeError> {
+    let secret = |var: &str| {
+        env.non_empty(var)
+            .map(Secret::new)
+            .ok_or_else(|| ExchangeError::MissingSecret {
+                name: name.to_owned(),
+                variable: var.to_owned(),
+            })
+    };
+    Ok(match c {
+        ClientAuth::None { client_id } => Client::None {
+            client_id: client_id.clone(),
+        },
+        ClientAuth::Basic {
+            client_id,
+            secret_env,
+        } => Client::Basic {
+            client_id: client_id.clone(),
+            secret: secret(secret_env)?,
+        },
+        ClientAuth::Post {
+            client_id,
+            secret_env,
+        } => Client::Post {
+            client_id: client_id.clone(),
+            secret: secret(secret_env)?,
+        },
+    })
+}
+
+/// An error answer turned into a message: OAuth `error`/`error_description`,
+/// Vault `errors[]`, else the body itself, truncated, tokens redacted.
+pub(crate) fn refusal(
+    service: &Url,
+    status: http::StatusCode,
+    body: &[u8],
+    secrets: &[&Secret],
+) -> ExchangeError {
+    let service = endpoint(service);
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let (code, detail) = match &parsed {
+        Some(Value::Object(m)) if m.contains_key("error") => {
+            let code = m.get("error").and_then(Value::as_str).map(str::to_owned);
+            let desc = m.get("error_description").and_then(Value::as_str);
+            let detail = match (&code, desc) {
+                (Some(c), Some(d)) => format!("{c}: {d}"),
+                (Some(c), None) => c.clone(),
+                _ => m.get("error").map(|e| e.to_string()).unwrap_or_default(),
+            };
+            (code, detail)
+        }
+        Some(Value::Object(m)) if m.contains_key("errors") => {
+            let errs: Vec<String> = m
+                .get("errors")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|e| {
+                            e.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| e.to_string())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                None,
+                if errs.is_empty() {
+                    "(no message)".into()
+                } else {
+                    errs.join("; ")
+                },
+            )
+        }
+        _ => {
+            let text = String::from_utf8_lossy(body);
+            let t = text.trim();
+            (
+                None,
+                if t.is_empty() {
+                    "(empty body)".into()
+                } else {
+                    t.to_owned()
+                },
+            )
+        }
+    };
+    ExchangeError::Refused {
+        service,
+        status: status.as_u16(),
+        detail: truncate(&redact(&detail, secrets), 500),
+        code,
+    }
+}
+
+/// Seconds from a JSON number or numeric string (some services send "3600").
+pub(crate) fn seconds(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_show_the_services_own_words_without_tokens() {
+        let u = Url::parse("https://sts.example.com/token?x=1").expect("url");
+        let s = Secret::new("eyJhbGciOi.subject.tokenvalue-canary");
+        let e = refusal(&u, http::StatusCode::BAD_REQUEST, br#"{"error":"invalid_grant","error_description":"bad token eyJhbGciOi.subject.tokenvalue-canary"}"#, &[&s]).to_string();
+        assert_eq!(
+            e,
+            "https://sts.example.com/token refused (400): invalid_grant: bad token [redacted]"
+        );
+        let e = refusal(&u, http::StatusCode::BAD_REQUEST, br#"{"errors":["claim \"repository\" does not match any associated bound claim values"]}"#, &[]).to_string();
+        assert!(
+            e.ends_with("claim \"repository\" does not match any associated bound claim values"),
+            "{e}"
+        );
+        let e = refusal(&u, http::StatusCode::BAD_GATEWAY, b"<html>oops</html>", &[]).to_string();
+        assert!(e.ends_with("(502): <html>oops</html>"), "{e}");
+    }
+
+    #[test]
+    fn seconds_accepts_numbers_and_numeric_strings() {
+        assert_eq!(seconds(Some(&serde_json::json!(30))), Some(30));
+        assert_eq!(seconds(Some(&serde_json::json!("3600"))), Some(3600));
+        assert_eq!(seconds(Some(&serde_json::json!(-1))), None);
+        assert_eq!(seconds(None), None);
+    }
+}

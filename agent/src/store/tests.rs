@@ -1,0 +1,197 @@
+//! Store scheduling under paused tokio time, with a scripted source.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::*;
+
+struct Scripted {
+    lifetime: Duration,
+    obtains: AtomicU64,
+    renews: AtomicU64,
+    fail: AtomicBool,
+    renewable: bool,
+    latency: Duration,
+    revoked: Mutex<Vec<String>>,
+}
+
+impl Scripted {
+    fn new(lifetime: Duration) -> Arc<Self> {
+        Arc::new(Scripted {
+            lifetime,
+            obtains: AtomicU64::new(0),
+            renews: AtomicU64::new(0),
+            fail: AtomicBool::new(false),
+            renewable: false,
+            latency: Duration::from_millis(50),
+            revoked: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+impl CredentialSource for Scripted {
+    fn obtain(&self) -> BoxFut<'_, Result<Issued, ExchangeError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.latency).await;
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(ExchangeError::Setup {
+                    name: "t".into(),
+                    problem: "sts down".into(),
+                });
+            }
+            let n = self.obtains.fetch_add(1, Ordering::SeqCst);
+            Ok(Issued {
+                value: Secret::new(format!("token-{n}")),
+                lifetime: Some(self.lifetime),
+                renewable: self.renewable,
+            })
+        })
+    }
+    fn renew<'a>(
+        &'a self,
+        current: &'a Secret,
+    ) -> BoxFut<'a, Result<Option<Issued>, ExchangeError>> {
+        Box::pin(async move {
+            self.renews.fetch_add(1, Ordering::SeqCst);
+            Ok(Some(Issued {
+                value: current.clone(),
+                lifetime: Some(self.lifetime),
+                renewable: true,
+            }))
+        })
+    }
+    fn revoke<'a>(&'a self, value: &'a Secret) -> BoxFut<'a, Result<Revoked, ExchangeError>> {
+        Box::pin(async move {
+            self.revoked
+                .lock()
+                .expect("lock")
+                .push(value.expose().to_owned());
+            Ok(Revoked::Done("scripted"))
+        })
+    }
+}
+
+fn rotation() -> RotationConfig {
+    RotationConfig {
+        fraction: 0.5,
+        jitter: 0.0,
+        retry_min: Duration::from_millis(200),
+        retry_max: Duration::from_secs(2),
+    }
+}
+
+async fn store_with(src: Arc<Scripted>) -> Store {
+    let mut s = Store::new(rotation(), CancellationToken::new());
+    s.add("c", src).await.expect("first obtain");
+    s
+}
+
+#[tokio::test(start_paused = true)]
+async fn refreshes_at_the_configured_share_of_the_lifetime() {
+    let src = Scripted::new(Duration::from_secs(10));
+    let store = store_with(src.clone()).await;
+    assert_eq!(store.get("c").expect("value").value.expose(), "token-0");
+    // Due at 5 s (+50 ms latency each): after 16 s, refreshes at ~5, ~10, ~15.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    assert_eq!(src.obtains.load(Ordering::SeqCst), 4);
+    assert_eq!(store.state("c").expect("state").rotations, 3);
+    assert_eq!(store.get("c").expect("value").generation, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_refresh_serves_the_valid_value_then_fails_closed() {
+    let src = Scripted::new(Duration::from_secs(10));
+    let store = store_with(src.clone()).await;
+    src.fail.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    // Still valid at 9 s, although refreshes have failed since 5 s.
+    let c = store.get("c").expect("still valid");
+    assert_eq!(c.value.expose(), "token-0");
+    assert_eq!(
+        store.state("c").expect("state").last_error.as_deref(),
+        Some("credential \"t\": sts down")
+    );
+    // Within the margin before expiry and after it: refused, with the reason.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let e = store.get("c").unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Expired { reason, .. } if reason.contains("sts down")),
+        "{e}"
+    );
+    // Recovery: the next retry succeeds and the value is fresh again.
+    src.fail.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(store.get("c").expect("recovered").value.expose(), "token-1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_back_off_exponentially_up_to_the_cap() {
+    let src = Scripted::new(Duration::from_secs(100));
+    let store = store_with(src.clone()).await;
+    src.fail.store(true, Ordering::SeqCst);
+    // First attempt at 50 s, then retries after 0.2, 0.4, 0.8, 1.6, 2, 2, 2 … s.
+    tokio::time::sleep(Duration::from_secs(50) + Duration::from_millis(100)).await;
+    let a0 = store.state("c").expect("s").attempts;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let a1 = store.state("c").expect("s").attempts;
+    // 0.2+0.4+0.8+1.6 = 3 s for 4 retries, then 7 s at 2 s each: 3 more.
+    let retries = a1 - a0;
+    assert!((6..=8).contains(&retries), "retries in 10 s: {retries}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_forced_refreshes_share_one_exchange() {
+    let src = Scripted::new(Duration::from_secs(100));
+    let store = Arc::new(store_with(src.clone()).await);
+    let gen = store.get("c").expect("v").generation;
+    let mut set = JoinSet::new();
+    for _ in 0..20 {
+        let s = store.clone();
+        set.spawn(async move {
+            s.refresh("c", gen)
+                .await
+                .map(|c| c.value.expose().to_owned())
+        });
+    }
+    let mut got = Vec::new();
+    while let Some(r) = set.join_next().await {
+        got.push(r.expect("join").expect("refresh"));
+    }
+    assert!(got.iter().all(|v| v == "token-1"), "{got:?}");
+    assert_eq!(
+        src.obtains.load(Ordering::SeqCst),
+        2,
+        "one initial obtain and one shared refresh"
+    );
+    // A caller that already saw the new generation gets it without a refresh.
+    let again = store.refresh("c", gen).await.expect("fresh");
+    assert_eq!(again.value.expose(), "token-1");
+    assert_eq!(src.obtains.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn renewable_credentials_renew_instead_of_exchanging() {
+    let src = Arc::new(Scripted {
+        renewable: true,
+        ..Arc::try_unwrap(Scripted::new(Duration::from_secs(10)))
+            .ok()
+            .expect("unique")
+    });
+    let store = store_with(src.clone()).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(src.obtains.load(Ordering::SeqCst), 1);
+    assert!(src.renews.load(Ordering::SeqCst) >= 2);
+    assert_eq!(store.get("c").expect("v").value.expose(), "token-0");
+}
+
+#[tokio::test(start_paused = true)]
+async fn teardown_revokes_current_and_superseded_values_then_refuses_reads() {
+    let src = Scripted::new(Duration::from_secs(10));
+    let store = store_with(src.clone()).await;
+    tokio::time::sleep(Duration::from_secs(6)).await; // one rotation: token-0 superseded, still valid
+    let reports = store.shutdown().await;
+    let mut revoked = src.revoked.lock().expect("lock").clone();
+    revoked.sort();
+    assert_eq!(revoked, ["token-0", "token-1"]);
+    assert_eq!(reports.len(), 2);
+    assert!(matches!(store.get("c"), Err(StoreError::Closed(_))));
+}
