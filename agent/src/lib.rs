@@ -4,7 +4,10 @@
 //! Flow (one way): `identity` → `exchange` → `store` → proxy; `audit` is a
 //! sink. `config` is read first, `app` wires the stages, `cli` is the edge.
 
+pub mod app;
+pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod env;
 pub mod exchange;
 pub mod http;

@@ -1,0 +1,72 @@
+//! Wiring: config → identity → exchanges → store. The CLI calls this; the
+//! proxy (data plane) will read from the returned store.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::env::Env;
+use crate::exchange::{ExchangeError, Exchanger};
+use crate::http::{HttpClient, HttpError};
+use crate::identity::{IdentityError, IdentitySource, IdentityToken, JobInfo};
+use crate::store::{ExchangeSource, StartError, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
+    #[error("upstream TLS: {0}")]
+    Http(#[from] HttpError),
+    #[error("credential {name:?}: {source}")]
+    Prepare { name: String, source: ExchangeError },
+    #[error("{0}")]
+    Start(#[from] StartError),
+}
+
+/// The running control plane.
+#[derive(Debug)]
+pub struct Control {
+    pub identity: Arc<IdentitySource>,
+    /// The first identity token's claims (unverified), for the audit header.
+    pub job: JobInfo,
+    pub http: HttpClient,
+    pub store: Store,
+}
+
+/// Identity, then every credential's first exchange, in config order. Any
+/// failure stops the start: nothing is served without all credentials.
+pub async fn start(
+    cfg: &Config,
+    env: &dyn Env,
+    cancel: CancellationToken,
+) -> Result<Control, AppError> {
+    let http = HttpClient::new(cfg.upstream.extra_ca.as_deref())?;
+    let identity = Arc::new(IdentitySource::from_config(&cfg.identity, env)?);
+    let first: IdentityToken = identity.token(&http, None).await?;
+    let job = JobInfo::from_claims(identity.platform.name(), &first.claims);
+    drop(first);
+    let mut store = Store::new(cfg.rotation, cancel);
+    for c in &cfg.credentials {
+        let exchanger = Exchanger::prepare(c, &cfg.credentials, &http, env)
+            .await
+            .map_err(|e| AppError::Prepare {
+                name: c.name.clone(),
+                source: e,
+            })?;
+        let parent = exchanger.parent().and_then(|p| store.watch(p));
+        let src = ExchangeSource {
+            exchanger,
+            http: http.clone(),
+            identity: identity.clone(),
+            parent,
+        };
+        store.add(&c.name, Arc::new(src)).await?;
+    }
+    Ok(Control {
+        identity,
+        job,
+        http,
+        store,
+    })
+}

@@ -1,0 +1,411 @@
+//! `lanyard doctor`: explains what lanyard would do with this config on this
+//! machine: the platform, the identity claims (unverified), each exchange's
+//! result or the service's own refusal with a likely cause, and which route
+//! a URL would match. Every credential it obtains is revoked before it exits.
+//! It never prints a token.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::config::{Config, RouteConfig};
+use crate::env::Env;
+use crate::exchange::{ExchangeError, Exchanger, Issued, Revoked};
+use crate::http::HttpClient;
+use crate::identity::{format_time, IdentitySource, IdentityToken, UnverifiedClaims};
+use crate::secret::Secret;
+
+/// Exit codes (documented in README).
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_CONFIG: i32 = 2;
+
+pub struct Options {
+    pub exchange: bool,
+    pub url: Option<String>,
+    pub method: String,
+}
+
+/// Runs the checks, writing the report to `out`. Returns the exit code.
+pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) -> i32 {
+    let _ = writeln!(
+        out,
+        "config: {} is valid ({} credential{}, {} route{})",
+        cfg.path.display(),
+        cfg.credentials.len(),
+        plural(cfg.credentials.len()),
+        cfg.routes.len(),
+        plural(cfg.routes.len())
+    );
+    let mut code = EXIT_OK;
+
+    if let Some(u) = &opts.url {
+        explain_url(cfg, u, &opts.method, out);
+    }
+    if !opts.exchange {
+        let _ = writeln!(out, "exchange: skipped (--no-exchange)");
+        return code;
+    }
+
+    let http = match HttpClient::new(cfg.upstream.extra_ca.as_deref()) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = writeln!(out, "upstream TLS: FAILED: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let _ = writeln!(out, "\nidentity");
+    let source = match IdentitySource::from_config(&cfg.identity, env) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(out, "  FAILED: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let _ = writeln!(
+        out,
+        "  platform: {} (because {})",
+        source.platform.name(),
+        source.reason
+    );
+    let _ = writeln!(
+        out,
+        "  token from: {}{}",
+        source.origin(),
+        if source.refreshes() {
+            " (a fresh token is fetched on each exchange)"
+        } else {
+            " (fixed for the job)"
+        }
+    );
+    if let Some(a) = &source.audience {
+        let _ = writeln!(out, "  audience requested: {a}");
+    }
+    let token = match source.token(&http, None).await {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(out, "  FAILED: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    print_claims(&token.claims, out);
+    if let (Some(want), false) = (&source.audience, source.refreshes()) {
+        if !token.claims.audiences().iter().any(|a| a == want) {
+            let _ = writeln!(out, "  warning: the token's aud is {:?}, not the configured audience {want:?}; this platform fixes the audience when it mints the token", token.claims.audiences());
+        }
+    }
+
+    let _ = writeln!(out, "\ncredentials");
+    let mut obtained: Vec<(Exchanger, Issued)> = Vec::new();
+    for c in &cfg.credentials {
+        let ex = match Exchanger::prepare(c, &cfg.credentials, &http, env).await {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = writeln!(out, "  {}: FAILED to set up: {e}", c.name);
+                code = EXIT_FAILED;
+                continue;
+            }
+        };
+        let _ = writeln!(out, "  {}: {}", c.name, ex.describe());
+        let id: Option<IdentityToken> = if ex.needs_identity() && ex.identity_audience().is_some() {
+            match source.token(&http, ex.identity_audience()).await {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    let _ = writeln!(out, "    FAILED: {e}");
+                    code = EXIT_FAILED;
+                    continue;
+                }
+            }
+        } else if ex.needs_identity() && source.refreshes() {
+            // A fresh token per exchange, as the running sidecar does.
+            match source.token(&http, None).await {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    let _ = writeln!(out, "    FAILED: {e}");
+                    code = EXIT_FAILED;
+                    continue;
+                }
+            }
+        } else {
+            Some(token.clone())
+        };
+        let parent: Option<Secret> = ex.parent().and_then(|p| {
+            obtained
+                .iter()
+                .find(|(x, _)| x.name == p)
+                .map(|(_, i)| i.value.clone())
+        });
+        if ex.parent().is_some() && parent.is_none() {
+            let _ = writeln!(
+                out,
+                "    FAILED: its vault credential {:?} was not obtained",
+                ex.parent().unwrap_or_default()
+            );
+            code = EXIT_FAILED;
+            continue;
+        }
+        match ex.obtain(&http, id.as_ref(), parent.as_ref()).await {
+            Ok(issued) => {
+                let life = match issued.lifetime {
+                    Some(l) => format!("lifetime {}", human(l)),
+                    None => "no expiry given (re-read periodically)".into(),
+                };
+                let _ = writeln!(
+                    out,
+                    "    ok: {life}{}, fingerprint {}",
+                    if issued.renewable { ", renewable" } else { "" },
+                    issued.value.fingerprint()
+                );
+                obtained.push((ex, issued));
+            }
+            Err(e) => {
+                code = EXIT_FAILED;
+                let _ = writeln!(out, "    FAILED: {e}");
+                let claims = id.as_ref().map(|t| &t.claims).unwrap_or(&token.claims);
+                for h in hints(&e, &ex.sent_audience(source.audience.as_deref()), claims) {
+                    let _ = writeln!(out, "    likely cause: {h}");
+                }
+            }
+        }
+    }
+
+    if !cfg.routes.is_empty() {
+        let _ = writeln!(out, "\nroutes");
+        for r in &cfg.routes {
+            let _ = writeln!(
+                out,
+                "  {} → {} ({}{})",
+                r.display_url(),
+                r.credential,
+                methods(r),
+                r.env_name()
+                    .map(|e| format!(", reverse base URL in {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+
+    if !obtained.is_empty() {
+        let _ = writeln!(out, "\nteardown");
+        // Dependents first (a KV value is read with its vault token).
+        for (ex, issued) in obtained.iter().rev() {
+            match ex.revoke(&http, &issued.value).await {
+                Ok(Revoked::Done(how)) => {
+                    let _ = writeln!(out, "  {}: revoked ({how})", ex.name);
+                }
+                Ok(Revoked::NotRevocable(why)) => {
+                    let _ = writeln!(out, "  {}: not revoked: {why}", ex.name);
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "  {}: revocation FAILED: {e}", ex.name);
+                    code = EXIT_FAILED;
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nresult: {}",
+        if code == EXIT_OK {
+            "ok"
+        } else {
+            "FAILED (see above)"
+        }
+    );
+    code
+}
+
+fn print_claims(c: &UnverifiedClaims, out: &mut String) {
+    let _ = writeln!(out, "  claims (UNVERIFIED: decoded without checking the signature; the token service verifies them):");
+    for (k, v) in c.display_pairs() {
+        let shown = match k.as_str() {
+            "exp" | "iat" | "nbf" => match v.parse::<u64>() {
+                Ok(s) => {
+                    let t = std::time::UNIX_EPOCH + Duration::from_secs(s);
+                    let rel = match t.duration_since(std::time::SystemTime::now()) {
+                        Ok(d) => format!("in {}", human(d)),
+                        Err(e) => format!("{} ago", human(e.duration())),
+                    };
+                    format!("{v} ({}, {rel})", format_time(t))
+                }
+                Err(_) => v,
+            },
+            _ => v,
+        };
+        let _ = writeln!(out, "    {k}: {}", sanitize(&shown));
+    }
+}
+
+/// Claims come from outside: no control characters reach the terminal.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// Likely causes, from the service's own message and what was presented.
+pub fn hints(
+    e: &ExchangeError,
+    sent_audience: &[String],
+    claims: &UnverifiedClaims,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let text = e.to_string();
+    let lower = text.to_lowercase();
+    if let ExchangeError::Http(_) = e {
+        out.push("the service did not answer: is it running, and is the address right?".into());
+        return out;
+    }
+    // `claim "repository" does not match…` / `subject token repository "evil/app" is not allowed`
+    for name in [
+        "repository",
+        "project_path",
+        "ref",
+        "environment",
+        "sub",
+        "job_workflow_ref",
+        "ref_protected",
+        "namespace_path",
+    ] {
+        if lower.contains(&format!("claim \"{name}\""))
+            || lower.contains(&format!("token {name} "))
+            || lower.contains(&format!("\"{name}\" does not match"))
+        {
+            let got = claims.text(name).unwrap_or_else(|| "(absent)".into());
+            out.push(format!("the token's {name} claim is {got:?} and the service's rules (bound claims) do not accept it: run from the expected {name}, or change the role"));
+        }
+    }
+    if lower.contains("aud") {
+        out.push(format!(
+            "audience mismatch: the token's aud is {:?}; lanyard asked for {}: set [identity] audience (or the credential's audience) to what the service expects",
+            claims.audiences(),
+            if sent_audience.is_empty() { "no specific audience".into() } else { format!("{sent_audience:?}") }
+        ));
+    }
+    if lower.contains("expired") || lower.contains("\"exp\"") || lower.contains("exp claim") {
+        match claims.exp() {
+            Some(exp) => out.push(format!("the token's exp is {}; tokens that cannot be re-minted (GitLab, Bitbucket, CircleCI) live only as long as the job", format_time(exp))),
+            None => out.push("the token has no exp claim".into()),
+        }
+    }
+    if lower.contains("role")
+        && (lower.contains("not found")
+            || lower.contains("could not be found")
+            || lower.contains("invalid role"))
+    {
+        out.push("the role does not exist on this auth mount: check `role` and `mount`".into());
+    }
+    if lower.contains("invalid_client") || lower.contains("client authentication") {
+        out.push("the token service did not accept the client: check client_id, client_auth and the secret variable".into());
+    }
+    if lower.contains("permission denied") {
+        out.push(
+            "the token is valid but its policies do not allow this path (or it was revoked)".into(),
+        );
+    }
+    if lower.contains("key")
+        && (lower.contains("not found")
+            || lower.contains("no key")
+            || lower.contains("unknown key")
+            || lower.contains("signature"))
+    {
+        out.push(
+            "the service could not verify the signature: check its JWKS / discovery URL and issuer"
+                .into(),
+        );
+    }
+    if out.is_empty() && e.is_refusal() {
+        out.push("the service's own message above is the best explanation; compare the claims listed under identity with the service's rules".into());
+    }
+    out
+}
+
+fn explain_url(cfg: &Config, raw: &str, method: &str, out: &mut String) {
+    let _ = writeln!(out, "\nroute for {method} {raw}");
+    let target = match crate::config::route::parse_route_url(raw) {
+        Ok((scheme, host, port, path)) => (scheme, host.to_string(), port, path),
+        Err(e) => {
+            let _ = writeln!(out, "  not a URL lanyard would route: {e}");
+            return;
+        }
+    };
+    let (scheme, host, port, path) = target;
+    let mut matched = false;
+    for r in &cfg.routes {
+        let mut why = Vec::new();
+        if r.scheme != scheme {
+            why.push(format!("scheme {scheme} is not {}", r.scheme));
+        }
+        if !r.host.matches(&host) {
+            why.push(format!("host {host} does not match {}", r.host));
+        }
+        if r.port != port {
+            why.push(format!("port {port} is not {}", r.port));
+        }
+        if !path.starts_with(&r.path_prefix) {
+            why.push(format!("path {path} is not under {}", r.path_prefix));
+        }
+        if let Some(ms) = &r.methods {
+            if !ms.iter().any(|m| m.as_str() == method) {
+                why.push(format!("method {method} is not one of {}", methods(r)));
+            }
+        }
+        if why.is_empty() && !matched {
+            matched = true;
+            let _ = writeln!(
+                out,
+                "  matches {} → credential {} in header {}",
+                r.display_url(),
+                r.credential,
+                r.header
+            );
+        } else if why.is_empty() {
+            let _ = writeln!(
+                out,
+                "  also matches {} (an earlier route wins)",
+                r.display_url()
+            );
+        } else {
+            let _ = writeln!(out, "  not {}: {}", r.display_url(), why.join("; "));
+        }
+    }
+    if !matched {
+        let _ = writeln!(
+            out,
+            "  no route: the request gets no credential; it is {}",
+            match cfg.proxy.egress {
+                crate::config::Egress::Allow => "passed through untouched (egress = \"allow\")",
+                crate::config::Egress::Deny => "refused with 403 (egress = \"deny\")",
+            }
+        );
+    }
+}
+
+fn methods(r: &RouteConfig) -> String {
+    match &r.methods {
+        None => "every method".into(),
+        Some(m) => m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "),
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// `1h 2m`, `5m 3s`, `30s`, `750ms`.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let (h, m, s) = (s / 3600, (s % 3600) / 60, s % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m {s}s"),
+        (h, m, _) => format!("{h}h {m}m"),
+    }
+}

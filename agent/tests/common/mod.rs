@@ -1,0 +1,394 @@
+//! Test harness: real peers (the CI-shaped issuer, the oidc-provider STS,
+//! OpenBao) started on ephemeral loopback ports, stopped by PID on drop.
+//! Peers are installed by `scripts/install-peers.sh`; a missing one fails
+//! the test with that instruction, never skips it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// Why: the peers answer in well under a second; a bound that is reached
+/// means a peer is broken, and the test says so instead of hanging.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+fn peers() -> PathBuf {
+    root().join("target/peers")
+}
+
+fn need(path: &Path) -> PathBuf {
+    assert!(
+        path.exists(),
+        "test peer missing: {} — run scripts/install-peers.sh (the README's test command does)",
+        path.display()
+    );
+    path.to_owned()
+}
+
+pub fn python() -> PathBuf {
+    need(&peers().join("venv/bin/python"))
+}
+
+pub fn bao_bin() -> PathBuf {
+    need(&peers().join("bin/bao"))
+}
+
+/// A running peer; killed and reaped on drop. Its stderr goes to a log
+/// file, printed when a test fails.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proc {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} log ({}) ----\n{}",
+                self.name,
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// Spawn, then read the one JSON ready line from stdout.
+fn spawn_ready(name: &str, mut cmd: Command) -> (Proc, Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join(format!("{name}.log"));
+    cmd.stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .stdin(Stdio::null());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let proc = Proc {
+        name: name.into(),
+        child,
+        log,
+        _dir: dir,
+    };
+    let line = match rx.recv_timeout(READY_TIMEOUT) {
+        Ok(l) if !l.trim().is_empty() => l,
+        _ => panic!(
+            "{name} did not print its ready line within {READY_TIMEOUT:?}; log:\n{}",
+            proc.log_text()
+        ),
+    };
+    let v: Value = serde_json::from_str(line.trim())
+        .unwrap_or_else(|e| panic!("{name} ready line {line:?}: {e}"));
+    (proc, v)
+}
+
+/// Real curl, for test set-up and checks. Returns (status, body).
+pub fn curl(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut c = Command::new("curl");
+    c.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-X",
+        method,
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        url,
+    ]);
+    for (k, v) in headers {
+        c.args(["-H", &format!("{k}: {v}")]);
+    }
+    if let Some(b) = body {
+        c.args(["--data-binary", b]);
+    }
+    let out = c.output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+pub fn json_of(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+pub struct Issuer {
+    pub proc: Proc,
+    pub url: String,
+    pub bearer: String,
+}
+
+impl Issuer {
+    pub fn start() -> Issuer {
+        let bearer = "gha-bearer-canary-7f3a9c".to_owned();
+        let mut cmd = Command::new(python());
+        cmd.arg(root().join("agent/tests/peers/issuer.py"))
+            .args(["--gha-bearer", &bearer]);
+        let (proc, v) = spawn_ready("issuer", cmd);
+        Issuer {
+            proc,
+            url: v["issuer"].as_str().expect("issuer").to_owned(),
+            bearer,
+        }
+    }
+
+    pub fn mint(&self, platform: &str, aud: &str, ttl: i64, claims: Value) -> String {
+        let body =
+            json!({"platform": platform, "aud": aud, "ttl": ttl, "claims": claims}).to_string();
+        let (code, out) = curl(
+            "POST",
+            &format!("{}/mint", self.url),
+            &[("content-type", "application/json")],
+            Some(&body),
+        );
+        assert_eq!(code, 200, "mint: {out}");
+        json_of(&out)["token"].as_str().expect("token").to_owned()
+    }
+
+    pub fn gha_config(&self, cfg: Value) {
+        let (code, out) = curl(
+            "POST",
+            &format!("{}/gha/config", self.url),
+            &[("content-type", "application/json")],
+            Some(&cfg.to_string()),
+        );
+        assert_eq!(code, 200, "gha/config: {out}");
+    }
+
+    pub fn gha_requests(&self) -> u64 {
+        let (_, out) = curl("GET", &format!("{}/stats", self.url), &[], None);
+        json_of(&out)["gha_requests"].as_u64().expect("stats")
+    }
+
+    pub fn gha_url(&self) -> String {
+        format!("{}/gha/token?api-version=2.0", self.url)
+    }
+}
+
+pub struct Sts {
+    pub proc: Proc,
+    pub issuer: String,
+    pub token_endpoint: String,
+    pub revocation_endpoint: String,
+    pub introspection_endpoint: String,
+}
+
+impl Sts {
+    pub fn start(subject_issuer: &str, ttl_secs: u64) -> Sts {
+        let mut cmd = Command::new("node");
+        cmd.arg(
+            need(&root().join("agent/tests/peers/sts/node_modules"))
+                .parent()
+                .expect("sts")
+                .join("server.mjs"),
+        )
+        .env("SUBJECT_ISSUER", subject_issuer)
+        .env("TOKEN_TTL", ttl_secs.to_string());
+        let (proc, v) = spawn_ready("sts", cmd);
+        let s = |k: &str| {
+            v[k].as_str()
+                .unwrap_or_else(|| panic!("sts ready line lacks {k}"))
+                .to_owned()
+        };
+        Sts {
+            issuer: s("issuer"),
+            token_endpoint: s("token_endpoint"),
+            revocation_endpoint: s("revocation_endpoint"),
+            introspection_endpoint: s("introspection_endpoint"),
+            proc,
+        }
+    }
+
+    /// RFC 7662 with the `lanyard` client: is this token active?
+    pub fn active(&self, token: &str) -> bool {
+        let (code, out) = curl(
+            "POST",
+            &self.introspection_endpoint,
+            &[
+                ("authorization", "Basic bGFueWFyZDpsYW55YXJkLXNlY3JldA=="),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            Some(&format!("token={token}")),
+        );
+        assert_eq!(code, 200, "introspection: {out}");
+        json_of(&out)["active"].as_bool().expect("active")
+    }
+}
+
+pub struct Bao {
+    pub proc: Proc,
+    pub addr: String,
+}
+
+pub const BAO_AUDIENCE: &str = "https://bao.test";
+
+impl Bao {
+    /// `bao server -dev` on a port P where P+1 is free too (bao binds both).
+    pub fn start() -> Bao {
+        for _ in 0..10 {
+            let port = {
+                let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+                let p = l.local_addr().expect("addr").port();
+                if p == u16::MAX || TcpListener::bind(("127.0.0.1", p + 1)).is_err() {
+                    continue;
+                }
+                p
+            };
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = dir.path().join("bao.log");
+            let child = Command::new(bao_bin())
+                .args([
+                    "server",
+                    "-dev",
+                    "-dev-no-store-token",
+                    "-dev-root-token-id=root",
+                    &format!("-dev-listen-address=127.0.0.1:{port}"),
+                ])
+                .env("HOME", dir.path())
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&log).expect("log"))
+                .stderr(std::fs::File::create(dir.path().join("bao.err")).expect("log"))
+                .spawn()
+                .expect("start bao");
+            let mut proc = Proc {
+                name: "openbao".into(),
+                child,
+                log,
+                _dir: dir,
+            };
+            let addr = format!("http://127.0.0.1:{port}");
+            // Readiness: the health endpoint, bounded; an early exit (port
+            // taken between our check and bao's bind) retries on a new port.
+            let deadline = std::time::Instant::now() + READY_TIMEOUT;
+            loop {
+                if let Ok(Some(_)) = proc.child.try_wait() {
+                    break;
+                }
+                if curl("GET", &format!("{addr}/v1/sys/health"), &[], None).0 == 200 {
+                    return Bao { proc, addr };
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "openbao not healthy in {READY_TIMEOUT:?}:\n{}",
+                    proc.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("could not start openbao on a free port pair");
+    }
+
+    pub fn api(&self, method: &str, path: &str, body: Option<Value>, token: &str) -> (u16, String) {
+        let b = body.map(|b| b.to_string());
+        curl(
+            method,
+            &format!("{}/v1/{path}", self.addr),
+            &[
+                ("x-vault-token", token),
+                ("content-type", "application/json"),
+            ],
+            b.as_deref(),
+        )
+    }
+
+    fn ok(&self, method: &str, path: &str, body: Value) {
+        let (code, out) = self.api(method, path, Some(body), "root");
+        assert!((200..300).contains(&code), "{method} {path}: {code} {out}");
+    }
+
+    /// JWT auth against the issuer, a role bound to repository acme/app, a
+    /// policy that reads secret/data/ci/*, and the KV secret.
+    pub fn setup_jwt(&self, issuer: &str, ttl: &str, max_ttl: &str, kv_value: &str) {
+        self.ok("POST", "sys/auth/jwt", json!({"type": "jwt"}));
+        self.ok(
+            "POST",
+            "auth/jwt/config",
+            json!({"oidc_discovery_url": issuer, "bound_issuer": issuer}),
+        );
+        self.ok(
+            "PUT",
+            "sys/policies/acl/ci-read",
+            json!({"policy": "path \"secret/data/ci/*\" { capabilities = [\"read\"] }"}),
+        );
+        self.ok(
+            "POST",
+            "auth/jwt/role/ci",
+            json!({
+                "role_type": "jwt", "user_claim": "sub", "bound_audiences": [BAO_AUDIENCE],
+                "bound_claims": {"repository": "acme/app"}, "token_policies": ["ci-read"],
+                "token_ttl": ttl, "token_max_ttl": max_ttl,
+            }),
+        );
+        self.ok(
+            "POST",
+            "secret/data/ci/stripe",
+            json!({"data": {"api_key": kv_value}}),
+        );
+    }
+}
+
+/// A temp dir with a config file in it.
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("lanyard.toml");
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+/// Run the real binary with exactly this environment (plus PATH).
+pub fn lanyard(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lanyard"));
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run lanyard");
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    (out.status.code().unwrap_or(-1), so, se)
+}
+
+/// Fail with the whole output when `needle` (a secret) appears anywhere.
+pub fn assert_absent(haystacks: &[&str], needle: &str, what: &str) {
+    assert!(needle.len() >= 8, "canary too short to mean anything");
+    for h in haystacks {
+        assert!(!h.contains(needle), "{what} leaked into output:\n{h}");
+    }
+}
