@@ -416,3 +416,46 @@ async fn file_source_is_re_read_on_every_use() {
         .to_string();
     assert!(e.contains("not a JWT"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildkite_source_runs_the_agent_with_the_documented_arguments() {
+    use std::os::unix::fs::PermissionsExt;
+    let iss = Issuer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let token = iss.mint(
+        "plain",
+        "https://sts.test",
+        300,
+        json!({"pipeline_slug": "deploy", "build_number": "12"}),
+    );
+    // Stands in for `buildkite-agent`: prints the token only for exactly the
+    // documented invocation, fails loudly otherwise.
+    let agent = dir.path().join("buildkite-agent");
+    std::fs::write(
+        &agent,
+        format!("#!/bin/sh\nif [ \"$*\" = \"oidc request-token --audience https://sts.test\" ]; then echo '{token}'; else echo \"unexpected args: $*\" >&2; exit 3; fi\n"),
+    )
+    .expect("write");
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let http = lanyard::http::HttpClient::new(None).expect("client");
+    let cfg = config(&format!("[identity]\nsource = \"auto\"\naudience = \"https://sts.test\"\nbuildkite_agent = \"{}\"\n", agent.display()));
+    let src = lanyard::identity::IdentitySource::from_config(
+        &cfg.identity,
+        &env(&[("BUILDKITE", "true")]),
+    )
+    .expect("source");
+    assert_eq!(src.platform, lanyard::identity::Platform::Buildkite);
+    let t = src.token(&http, None).await.expect("token");
+    assert_eq!(t.claims.str("pipeline_slug"), Some("deploy"));
+    // Another audience is passed through, and the agent's failure is reported.
+    let e = src
+        .token(&http, Some("https://other.test"))
+        .await
+        .expect_err("exit 3")
+        .to_string();
+    assert!(
+        e.contains("oidc request-token` failed")
+            && e.contains("unexpected args: oidc request-token --audience https://other.test"),
+        "{e}"
+    );
+}
