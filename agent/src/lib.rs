@@ -12,5 +12,6 @@ pub mod env;
 pub mod exchange;
 pub mod http;
 pub mod identity;
+pub mod proxy;
 pub mod secret;
 pub mod store;

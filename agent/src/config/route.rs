@@ -68,7 +68,7 @@ impl Template {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
     /// For the reverse listener: `LANYARD_URL_<NAME>`.
     pub name: Option<String>,
