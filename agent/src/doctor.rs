@@ -106,28 +106,21 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
             }
         };
         let _ = writeln!(out, "  {}: {}", c.name, ex.describe());
-        let id: Option<IdentityToken> = if ex.needs_identity() && ex.identity_audience().is_some() {
-            match source.token(&http, ex.identity_audience()).await {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    let _ = writeln!(out, "    FAILED: {e}");
-                    code = EXIT_FAILED;
-                    continue;
+        // A fresh token per exchange where the platform mints one (as the
+        // running sidecar does), else the job's one token.
+        let id: Option<IdentityToken> =
+            if ex.needs_identity() && (ex.identity_audience().is_some() || source.refreshes()) {
+                match source.token(&http, ex.identity_audience()).await {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        let _ = writeln!(out, "    FAILED: {e}");
+                        code = EXIT_FAILED;
+                        continue;
+                    }
                 }
-            }
-        } else if ex.needs_identity() && source.refreshes() {
-            // A fresh token per exchange, as the running sidecar does.
-            match source.token(&http, None).await {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    let _ = writeln!(out, "    FAILED: {e}");
-                    code = EXIT_FAILED;
-                    continue;
-                }
-            }
-        } else {
-            Some(token.clone())
-        };
+            } else {
+                Some(token.clone())
+            };
         let parent: Option<Secret> = ex.parent().and_then(|p| {
             obtained
                 .iter()
@@ -320,37 +313,37 @@ pub fn hints(
 }
 
 fn explain_url(cfg: &Config, raw: &str, method: &str, out: &mut String) {
+    use crate::proxy::routes::{check_path, parse_authority, Decision, RouteTable};
     let _ = writeln!(out, "\nroute for {method} {raw}");
-    let target = match crate::config::route::parse_route_url(raw) {
-        Ok((scheme, host, port, path)) => (scheme, host.to_string(), port, path),
+    // The proxy's own parse and matcher give the verdict, so doctor can
+    // never disagree with what the proxy will do.
+    let parsed = url::Url::parse(raw)
+        .map_err(|e| e.to_string())
+        .and_then(|u| {
+            let scheme: &'static str = match u.scheme() {
+                "https" => "https",
+                "http" => "http",
+                other => return Err(format!("scheme {other:?} is not proxied")),
+            };
+            let authority = match u.port() {
+                Some(p) => format!("{}:{p}", u.host_str().unwrap_or("")),
+                None => u.host_str().unwrap_or("").to_owned(),
+            };
+            let dest = parse_authority(scheme, &authority).map_err(|e| e.to_string())?;
+            check_path(u.path()).map_err(|e| e.to_string())?;
+            Ok((dest, u.path().to_owned()))
+        });
+    let (dest, path) = match parsed {
+        Ok(x) => x,
         Err(e) => {
-            let _ = writeln!(out, "  not a URL lanyard would route: {e}");
+            let _ = writeln!(out, "  refused with 400: {e}");
             return;
         }
     };
-    let (scheme, host, port, path) = target;
-    let mut matched = false;
-    for r in &cfg.routes {
-        let mut why = Vec::new();
-        if r.scheme != scheme {
-            why.push(format!("scheme {scheme} is not {}", r.scheme));
-        }
-        if !r.host.matches(&host) {
-            why.push(format!("host {host} does not match {}", r.host));
-        }
-        if r.port != port {
-            why.push(format!("port {port} is not {}", r.port));
-        }
-        if !path.starts_with(&r.path_prefix) {
-            why.push(format!("path {path} is not under {}", r.path_prefix));
-        }
-        if let Some(ms) = &r.methods {
-            if !ms.iter().any(|m| m.as_str() == method) {
-                why.push(format!("method {method} is not one of {}", methods(r)));
-            }
-        }
-        if why.is_empty() && !matched {
-            matched = true;
+    let m = http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET);
+    let table = RouteTable::new(cfg.routes.clone());
+    let chosen = match table.decide(&dest, &path, &m) {
+        Decision::Route(r) => {
             let _ = writeln!(
                 out,
                 "  matches {} → credential {} in header {}",
@@ -358,25 +351,47 @@ fn explain_url(cfg: &Config, raw: &str, method: &str, out: &mut String) {
                 r.credential,
                 r.header
             );
-        } else if why.is_empty() {
+            Some(r.display_url())
+        }
+        Decision::Refused { rule } => {
+            let _ = writeln!(out, "  refused with 403: {rule}");
+            None
+        }
+        Decision::NoRoute => {
             let _ = writeln!(
                 out,
-                "  also matches {} (an earlier route wins)",
-                r.display_url()
+                "  no route: the request gets no credential; it is {}",
+                match cfg.proxy.egress {
+                    crate::config::Egress::Allow => "passed through untouched (egress = \"allow\")",
+                    crate::config::Egress::Deny => "refused with 403 (egress = \"deny\")",
+                }
             );
-        } else {
-            let _ = writeln!(out, "  not {}: {}", r.display_url(), why.join("; "));
+            None
         }
-    }
-    if !matched {
-        let _ = writeln!(
-            out,
-            "  no route: the request gets no credential; it is {}",
-            match cfg.proxy.egress {
-                crate::config::Egress::Allow => "passed through untouched (egress = \"allow\")",
-                crate::config::Egress::Deny => "refused with 403 (egress = \"deny\")",
-            }
-        );
+    };
+    // Why each other route does not apply.
+    for r in cfg
+        .routes
+        .iter()
+        .filter(|r| Some(r.display_url()) != chosen)
+    {
+        let mut why = Vec::new();
+        if r.scheme != dest.scheme {
+            why.push(format!("scheme {} is not {}", dest.scheme, r.scheme));
+        }
+        if !r.host.matches(&dest.host) {
+            why.push(format!("host {} does not match {}", dest.host, r.host));
+        }
+        if r.port != dest.port {
+            why.push(format!("port {} is not {}", dest.port, r.port));
+        }
+        if !path.starts_with(&r.path_prefix) {
+            why.push(format!("path {path} is not under {}", r.path_prefix));
+        }
+        if why.is_empty() {
+            why.push("a longer path prefix matches".into());
+        }
+        let _ = writeln!(out, "  not {}: {}", r.display_url(), why.join("; "));
     }
 }
 
@@ -407,5 +422,49 @@ pub fn human(d: Duration) -> String {
         (0, m, 0) => format!("{m}m"),
         (0, m, s) => format!("{m}m {s}s"),
         (h, m, _) => format!("{h}h {m}m"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Regression: doctor said "an earlier route wins" while the proxy's
+    // matcher picks the longest prefix; doctor must give the proxy's verdict.
+    #[test]
+    fn explain_url_gives_the_proxys_verdict() {
+        let cfg = Config::parse(
+            std::path::Path::new("t.toml"),
+            "[[credential]]\nname = \"a\"\nexchange = \"passthrough\"\n[[credential]]\nname = \"b\"\nexchange = \"passthrough\"\n[[route]]\nurl = \"https://api.example.com/v1/\"\ncredential = \"a\"\n[[route]]\nurl = \"https://api.example.com/v1/admin/\"\ncredential = \"b\"\nmethods = [\"GET\"]\n",
+        )
+        .expect("config");
+        let mut out = String::new();
+        explain_url(
+            &cfg,
+            "https://api.example.com/v1/admin/users",
+            "GET",
+            &mut out,
+        );
+        assert!(
+            out.contains("matches https://api.example.com/v1/admin/ → credential b"),
+            "{out}"
+        );
+        let mut out = String::new();
+        explain_url(
+            &cfg,
+            "https://api.example.com/v1/admin/users",
+            "POST",
+            &mut out,
+        );
+        assert!(
+            out.contains("refused with 403: method POST is not allowed"),
+            "{out}"
+        );
+        let mut out = String::new();
+        explain_url(&cfg, "https://api.example.com/v2/x", "GET", &mut out);
+        assert!(
+            out.contains("refused with 403: path /v2/x is outside the routes"),
+            "{out}"
+        );
     }
 }
