@@ -61,7 +61,8 @@ impl Response {
 /// indexes them (HPACK) and they never reach our error paths.
 pub enum Header<'a> {
     Plain(HeaderName, &'a str),
-    Secret(HeaderName, String),
+    /// Zeroized when the call is done.
+    Secret(HeaderName, zeroize::Zeroizing<String>),
 }
 
 #[derive(Clone)]
@@ -217,10 +218,13 @@ impl HttpClient {
             match h {
                 Header::Plain(name, value) => req = req.header(name, *value),
                 Header::Secret(name, value) => {
-                    let mut v = HeaderValue::from_str(value).map_err(|_| HttpError::Request {
-                        endpoint: ep.clone(),
-                        reason: format!("header {name} has characters not allowed in HTTP headers"),
-                    })?;
+                    let mut v =
+                        HeaderValue::from_str(value.as_str()).map_err(|_| HttpError::Request {
+                            endpoint: ep.clone(),
+                            reason: format!(
+                                "header {name} has characters not allowed in HTTP headers"
+                            ),
+                        })?;
                     v.set_sensitive(true);
                     req = req.header(name, v);
                 }

@@ -65,8 +65,26 @@ pub enum ConfigErrors {
     Read { path: PathBuf, reason: String },
     #[error("no config file: pass --config, set LANYARD_CONFIG, or create ./lanyard.toml")]
     NotFound,
-    #[error("{} has {} problem{}:\n{}", .0[0].file.display(), .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    #[error("{}", invalid_summary(.0))]
     Invalid(Vec<ConfigError>),
+}
+
+/// `F has N problems:` and one indented line each. Never indexes: an empty
+/// list must not panic while printing an error.
+fn invalid_summary(errs: &[ConfigError]) -> String {
+    let file = errs
+        .first()
+        .map(|e| e.file.display().to_string())
+        .unwrap_or_else(|| "the config".into());
+    let mut s = format!(
+        "{file} has {} problem{}:",
+        errs.len(),
+        if errs.len() == 1 { "" } else { "s" }
+    );
+    for e in errs {
+        s.push_str(&format!("\n  {e}"));
+    }
+    s
 }
 
 #[derive(Debug, Clone)]

@@ -329,3 +329,11 @@ fn rotation_settings_are_bounded() {
     .expect("ok");
     assert_eq!(c.rotation.retry_min, Duration::from_millis(200));
 }
+
+#[test]
+fn an_empty_error_list_prints_without_panicking() {
+    assert_eq!(
+        ConfigErrors::Invalid(Vec::new()).to_string(),
+        "the config has 0 problems:"
+    );
+}

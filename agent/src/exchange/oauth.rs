@@ -193,11 +193,13 @@ impl OAuth {
                 };
                 let raw =
                     zeroize::Zeroizing::new(format!("{}:{}", enc(client_id), enc(secret.expose())));
-                let b64 = base64::engine::general_purpose::STANDARD.encode(raw.as_bytes());
+                let b64 = zeroize::Zeroizing::new(
+                    base64::engine::general_purpose::STANDARD.encode(raw.as_bytes()),
+                );
                 (
                     vec![Header::Secret(
                         http::header::AUTHORIZATION,
-                        format!("Basic {b64}"),
+                        zeroize::Zeroizing::new(format!("Basic {}", b64.as_str())),
                     )],
                     vec![secret],
                 )

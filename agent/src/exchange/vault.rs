@@ -37,7 +37,10 @@ fn headers<'a>(namespace: Option<&'a str>, token: Option<&Secret>) -> Vec<Header
         h.push(Header::Plain(NAMESPACE_HEADER, ns));
     }
     if let Some(t) = token {
-        h.push(Header::Secret(TOKEN_HEADER, t.expose().to_owned()));
+        h.push(Header::Secret(
+            TOKEN_HEADER,
+            zeroize::Zeroizing::new(t.expose().to_owned()),
+        ));
     }
     h
 }

@@ -343,7 +343,7 @@ async fn github(
             &url,
             &[Header::Secret(
                 http::header::AUTHORIZATION,
-                format!("bearer {}", bearer.expose()),
+                zeroize::Zeroizing::new(format!("bearer {}", bearer.expose())),
             )],
         )
         .await?;
