@@ -16,7 +16,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+scripts/ensure-tools.sh
 scripts/install-peers.sh
 cargo build --locked -q -p lanyard
 LANYARD="$ROOT/target/debug/lanyard"

@@ -5,21 +5,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
-apt_install() {
-  # Debian packages, only when a tool is missing (fresh machines, CI).
-  local missing=()
-  for pair in "$@"; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    echo "test.sh: installing ${missing[*]} from Debian"
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-}
-apt_install curl:curl node:nodejs npm:npm python3:python3 git:git
-
+scripts/ensure-tools.sh
 scripts/install-peers.sh
 
 cargo fmt --all -- --check

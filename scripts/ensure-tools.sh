@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Debian packages the tests and the demo need, installed only when missing
+# (fresh machines, CI). Idempotent. Used by test.sh and demo.sh.
+set -euo pipefail
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+missing=()
+for pair in curl:curl node:nodejs npm:npm python3:python3 git:git; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+# Debian's python3 ships without venv; install-peers.sh needs it.
+command -v python3 >/dev/null 2>&1 && ! python3 -m venv --help >/dev/null 2>&1 && missing+=(python3-venv)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "ensure-tools: installing ${missing[*]} from Debian"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
