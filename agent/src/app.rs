@@ -31,7 +31,7 @@ pub struct Control {
     /// The first identity token's claims (unverified), for the audit header.
     pub job: JobInfo,
     pub http: HttpClient,
-    pub store: Store,
+    pub store: Arc<Store>,
 }
 
 /// Identity, then every credential's first exchange, in config order. Any
@@ -67,6 +67,6 @@ pub async fn start(
         identity,
         job,
         http,
-        store,
+        store: Arc::new(store),
     })
 }

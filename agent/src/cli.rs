@@ -38,6 +38,21 @@ pub enum Command {
         #[arg(long, default_value = "GET")]
         method: String,
     },
+    /// Start, run CMD with the proxy environment, tear down, exit with CMD's status.
+    Run {
+        /// Config file (default: $LANYARD_CONFIG, then ./lanyard.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Override [identity] audience.
+        #[arg(long)]
+        audience: Option<String>,
+        /// The job's maximum lifetime; the per-job CA expires 5 minutes after it.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "6h")]
+        max_lifetime: std::time::Duration,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 pub fn main() -> i32 {
@@ -80,6 +95,27 @@ pub fn main() -> i32 {
                 .await;
                 print!("{out}");
                 code
+            }
+            Command::Run {
+                config,
+                audience,
+                max_lifetime,
+                command,
+            } => {
+                let cfg = match load(config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                crate::run::run(
+                    &cfg,
+                    &ProcessEnv,
+                    crate::run::RunOptions {
+                        command,
+                        audience,
+                        max_lifetime,
+                    },
+                )
+                .await
             }
         }
     })

@@ -5,6 +5,7 @@
 //! sink. `config` is read first, `app` wires the stages, `cli` is the edge.
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod doctor;
@@ -13,5 +14,7 @@ pub mod exchange;
 pub mod http;
 pub mod identity;
 pub mod proxy;
+pub mod run;
 pub mod secret;
+pub mod session;
 pub mod store;

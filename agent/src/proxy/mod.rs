@@ -1,8 +1,18 @@
 //! The proxy (data plane): the last stage of the flow. It reads credentials
 //! from the store and attaches them to the job's requests that match a
-//! route. So far this holds the pure, hostile-tested core: the canonical
-//! destination parse and route matcher (`routes`) and header injection
-//! (`inject`). The listener is not built yet.
+//! route, and to nothing else.
+//! - `routes`: the one canonical parse of a destination and the matcher;
+//! - `inject`: replace-never-merge header injection;
+//! - `tls`: the per-job CA and per-host leaf certificates;
+//! - `peer`: who owns the connecting socket (Linux);
+//! - `forward`: re-originating upstream, byte counts, the audit record;
+//! - `server`: the listener and the request pipeline.
 
+pub mod forward;
 pub mod inject;
+pub mod peer;
 pub mod routes;
+pub mod server;
+pub mod tls;
+
+pub use server::{Proxy, ProxyError, ProxyOptions};

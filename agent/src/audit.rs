@@ -1,0 +1,351 @@
+//! Audit: a sink at the end of the flow. One JSON line per request, a first
+//! line with the job's (unverified) identity claims, and a summary table at
+//! teardown. It imports none of the other stages; the proxy hands it plain
+//! records. Values are never secrets: a credential appears by name and
+//! fingerprint only.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// A route's credential was attached.
+    Injected,
+    /// Passed through untouched (a host without routes, `egress = "allow"`).
+    Tunnelled,
+    /// Refused by policy or by the listener's own checks.
+    Denied,
+    /// Allowed, but the upstream or the credential could not be reached.
+    Failed,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Injected => "injected",
+            Decision::Tunnelled => "tunnelled",
+            Decision::Denied => "denied",
+            Decision::Failed => "failed",
+        }
+    }
+}
+
+/// One request. The keys are the contract in DESIGN.md.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub ts: String,
+    pub route: Option<String>,
+    pub method: String,
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+    /// Without the query string.
+    pub path: String,
+    /// 0 when no HTTP status was exchanged (a refused TLS handshake).
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration_ms: u64,
+    pub decision: Decision,
+    pub credential: Option<String>,
+    pub fingerprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Escape control characters (C0, DEL, C1) so that a logged field can't
+/// forge a line or a terminal sequence. JSON escapes C0 itself; this is
+/// for the text summary and for reasons built from hostile input.
+pub fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The audit file plus the in-memory summary. Writes are one `write_all`
+/// per line under a std mutex, never held across an await.
+#[derive(Debug)]
+pub struct Audit {
+    file: Option<Mutex<File>>,
+    path: Option<PathBuf>,
+    summary: Mutex<Summary>,
+}
+
+impl Audit {
+    /// Append to `path` (created 0600), or keep only the summary.
+    pub fn open(path: Option<&Path>) -> std::io::Result<Audit> {
+        let file = match path {
+            Some(p) => {
+                let mut o = std::fs::OpenOptions::new();
+                o.create(true).append(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    o.mode(0o600);
+                }
+                Some(Mutex::new(o.open(p)?))
+            }
+            None => None,
+        };
+        Ok(Audit {
+            file,
+            path: path.map(Path::to_owned),
+            summary: Mutex::new(Summary::default()),
+        })
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The first line: the job's identity, as claimed (not verified).
+    pub fn job(&self, claims: &serde_json::Value) {
+        let line = serde_json::json!({
+            "ts": timestamp(SystemTime::now()),
+            "event": "job",
+            "job": claims,
+        });
+        self.write(&line);
+    }
+
+    pub fn record(&self, r: &Record) {
+        if let Ok(mut s) = self.summary.lock() {
+            s.add(r);
+        }
+        self.write(r);
+    }
+
+    fn write<T: Serialize>(&self, v: &T) {
+        let Some(f) = &self.file else { return };
+        let mut line = match serde_json::to_vec(v) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("audit: cannot encode a record: {e}");
+                return;
+            }
+        };
+        line.push(b'\n');
+        let Ok(mut f) = f.lock() else { return };
+        if let Err(e) = f.write_all(&line) {
+            tracing::error!("audit: cannot write {}: {e}", self.path_display());
+        }
+    }
+
+    fn path_display(&self) -> String {
+        self.path
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+
+    pub fn summary(&self) -> Summary {
+        self.summary.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// Per-route counts for the teardown table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    rows: BTreeMap<String, Row>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Row {
+    pub calls: u64,
+    pub statuses: BTreeMap<u16, u64>,
+    pub denied: u64,
+    pub failed: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl Summary {
+    pub fn add(&mut self, r: &Record) {
+        let key = match (&r.route, r.decision) {
+            (Some(route), _) => route.clone(),
+            (None, Decision::Tunnelled) => format!("(tunnelled) {}:{}", r.host, r.port),
+            (None, Decision::Denied) => format!("(denied) {}:{}", r.host, r.port),
+            (None, _) => format!("(no route) {}:{}", r.host, r.port),
+        };
+        let row = self.rows.entry(key).or_default();
+        row.calls += 1;
+        if r.status != 0 {
+            *row.statuses.entry(r.status).or_default() += 1;
+        }
+        match r.decision {
+            Decision::Denied => row.denied += 1,
+            Decision::Failed => row.failed += 1,
+            _ => {}
+        }
+        row.bytes_in += r.bytes_in;
+        row.bytes_out += r.bytes_out;
+    }
+
+    /// Rebuild from an audit file (for `lanyard stop`, which is another
+    /// process). Lines that are not request records are skipped.
+    pub fn from_file(path: &Path) -> std::io::Result<Summary> {
+        let mut s = Summary::default();
+        for line in BufReader::new(File::open(path)?).lines() {
+            if let Ok(r) = serde_json::from_str::<Record>(&line?) {
+                s.add(&r);
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = (&str, &Row)> {
+        self.rows.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    fn cells(&self) -> Vec<[String; 6]> {
+        self.rows
+            .iter()
+            .map(|(k, r)| {
+                let statuses: Vec<String> =
+                    r.statuses.iter().map(|(s, n)| format!("{s}×{n}")).collect();
+                [
+                    escape_controls(k),
+                    r.calls.to_string(),
+                    statuses.join(" "),
+                    r.denied.to_string(),
+                    r.failed.to_string(),
+                    format!("{}/{}", r.bytes_in, r.bytes_out),
+                ]
+            })
+            .collect()
+    }
+
+    const HEAD: [&'static str; 6] = [
+        "route",
+        "calls",
+        "statuses",
+        "denied",
+        "failed",
+        "bytes in/out",
+    ];
+
+    /// A plain-text table for the terminal.
+    pub fn table(&self) -> String {
+        if self.rows.is_empty() {
+            return "lanyard: no requests went through the proxy\n".into();
+        }
+        let cells = self.cells();
+        let mut width = Self::HEAD.map(|h| h.chars().count());
+        for row in &cells {
+            for (w, c) in width.iter_mut().zip(row) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |row: &[String]| {
+            let mut s = String::new();
+            for (i, (c, w)) in row.iter().zip(width).enumerate() {
+                if i > 0 {
+                    s.push_str("  ");
+                }
+                s.push_str(c);
+                s.push_str(&" ".repeat(w - c.chars().count()));
+            }
+            s.trim_end().to_owned() + "\n"
+        };
+        let mut out = line(&Self::HEAD.map(String::from));
+        for row in &cells {
+            out.push_str(&line(row));
+        }
+        out
+    }
+
+    /// GitHub step-summary markdown.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("### lanyard: calls through the proxy\n\n");
+        if self.rows.is_empty() {
+            out.push_str("No requests went through the proxy.\n");
+            return out;
+        }
+        out.push_str(&format!("| {} |\n", Self::HEAD.join(" | ")));
+        out.push_str(&format!("|{}\n", " --- |".repeat(Self::HEAD.len())));
+        for row in self.cells() {
+            let cells: Vec<String> = row.iter().map(|c| c.replace('|', "\\|")).collect();
+            out.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(route: Option<&str>, status: u16, decision: Decision) -> Record {
+        Record {
+            ts: timestamp(SystemTime::now()),
+            route: route.map(String::from),
+            method: "GET".into(),
+            scheme: "https".into(),
+            host: "api.example.com".into(),
+            port: 443,
+            path: "/v1/x".into(),
+            status,
+            bytes_in: 1,
+            bytes_out: 2,
+            duration_ms: 3,
+            decision,
+            credential: None,
+            fingerprint: None,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn summary_counts_and_round_trips_through_the_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("a.jsonl");
+        let audit = Audit::open(Some(&path)).expect("open");
+        audit.job(&serde_json::json!({"repository": "acme/app"}));
+        audit.record(&rec(Some("api"), 200, Decision::Injected));
+        audit.record(&rec(Some("api"), 200, Decision::Injected));
+        audit.record(&rec(Some("api"), 403, Decision::Denied));
+        audit.record(&rec(None, 200, Decision::Tunnelled));
+        let from_file = Summary::from_file(&path).expect("read");
+        assert_eq!(from_file, audit.summary());
+        let table = from_file.table();
+        assert!(table.contains("api"), "{table}");
+        assert!(table.contains("200×2 403×1"), "{table}");
+        assert!(table.contains("(tunnelled) api.example.com:443"), "{table}");
+        let md = from_file.markdown();
+        assert!(
+            md.contains("| api | 3 | 200×2 403×1 | 1 | 0 | 3/6 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn control_characters_in_fields_are_escaped() {
+        let mut s = Summary::default();
+        s.add(&rec(Some("a\u{1b}[31mred\u{7f}"), 200, Decision::Injected));
+        let t = s.table();
+        assert!(!t.contains('\u{1b}') && !t.contains('\u{7f}'), "{t:?}");
+        assert!(t.contains("a\\u{1b}[31mred\\u{7f}"), "{t}");
+    }
+}

@@ -1,0 +1,242 @@
+//! Re-originating a request upstream: hop-by-hop cleanup, the pooled
+//! upstream client (HTTP/1.1 and HTTP/2 by ALPN, verified TLS), streaming
+//! bodies with byte counts, and the audit record written when the response
+//! body ends or is dropped (pingora's "logging" phase: it always runs).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::audit::{Audit, Decision, Record};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|n| match n {}).boxed_unsync()
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|n| match n {}).boxed_unsync()
+}
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus
+/// the ones named in `Connection`.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named.iter().chain(HOP_BY_HOP) {
+        h.remove(n);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+}
+
+/// The upstream side: one pooled client for everything (h1 and h2 by
+/// ALPN) and one HTTP/1.1-only client for WebSocket upgrades.
+#[derive(Clone)]
+pub struct Upstream {
+    pub client: Client<HttpsConnector<HttpConnector>, Body>,
+    pub h1: Client<HttpsConnector<HttpConnector>, Body>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Upstream")
+    }
+}
+
+impl Upstream {
+    pub fn new(tls: rustls::ClientConfig) -> Upstream {
+        let build = |tls: rustls::ClientConfig, h2: bool| {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            let b = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http();
+            let conn = if h2 {
+                b.enable_http1().enable_http2().wrap_connector(http)
+            } else {
+                b.enable_http1().wrap_connector(http)
+            };
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(std::time::Duration::from_secs(90))
+                .timer(hyper_util::rt::TokioTimer::new())
+                .build(conn)
+        };
+        Upstream {
+            client: build(tls.clone(), true),
+            h1: build(tls, false),
+        }
+    }
+}
+
+/// Bytes counted while a body streams.
+pub fn counted<B>(body: B, counter: Arc<AtomicU64>) -> Body
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_frame(move |f| {
+        if let Some(d) = f.data_ref() {
+            counter.fetch_add(d.len() as u64, Ordering::Relaxed);
+        }
+        f
+    })
+    .map_err(Into::into)
+    .boxed_unsync()
+}
+
+/// An audit record in flight. It is written exactly once, when dropped:
+/// after the response body ended, or when the client went away.
+pub struct Pending {
+    audit: Arc<Audit>,
+    pub rec: Record,
+    started: Instant,
+    pub bytes_in: Arc<AtomicU64>,
+    pub bytes_out: Arc<AtomicU64>,
+}
+
+impl Pending {
+    pub fn new(audit: Arc<Audit>, rec: Record) -> Pending {
+        Pending {
+            audit,
+            rec,
+            started: Instant::now(),
+            bytes_in: Arc::default(),
+            bytes_out: Arc::default(),
+        }
+    }
+
+    /// Attach to a response: the record is written when its body is done.
+    pub fn finish(mut self, status: StatusCode, resp: Response<Body>) -> Response<Body> {
+        self.rec.status = status.as_u16();
+        let out = self.bytes_out.clone();
+        let (parts, body) = resp.into_parts();
+        let guard = self;
+        let body = body
+            .map_frame(move |f| {
+                if let Some(d) = f.data_ref() {
+                    out.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+                // Why: the closure owns the guard, so the record is written
+                // when hyper drops the body (done or aborted), not earlier.
+                let _ = &guard;
+                f
+            })
+            .boxed_unsync();
+        Response::from_parts(parts, body)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.rec.duration_ms = self.started.elapsed().as_millis() as u64;
+        self.rec.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        self.rec.bytes_out = self.bytes_out.load(Ordering::Relaxed);
+        self.audit.record(&self.rec);
+    }
+}
+
+/// A JSON refusal that names its rule, in the body and in a header. With
+/// `close`, the connection ends after it (ambiguous input).
+pub fn refusal(status: StatusCode, rule: &str, close: bool) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": format!("lanyard refused this request ({})", status.as_u16()),
+        "rule": rule,
+    });
+    let mut r = Response::new(full(body.to_string()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let ascii: String = rule
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&ascii) {
+        h.insert("x-lanyard-rule", v);
+    }
+    if close {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+pub fn decision_for(status: StatusCode) -> Decision {
+    if status == StatusCode::BAD_GATEWAY || status == StatusCode::SERVICE_UNAVAILABLE {
+        Decision::Failed
+    } else {
+        Decision::Denied
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn refusal_names_the_rule_in_header_and_body() {
+        let r = refusal(
+            StatusCode::FORBIDDEN,
+            "method DELETE is not allowed\r\nx: y",
+            false,
+        );
+        assert_eq!(r.status(), 403);
+        let h = r.headers().get("x-lanyard-rule").expect("rule header");
+        assert_eq!(h, "method DELETE is not allowed??x: y");
+    }
+}

@@ -1,0 +1,156 @@
+//! `lanyard run -- CMD...`: start a session, run CMD with the proxy
+//! environment in its own process group, forward SIGINT/SIGTERM/SIGHUP to
+//! that group, tear down, and exit with CMD's status.
+
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+use crate::env::Env;
+use crate::session::{self, Session, SessionOptions};
+
+/// Exit codes, documented in the README (the `env`/`docker run` convention).
+pub const EXIT_START_FAILED: i32 = 125;
+pub const EXIT_NOT_EXECUTABLE: i32 = 126;
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+pub struct RunOptions {
+    pub command: Vec<String>,
+    pub audience: Option<String>,
+    pub max_lifetime: Duration,
+}
+
+/// A private folder for this run's CA bundle, removed at the end.
+struct RunDir(PathBuf);
+
+impl RunDir {
+    fn new() -> std::io::Result<RunDir> {
+        let tag =
+            crate::secret::Secret::random(8).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let p = std::env::temp_dir().join(format!("lanyard-run-{}", tag.expose()));
+        let mut b = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            b.mode(0o700);
+        }
+        b.create(&p)?;
+        Ok(RunDir(p))
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn exit_code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(s)) => 128 + s,
+        (None, None) => 1,
+    }
+}
+
+pub async fn run(cfg: &Config, env: &dyn Env, opts: RunOptions) -> i32 {
+    let Some((program, args)) = opts.command.split_first() else {
+        eprintln!("lanyard run: no command given (usage: lanyard run [--config F] -- CMD...)");
+        return 2;
+    };
+    let dir = match RunDir::new() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("lanyard run: cannot make a private folder: {e}");
+            return EXIT_START_FAILED;
+        }
+    };
+    let session = match Session::start(
+        cfg,
+        env,
+        SessionOptions {
+            dir: dir.0.clone(),
+            default_audit: false,
+            max_lifetime: opts.max_lifetime,
+            audience: opts.audience,
+        },
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lanyard run: not running {program}: {e}");
+            return EXIT_START_FAILED;
+        }
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args);
+    for k in session.scrub() {
+        cmd.env_remove(k);
+    }
+    for (k, v) in session.exports() {
+        cmd.env(k, v.expose());
+    }
+    // Its own group, so a signal reaches everything CMD started.
+    cmd.process_group(0);
+    let code = match cmd.spawn() {
+        Ok(child) => wait_forwarding(child).await,
+        Err(e) => {
+            eprintln!("lanyard run: cannot run {program}: {e}");
+            if e.kind() == std::io::ErrorKind::NotFound {
+                EXIT_NOT_FOUND
+            } else {
+                EXIT_NOT_EXECUTABLE
+            }
+        }
+    };
+    let done = session.teardown().await;
+    eprint!("{}", session::revoke_lines(&done.revoked));
+    eprint!("{}", done.summary.table());
+    session::write_step_summary(env, &done.summary);
+    drop(dir);
+    code
+}
+
+async fn wait_forwarding(mut child: tokio::process::Child) -> i32 {
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let (mut int, mut term, mut hup) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        _ => {
+            eprintln!("lanyard run: cannot watch signals; the command runs without forwarding");
+            return match child.wait().await {
+                Ok(st) => exit_code(st),
+                Err(_) => 1,
+            };
+        }
+    };
+    loop {
+        let sig = tokio::select! {
+            st = child.wait() => {
+                return match st {
+                    Ok(st) => exit_code(st),
+                    Err(e) => {
+                        eprintln!("lanyard run: waiting for the command: {e}");
+                        1
+                    }
+                };
+            }
+            _ = int.recv() => Signal::SIGINT,
+            _ = term.recv() => Signal::SIGTERM,
+            _ = hup.recv() => Signal::SIGHUP,
+        };
+        if let Some(pg) = pgid {
+            let _ = killpg(pg, sig);
+        }
+    }
+}

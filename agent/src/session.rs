@@ -1,0 +1,255 @@
+//! One job's running lanyard: the control plane, the proxy, the audit log
+//! and the CA bundle on disk, plus the environment the job's commands get.
+//! `run` and the `start` daemon both build exactly this, and tear it down
+//! the same way: stop the listener, revoke, summarise, delete files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{self, AppError, Control};
+use crate::audit::{Audit, Summary};
+use crate::config::Config;
+use crate::env::Env;
+use crate::proxy::{Proxy, ProxyError, ProxyOptions};
+use crate::secret::Secret;
+use crate::store::RevokeReport;
+
+/// Why: GitHub's default job timeout; the CA and the daemon never outlive it
+/// unless the platform says the job is longer.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(6 * 3600);
+
+/// CA-bundle variables for every common runtime.
+pub const CA_VARS: [&str; 5] = [
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{0}")]
+    App(#[from] AppError),
+    #[error("proxy: {0}")]
+    Proxy(#[from] ProxyError),
+    #[error("audit file {path}: {source}")]
+    Audit {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing the CA bundle {path}: {source}")]
+    Bundle {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub struct SessionOptions {
+    /// Where the CA bundle (and, without `[audit] file`, the audit log) go.
+    pub dir: PathBuf,
+    /// Keep an audit file in `dir` when the config names none.
+    pub default_audit: bool,
+    pub max_lifetime: Duration,
+    pub audience: Option<String>,
+}
+
+pub struct Session {
+    pub control: Control,
+    pub proxy: Proxy,
+    pub audit: Arc<Audit>,
+    pub bundle: PathBuf,
+    cancel: CancellationToken,
+    scrub: Vec<String>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("proxy", &self.proxy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What teardown did.
+#[derive(Debug)]
+pub struct Teardown {
+    pub revoked: Vec<RevokeReport>,
+    pub summary: Summary,
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path)?.write_all(text.as_bytes())
+}
+
+impl Session {
+    pub async fn start(
+        cfg: &Config,
+        env: &dyn Env,
+        opts: SessionOptions,
+    ) -> Result<Session, SessionError> {
+        let mut cfg = cfg.clone();
+        if let Some(a) = opts.audience {
+            cfg.identity.audience = Some(a);
+        }
+        let cancel = CancellationToken::new();
+        let control = app::start(&cfg, env, cancel.child_token()).await?;
+        let audit_path = cfg
+            .audit
+            .file
+            .clone()
+            .or_else(|| opts.default_audit.then(|| opts.dir.join("audit.jsonl")));
+        let audit =
+            Arc::new(
+                Audit::open(audit_path.as_deref()).map_err(|source| SessionError::Audit {
+                    path: audit_path.clone().unwrap_or_default(),
+                    source,
+                })?,
+            );
+        audit.job(&serde_json::to_value(&control.job).unwrap_or_default());
+        let mut trace = Vec::new();
+        if cfg.audit.trace_headers {
+            let pairs = [
+                (crate::proxy::server::TRACE_COMMIT, &control.job.commit),
+                (
+                    crate::proxy::server::TRACE_PIPELINE,
+                    &control.job.pipeline_id,
+                ),
+            ];
+            for (name, value) in pairs {
+                if let Some(v) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+                    trace.push((HeaderName::from_static(name), v));
+                }
+            }
+        }
+        let proxy = Proxy::start(
+            ProxyOptions {
+                listen: cfg.proxy.listen,
+                routes: cfg.routes.clone(),
+                egress: cfg.proxy.egress,
+                max_connections: cfg.proxy.max_connections,
+                extra_ca: cfg.upstream.extra_ca.clone(),
+                ca_lifetime: opts.max_lifetime,
+                trace,
+                same_user: cfg!(target_os = "linux"),
+            },
+            control.store.clone(),
+            audit.clone(),
+        )
+        .await?;
+        let bundle = opts.dir.join("ca-bundle.pem");
+        let text = proxy
+            .ca()
+            .bundle(cfg.upstream.extra_ca.as_deref())
+            .and_then(|t| write_private(&bundle, &t))
+            .map_err(|source| SessionError::Bundle {
+                path: bundle.clone(),
+                source,
+            });
+        if let Err(e) = text {
+            // Nothing may outlive a failed start: revoke what was obtained.
+            proxy.shutdown().await;
+            control.store.shutdown().await;
+            return Err(e);
+        }
+        let scrub = control.identity.consumed_variables().to_vec();
+        Ok(Session {
+            control,
+            proxy,
+            audit,
+            bundle,
+            cancel,
+            scrub,
+        })
+    }
+
+    /// The environment the job's commands get. Values are `Secret`s: the
+    /// proxy URLs carry the proxy secret.
+    pub fn exports(&self) -> Vec<(String, Secret)> {
+        let url = self.proxy.url();
+        let mut out = Vec::new();
+        for k in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+            out.push((k.to_owned(), url.clone()));
+        }
+        // Only the listener itself bypasses the proxy: loopback routes
+        // (local token services, test upstreams) must still go through it.
+        let own = Secret::new(self.proxy.addr.to_string());
+        out.push(("NO_PROXY".into(), own.clone()));
+        out.push(("no_proxy".into(), own));
+        let bundle = Secret::new(self.bundle.display().to_string());
+        for k in CA_VARS {
+            out.push((k.to_owned(), bundle.clone()));
+        }
+        // Node ≥ 22.21 / 24.5 honours HTTPS_PROXY for fetch with this.
+        out.push(("NODE_USE_ENV_PROXY".into(), Secret::new("1")));
+        out.push(("LANYARD_PROXY".into(), url));
+        out.push(("LANYARD_CA_FILE".into(), bundle));
+        let mut rev = self.proxy.reverse_urls();
+        rev.sort_by(|a, b| a.0.cmp(&b.0));
+        out.extend(rev);
+        out
+    }
+
+    /// Identity inputs that the job's commands must not inherit.
+    pub fn scrub(&self) -> &[String] {
+        &self.scrub
+    }
+
+    /// Stop the listener, revoke every credential, delete the bundle.
+    pub async fn teardown(self) -> Teardown {
+        self.proxy.shutdown().await;
+        let revoked = self.control.store.shutdown().await;
+        self.cancel.cancel();
+        let _ = std::fs::remove_file(&self.bundle);
+        Teardown {
+            revoked,
+            summary: self.audit.summary(),
+        }
+    }
+}
+
+/// Lines for the terminal about each revocation.
+pub fn revoke_lines(reports: &[RevokeReport]) -> String {
+    use crate::exchange::Revoked;
+    let mut out = String::new();
+    for r in reports {
+        let what = match &r.outcome {
+            Ok(Revoked::Done(how)) => format!("revoked ({how})"),
+            Ok(Revoked::NotRevocable(why)) => format!("not revocable, expires on its own ({why})"),
+            Err(e) => format!("revocation FAILED: {e}"),
+        };
+        out.push_str(&format!(
+            "lanyard: credential {} ({}): {what}\n",
+            r.name, r.fingerprint
+        ));
+    }
+    out
+}
+
+/// Append the summary to `$GITHUB_STEP_SUMMARY` when it is set.
+pub fn write_step_summary(env: &dyn Env, summary: &Summary) {
+    let Some(path) = env.non_empty("GITHUB_STEP_SUMMARY") else {
+        return;
+    };
+    use std::io::Write;
+    let r = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(summary.markdown().as_bytes()));
+    if let Err(e) = r {
+        eprintln!("lanyard: cannot write GITHUB_STEP_SUMMARY {path}: {e}");
+    }
+}
