@@ -53,6 +53,48 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Start detached for the whole job; return when ready and print or write the job's environment.
+    Start {
+        /// Config file (default: $LANYARD_CONFIG, then ./lanyard.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Override [identity] audience.
+        #[arg(long)]
+        audience: Option<String>,
+        /// How to hand over the environment: sh (export lines), dotenv (a file), github ($GITHUB_ENV).
+        #[arg(long, value_enum, default_value = "sh")]
+        export: crate::daemon::Export,
+        /// The dotenv file (default: <state>/lanyard.env).
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+        /// Stop by itself after this long (default: $CI_JOB_TIMEOUT seconds, else 6h).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_lifetime: Option<std::time::Duration>,
+        /// Stop by itself when this process ends (default: the parent of the calling shell; 0 disables).
+        #[arg(long)]
+        watch_pid: Option<i32>,
+    },
+    /// Revoke all credentials, print the audit summary, remove the CA bundle and state. Idempotent.
+    Stop,
+    /// Running or not, routes and credential lifetimes (never values).
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    #[command(name = "__daemon", hide = true)]
+    Daemon {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        audience: Option<String>,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_lifetime: std::time::Duration,
+        #[arg(long)]
+        watch_pid: i32,
+    },
 }
 
 pub fn main() -> i32 {
@@ -113,6 +155,64 @@ pub fn main() -> i32 {
                         command,
                         audience,
                         max_lifetime,
+                    },
+                )
+                .await
+            }
+            Command::Start {
+                config,
+                audience,
+                export,
+                env_file,
+                max_lifetime,
+                watch_pid,
+            } => {
+                let path = match Config::locate(config.as_deref(), &ProcessEnv) {
+                    Ok(p) => std::path::absolute(&p).unwrap_or(p),
+                    Err(e) => {
+                        eprintln!("lanyard: {e}");
+                        return doctor::EXIT_CONFIG;
+                    }
+                };
+                if let Err(e) = Config::load(&path) {
+                    eprintln!("lanyard: {e}");
+                    return doctor::EXIT_CONFIG;
+                }
+                crate::daemon::start(
+                    &ProcessEnv,
+                    crate::daemon::StartOptions {
+                        config: path,
+                        audience,
+                        export,
+                        env_file,
+                        max_lifetime,
+                        watch_pid,
+                    },
+                )
+                .await
+            }
+            Command::Stop => crate::daemon::stop(&ProcessEnv).await,
+            Command::Status { json } => crate::daemon::status(&ProcessEnv, json).await,
+            Command::Daemon {
+                state_dir,
+                config,
+                audience,
+                max_lifetime,
+                watch_pid,
+            } => {
+                // A new session: no controlling terminal, and no signal
+                // aimed at the caller's process group reaches us.
+                if let Err(e) = nix::unistd::setsid() {
+                    eprintln!("lanyard daemon: setsid failed: {e}");
+                }
+                crate::daemon::daemon(
+                    &ProcessEnv,
+                    crate::daemon::DaemonOptions {
+                        state_dir,
+                        config,
+                        audience,
+                        max_lifetime,
+                        watch_pid,
                     },
                 )
                 .await

@@ -8,6 +8,7 @@ pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod doctor;
 pub mod env;
 pub mod exchange;

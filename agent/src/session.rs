@@ -65,6 +65,7 @@ pub struct Session {
     pub bundle: PathBuf,
     cancel: CancellationToken,
     scrub: Vec<String>,
+    routes: Vec<crate::config::RouteConfig>,
 }
 
 impl std::fmt::Debug for Session {
@@ -172,6 +173,7 @@ impl Session {
             bundle,
             cancel,
             scrub,
+            routes: cfg.routes.clone(),
         })
     }
 
@@ -200,6 +202,10 @@ impl Session {
         rev.sort_by(|a, b| a.0.cmp(&b.0));
         out.extend(rev);
         out
+    }
+
+    pub fn routes(&self) -> &[crate::config::RouteConfig] {
+        &self.routes
     }
 
     /// Identity inputs that the job's commands must not inherit.
