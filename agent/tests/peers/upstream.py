@@ -33,7 +33,7 @@ from cryptography.x509.oid import NameOID
 def make_certs(folder):
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lanyard test upstream CA")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lanyard test upstream CA " + os.urandom(6).hex())])
     ca = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
