@@ -5,7 +5,8 @@ set -euo pipefail
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 missing=()
 # nginx + fcgiwrap: the HTTPS git server (git http-backend) of the data-plane tests.
-for pair in curl:curl node:nodejs npm:npm python3:python3 git:git nginx:nginx-light fcgiwrap:fcgiwrap setpriv:util-linux; do
+# dash + shellcheck: install.sh is POSIX sh, tested under dash and linted.
+for pair in curl:curl node:nodejs npm:npm python3:python3 git:git nginx:nginx-light fcgiwrap:fcgiwrap setpriv:util-linux dash:dash shellcheck:shellcheck; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 # Debian's python3 ships without venv; install-peers.sh needs it.
