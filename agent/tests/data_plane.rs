@@ -753,3 +753,92 @@ for v in REQUESTS_CA_BUNDLE CURL_CA_BUNDLE NODE_EXTRA_CA_CERTS GIT_SSL_CAINFO LA
     );
     job.assert_no_leak(&[&out, &err]);
 }
+
+/// A WebSocket client through the proxy, as a real tool drives it: CONNECT
+/// with the proxy secret, TLS with the exported CA bundle, the RFC 6455
+/// upgrade, then bytes both ways. Prints `status=<101|...>` and `echo=<...>`.
+const WS_CLIENT: &str = r#"python3 - <<'P'
+import base64, os, socket, ssl, urllib.parse
+proxy = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
+auth = base64.b64encode(f"{proxy.username}:{proxy.password}".encode()).decode()
+s = socket.create_connection((proxy.hostname, proxy.port))
+target = f"127.0.0.1:{os.environ['UP']}"
+s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(1)
+ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+t = ctx.wrap_socket(s, server_hostname="127.0.0.1")
+key = base64.b64encode(os.urandom(16)).decode()
+t.sendall((f"GET {os.environ['WS_PATH']} HTTP/1.1\r\nHost: {target}\r\nUpgrade: websocket\r\n"
+           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+resp = b""
+while b"\r\n\r\n" not in resp:
+    b = t.recv(1)
+    if not b:
+        break
+    resp += b
+print("status=" + resp.split(b" ")[1].decode() if b" " in resp else "status=none")
+if b" 101 " in resp:
+    t.sendall(b"ping-through-lanyard")
+    got = b""
+    while len(got) < 20:
+        b = t.recv(64)
+        if not b:
+            break
+        got += b
+    print("echo=" + got.decode())
+P"#;
+
+#[test]
+fn websocket_upgrades_carry_the_credential_only_on_routes_that_allow_them() {
+    // Regression guard for two promises: a route with websocket = true
+    // upgrades with the credential injected; a route without it refuses.
+    let job = Job::new(
+        "[[route]]\nurl = \"https://127.0.0.1:{UP}/ws/\"\ncredential = \"gh\"\nwebsocket = true\n",
+    );
+    // The extra route needs the upstream's port: rewrite the placeholder.
+    let text = std::fs::read_to_string(&job.config).expect("config");
+    std::fs::write(&job.config, text.replace("{UP}", &job.up.port.to_string())).expect("config");
+    let (code, out, err) = job.run_env(WS_CLIENT, &[("WS_PATH", "/ws/chat")]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("status=101"), "{out}\n{err}");
+    assert!(out.contains("echo=ping-through-lanyard"), "{out}\n{err}");
+    let recs = job.received("/ws/chat");
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(header_values(&recs[0], "authorization"), [bearer(&job)]);
+
+    // The default route (/v1/) has no websocket = true: refused, never upgraded.
+    let (code, out2, err2) = job.run_env(WS_CLIENT, &[("WS_PATH", "/v1/chat")]);
+    assert_eq!(code, 0, "stdout:\n{out2}\nstderr:\n{err2}");
+    assert!(out2.contains("status=403"), "{out2}\n{err2}");
+    assert!(job.received("/v1/chat").is_empty());
+    job.assert_no_leak(&[&out, &err, &out2, &err2]);
+}
+
+#[test]
+fn trace_headers_reach_routed_upstreams_only() {
+    let job = Job::new("");
+    let text = std::fs::read_to_string(&job.config).expect("config");
+    std::fs::write(
+        &job.config,
+        text.replace("[audit]\n", "[audit]\ntrace_headers = true\n"),
+    )
+    .expect("config");
+    let (code, out, err) = job.run(
+        r#"curl -sS "https://127.0.0.1:$UP/v1/traced" && curl -sS "https://127.0.0.1:$OTHER/untraced""#,
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let recs = job.received("/v1/traced");
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(
+        header_values(&recs[0], "x-lanyard-commit"),
+        ["0123456789abcdef0123456789abcdef01234567"]
+    );
+    assert_eq!(header_values(&recs[0], "x-lanyard-pipeline"), ["4242"]);
+    let other = job.other.records();
+    assert_eq!(other.len(), 1, "{other:?}");
+    assert!(header_values(&other[0], "x-lanyard-commit").is_empty());
+    assert!(header_values(&other[0], "x-lanyard-pipeline").is_empty());
+    job.assert_no_leak(&[&out, &err]);
+}

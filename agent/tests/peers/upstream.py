@@ -109,6 +109,8 @@ class Handler(BaseHTTPRequestHandler):
                     )
                     + "\n"
                 )
+        if (self.headers.get("Upgrade") or "").lower() == "websocket":
+            return self.websocket_echo()
         url = urlsplit(self.path)
         status, extra, payload = 200, {}, {"ok": True, "method": self.command, "path": url.path}
         if url.path == "/redirect":
@@ -132,6 +134,29 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+    def websocket_echo(self):
+        """RFC 6455 handshake, then echo raw bytes until the peer closes.
+        Enough to prove the upgrade and both directions through the proxy."""
+        import base64
+        import hashlib
+
+        key = self.headers.get("Sec-WebSocket-Key") or ""
+        accept = base64.b64encode(
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+        ).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        while True:
+            chunk = self.connection.recv(4096)
+            if not chunk:
+                break
+            self.connection.sendall(chunk)
+        self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = handle_any
 
