@@ -17,13 +17,13 @@ cargo test --workspace --locked 2>&1 | tee "$LOG" || status=1
 
 # The integrations run against the binary cargo test just built.
 export LANYARD_BIN="$ROOT/target/debug/lanyard"
-for suite in tests/action/run.sh tests/gitlab/run.sh tests/install/run.sh; do
+for suite in tests/action/run.sh tests/gitlab/run.sh tests/install/run.sh tests/snippets/run.sh; do
   echo "== $suite"
   bash "$suite" 2>&1 | tee -a "$LOG" || status=1
 done
 # One closing line over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { printf "cargo test: %d passed, %d failed\n", p, f }' "$LOG"
 # And the suites' own closing lines (action: node's "# pass/# fail").
-grep -E '^(gitlab|install tests): [0-9]+ passed|^# (pass|fail) [0-9]+' "$LOG" || true
+grep -E '^(gitlab|install tests|snippets): [0-9]+ passed|^# (pass|fail) [0-9]+' "$LOG" || true
 echo "test.sh: $([ "$status" -eq 0 ] && echo ok || echo FAILED)"
 exit "$status"
