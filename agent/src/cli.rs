@@ -100,8 +100,17 @@ pub enum Command {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // Checked here so that a bad value stops every command at once.
+    if let Err(e) = crate::proxy::server::worker_threads(&ProcessEnv) {
+        eprintln!("lanyard: {e}");
+        return match cli.command {
+            Command::Run { .. } => crate::run::EXIT_START_FAILED,
+            _ => doctor::EXIT_CONFIG,
+        };
+    }
+    // Why: the control plane (exchange, rotation, the child process) is
+    // light; the proxy runs on its own worker threads (proxy::server).
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -141,6 +141,8 @@ impl Session {
                 routes: cfg.routes.clone(),
                 egress: cfg.proxy.egress,
                 max_connections: cfg.proxy.max_connections,
+                workers: crate::proxy::server::worker_threads(env)
+                    .unwrap_or(crate::proxy::server::DEFAULT_WORKER_THREADS),
                 extra_ca: cfg.upstream.extra_ca.clone(),
                 ca_lifetime: opts.max_lifetime,
                 trace,
@@ -166,6 +168,7 @@ impl Session {
             return Err(e);
         }
         let scrub = control.identity.consumed_variables().to_vec();
+        tokio::spawn(audit.clone().flush_loop(cancel.child_token()));
         Ok(Session {
             control,
             proxy,
@@ -218,6 +221,7 @@ impl Session {
         self.proxy.shutdown().await;
         let revoked = self.control.store.shutdown().await;
         self.cancel.cancel();
+        self.audit.flush();
         let _ = std::fs::remove_file(&self.bundle);
         Teardown {
             revoked,

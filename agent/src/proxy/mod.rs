@@ -7,12 +7,14 @@
 //! - `peer`: who owns the connecting socket (Linux);
 //! - `framing`: the CL+TE conflict tap in front of hyper;
 //! - `forward`: re-originating upstream, byte counts, the audit record;
+//! - `pool`: each worker thread's upstream connections;
 //! - `server`: the listener and the request pipeline.
 
 pub mod forward;
 pub mod framing;
 pub mod inject;
 pub mod peer;
+pub mod pool;
 pub mod routes;
 pub mod server;
 pub mod tls;

@@ -52,6 +52,32 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// Why: a TLS client that connects and stalls must not hold a slot.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Why: a sidecar shares the runner with the job. Each worker is one
+/// thread with its own event loop and upstream pool (like nginx's worker
+/// processes), so a request never hops threads; two keep up with a
+/// loopback client on two cores (bench/RESULTS.md).
+pub const DEFAULT_WORKER_THREADS: usize = 2;
+/// Why: a typo like `LANYARD_WORKER_THREADS=1000` must not start a thousand threads.
+pub const MAX_WORKER_THREADS: usize = 64;
+
+/// `LANYARD_WORKER_THREADS`: how many proxy worker threads.
+pub fn worker_threads(env: &dyn crate::env::Env) -> Result<usize, String> {
+    match env.non_empty("LANYARD_WORKER_THREADS") {
+        None => Ok(DEFAULT_WORKER_THREADS),
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_WORKER_THREADS).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "LANYARD_WORKER_THREADS={v:?}: expected a whole number from 1 to {MAX_WORKER_THREADS}"
+            )),
+        },
+    }
+}
+
+thread_local! {
+    /// Which worker this thread is, to pick its own upstream pool.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Headers sent to routed upstreams when `[audit] trace_headers` is on.
 pub const TRACE_COMMIT: &str = "x-lanyard-commit";
 pub const TRACE_PIPELINE: &str = "x-lanyard-pipeline";
@@ -71,6 +97,8 @@ pub enum ProxyError {
     Tls(#[from] super::tls::TlsError),
     #[error("upstream TLS: {0}")]
     Http(#[from] crate::http::HttpError),
+    #[error("cannot start a proxy worker thread: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// What the proxy needs, built by the caller.
@@ -79,6 +107,8 @@ pub struct ProxyOptions {
     pub routes: Vec<RouteConfig>,
     pub egress: Egress,
     pub max_connections: usize,
+    /// Worker threads (`LANYARD_WORKER_THREADS`).
+    pub workers: usize,
     pub extra_ca: Option<std::path::PathBuf>,
     pub ca_lifetime: Duration,
     /// Extra headers for routed upstreams (trace ids).
@@ -95,9 +125,14 @@ struct Shared {
     secret: Secret,
     ca: JobCa,
     audit: Arc<Audit>,
-    upstream: Upstream,
+    /// One pool per worker thread: a pooled connection's task lives on the
+    /// thread that uses it.
+    upstreams: Vec<Upstream>,
+    pools: Vec<Arc<super::pool::Pool>>,
     egress: Egress,
     local: SocketAddr,
+    /// `local`'s address as text, for audit records.
+    local_ip: String,
     trace: Vec<(HeaderName, HeaderValue)>,
     /// The job's uid; `None` when the check is off.
     uid: Option<u32>,
@@ -109,6 +144,15 @@ pub struct Proxy {
     shared: Arc<Shared>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+}
+
+impl Drop for Proxy {
+    /// Why: worker threads live until cancelled; a proxy dropped without
+    /// `shutdown` (a failed start) must not leave them accepting.
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.tracker.close();
+    }
 }
 
 impl std::fmt::Debug for Proxy {
@@ -146,6 +190,7 @@ impl Proxy {
         let secret = Secret::random(24).map_err(|e| ProxyError::Random(e.to_string()))?;
         let ca = JobCa::new(&opts.routes, opts.ca_lifetime)?;
         let tls = crate::http::tls_config(opts.extra_ca.as_deref())?;
+        let workers = opts.workers.clamp(1, MAX_WORKER_THREADS);
         let named = opts
             .routes
             .iter()
@@ -158,22 +203,54 @@ impl Proxy {
             secret,
             ca,
             audit,
-            upstream: Upstream::new(tls),
+            upstreams: (0..workers).map(|_| Upstream::new(tls.clone())).collect(),
+            pools: (0..workers)
+                .map(|_| super::pool::Pool::new(tls.clone()))
+                .collect(),
             egress: opts.egress,
             local,
+            local_ip: local.ip().to_string(),
             trace: opts.trace,
             uid: opts.same_user.then(|| nix::unistd::getuid().as_raw()),
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(opts.max_connections.max(1)));
-        tracker.spawn(accept_loop(
-            listener,
-            shared.clone(),
-            limit,
-            cancel.clone(),
-            tracker.clone(),
-        ));
+        let listener = listener.into_std().map_err(|source| ProxyError::Bind {
+            addr: local,
+            source,
+        })?;
+        for id in 0..workers {
+            let l = listener.try_clone().map_err(|source| ProxyError::Bind {
+                addr: local,
+                source,
+            })?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(ProxyError::Runtime)?;
+            let (shared, limit, cancel, tracker) = (
+                shared.clone(),
+                limit.clone(),
+                cancel.clone(),
+                tracker.clone(),
+            );
+            std::thread::Builder::new()
+                .name(format!("lanyard-proxy-{id}"))
+                .spawn(move || {
+                    WORKER.with(|w| w.set(id));
+                    rt.block_on(async move {
+                        match TcpListener::from_std(l) {
+                            Ok(l) => accept_loop(l, shared, limit, cancel, tracker.clone()).await,
+                            Err(e) => tracing::error!("proxy worker {id}: {e}"),
+                        }
+                        // Why: this thread's runtime drives its connections;
+                        // it may end only when every connection has.
+                        tracker.wait().await;
+                    });
+                })
+                .map_err(ProxyError::Runtime)?;
+        }
         Ok(Proxy {
             addr: local,
             shared,
@@ -503,7 +580,7 @@ fn framing_refusal(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
     let rec = record(
         req.method(),
         "http",
-        &shared.local.ip().to_string(),
+        &shared.local_ip,
         shared.local.port(),
         &loggable_path(req.uri().path()),
     );
@@ -522,12 +599,11 @@ async fn outer(
     tracker: TaskTracker,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let local_host = shared.local.ip().to_string();
     let base = |req: &Request<Incoming>| {
         record(
             req.method(),
             "http",
-            &local_host,
+            &shared.local_ip,
             shared.local.port(),
             &loggable_path(req.uri().path()),
         )
@@ -635,7 +711,7 @@ async fn reverse(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
         record(
             req.method(),
             "http",
-            &shared.local.ip().to_string(),
+            &shared.local_ip,
             shared.local.port(),
             &loggable_path(&path),
         )
@@ -979,13 +1055,13 @@ async fn dispatch(
         return deny(&shared, rec, StatusCode::BAD_REQUEST, &e.to_string(), true);
     }
     let route = match shared.routes.decide(&dest, &path, req.method()) {
-        Decision::Route(r) => r.clone(),
+        Decision::Route(r) => r,
         Decision::Refused { rule } => {
             return deny(&shared, rec, StatusCode::FORBIDDEN, &rule, false)
         }
         Decision::NoRoute => return deny(&shared, rec, StatusCode::FORBIDDEN, "no route", false),
     };
-    rec.route = Some(route_label(&route));
+    rec.route = Some(route_label(route));
     rec.credential = Some(route.credential.clone());
     if upgrade.is_some() && !route.websocket {
         let rule = format!(
@@ -998,7 +1074,7 @@ async fn dispatch(
         return deny(&shared, rec, StatusCode::FORBIDDEN, &rule, false);
     }
     rec.decision = audit::Decision::Injected;
-    pass(shared, req, dest, pq, rec, Some(route)).await
+    pass(shared.clone(), req, dest, pq, rec, Some(route)).await
 }
 
 fn route_label(r: &RouteConfig) -> String {
@@ -1014,7 +1090,7 @@ async fn pass(
     dest: Destination,
     pq: String,
     rec: Record,
-    route: Option<RouteConfig>,
+    route: Option<&RouteConfig>,
 ) -> Response<Body> {
     let uri: Uri = match format!("{}://{}:{}{}", dest.scheme, dest.host, dest.port, pq).parse() {
         Ok(u) => u,
@@ -1042,7 +1118,7 @@ async fn pass(
     headers.remove(header::HOST);
     let mut pending = Pending::new(shared.audit.clone(), rec);
     let mut cred = None;
-    if let Some(r) = &route {
+    if let Some(r) = route {
         match shared.store.get(&r.credential) {
             Ok(c) => {
                 if inject::inject(&mut headers, r, c.value.expose()).is_err() {
@@ -1077,10 +1153,23 @@ async fn pass(
     };
     let exact = body.size_hint().exact();
     let keep = route.is_some() && !websocket && exact.is_some_and(|n| n <= MAX_REPLAY_BODY);
-    let client = if websocket {
-        &shared.upstream.h1
-    } else {
-        &shared.upstream.client
+    let worker = WORKER.with(|w| w.get());
+    let upstream = &shared.upstreams[worker % shared.upstreams.len()];
+    let pool = &shared.pools[worker % shared.pools.len()];
+    let dest = &dest;
+    let send = |r: Request<Body>| async move {
+        if websocket {
+            upstream
+                .h1
+                .request(r)
+                .await
+                .map(|resp| resp.map(|b| b.map_err(Into::into).boxed_unsync()))
+                .map_err(|e| upstream_error(dest, &e))
+        } else {
+            pool.request(dest, r)
+                .await
+                .map_err(|e| upstream_error(dest, e.as_ref()))
+        }
     };
     let (first, kept) = if keep {
         let bytes: Bytes = match body.collect().await {
@@ -1106,12 +1195,12 @@ async fn pass(
             None,
         )
     };
-    let mut resp = match client.request(first).await {
+    let mut resp = match send(first).await {
         Ok(r) => r,
-        Err(e) => return fail(pending, StatusCode::BAD_GATEWAY, &upstream_error(&dest, &e)),
+        Err(e) => return fail(pending, StatusCode::BAD_GATEWAY, &e),
     };
     if resp.status() == StatusCode::UNAUTHORIZED {
-        if let (Some(r), Some(c), Some((mut headers, bytes))) = (&route, &cred, kept) {
+        if let (Some(r), Some(c), Some((mut headers, bytes))) = (route, &cred, kept) {
             match shared.store.refresh(&r.credential, c.generation).await {
                 Ok(fresh) if fresh.generation != c.generation => {
                     if inject::inject(&mut headers, r, fresh.value.expose()).is_ok() {
@@ -1123,15 +1212,9 @@ async fn pass(
                             "upstream answered 401; refreshed the credential and replayed once"
                                 .into(),
                         );
-                        resp = match client.request(build(headers, forward::full(bytes))).await {
+                        resp = match send(build(headers, forward::full(bytes))).await {
                             Ok(r) => r,
-                            Err(e) => {
-                                return fail(
-                                    pending,
-                                    StatusCode::BAD_GATEWAY,
-                                    &upstream_error(&dest, &e),
-                                )
-                            }
+                            Err(e) => return fail(pending, StatusCode::BAD_GATEWAY, &e),
                         };
                     }
                 }
@@ -1164,7 +1247,7 @@ async fn pass(
     pending.finish(status, Response::from_parts(parts, body))
 }
 
-fn upstream_error(dest: &Destination, e: &hyper_util::client::legacy::Error) -> String {
+fn upstream_error(dest: &Destination, e: &(dyn std::error::Error + 'static)) -> String {
     format!(
         "upstream {}://{}:{}: {}",
         dest.scheme,
@@ -1279,6 +1362,25 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_threads_default_and_bounds() {
+        use crate::env::MapEnv;
+        assert_eq!(
+            worker_threads(&MapEnv::default()),
+            Ok(DEFAULT_WORKER_THREADS)
+        );
+        let one = MapEnv::new([("LANYARD_WORKER_THREADS", "1")]);
+        assert_eq!(worker_threads(&one), Ok(1));
+        for bad in ["0", "65", "two", "-1", "1.5"] {
+            let env = MapEnv::new([("LANYARD_WORKER_THREADS", bad)]);
+            let err = worker_threads(&env).expect_err(bad);
+            assert!(
+                err.contains("LANYARD_WORKER_THREADS") && err.contains("1 to 64"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn reverse_paths_never_log_the_secret() {
