@@ -367,7 +367,7 @@ fn detect(env: &dyn Env, cfg: &IdentityConfig) -> Result<(Platform, String), Ide
     if cfg.login.is_some() {
         return Ok((
             Platform::Login,
-            "no CI platform detected (none of GITHUB_ACTIONS, GITLAB_CI, BITBUCKET_BUILD_NUMBER, CIRCLECI, BUILDKITE is set) and [login] is configured".into(),
+            "no CI platform detected: none of GITHUB_ACTIONS, GITLAB_CI, BITBUCKET_BUILD_NUMBER, CIRCLECI, BUILDKITE is set, and [login] is configured".into(),
         ));
     }
     Err(IdentityError::NotDetected)
