@@ -22,7 +22,7 @@ use openidconnect::core::{
     CoreClientAuthMethod, CoreDeviceAuthorizationResponse, CoreGrantType, CoreIdToken,
     CoreIdTokenVerifier, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
     CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType,
-    CoreRevocableToken, CoreSubjectIdentifierType, CoreTokenResponse,
+    CoreSubjectIdentifierType, CoreTokenResponse,
 };
 use openidconnect::{
     AdditionalProviderMetadata, AsyncHttpClient, AuthorizationCode, ClientId, CsrfToken,
@@ -487,28 +487,48 @@ impl Idp {
     }
 
     /// RFC 7009 revocation of the refresh token, when the IdP offers it.
-    /// `Ok(false)`: no revocation endpoint.
+    /// `Ok(false)`: no revocation endpoint. Sent with our client (not the
+    /// crate's, which insists on https even for a loopback IdP; ours applies
+    /// the project's transport rule).
     pub async fn revoke(
         &self,
         http: &HttpClient,
         refresh_token: &Secret,
     ) -> Result<bool, LoginError> {
-        let Some(url) = self.revocation_endpoint().cloned() else {
+        let Some(url) = self.revocation_endpoint() else {
             return Ok(false);
         };
-        self.client()
-            .set_revocation_url(url)
-            .revoke_token(CoreRevocableToken::RefreshToken(RefreshToken::new(
-                refresh_token.expose().to_owned(),
-            )))
-            .map_err(|e| LoginError::Refused {
-                step: "revocation",
-                detail: e.to_string(),
-            })?
-            .request_async(&Transport(http))
-            .await
-            .map_err(|e| refused("revocation", e))?;
-        Ok(true)
+        let url = url::Url::parse(url.as_str()).map_err(|e| LoginError::Refused {
+            step: "revocation",
+            detail: format!("bad revocation_endpoint in discovery: {e}"),
+        })?;
+        use crate::http::FormValue;
+        let resp = http
+            .post_form(
+                &url,
+                &[],
+                &[
+                    ("token", FormValue::Secret(refresh_token)),
+                    ("token_type_hint", FormValue::Plain("refresh_token")),
+                    ("client_id", FormValue::Plain(&self.client_id)),
+                ],
+            )
+            .await?;
+        if resp.status.is_success() {
+            return Ok(true);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+        Err(LoginError::Refused {
+            step: "revocation",
+            detail: format!(
+                "HTTP {}: {}",
+                resp.status.as_u16(),
+                server_words(
+                    v["error"].as_str().unwrap_or("error"),
+                    v["error_description"].as_str().map(str::to_owned).as_ref(),
+                )
+            ),
+        })
     }
 }
 

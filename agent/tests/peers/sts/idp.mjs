@@ -10,6 +10,9 @@ import { createServer } from 'node:http';
 import Provider, { errors } from 'oidc-provider';
 
 const log = (...a) => console.error('idp:', ...a);
+// stdout carries exactly the ready line: oidc-provider's notices go to stderr with the logs.
+const ready = (line) => process.stdout.write(`${line}\n`);
+console.log = console.info = console.warn = (...a) => console.error(...a);
 const ID_TOKEN_TTL = Number(process.env.ID_TOKEN_TTL || 300);
 const DEVICE_CODE = 'urn:ietf:params:oauth:grant-type:device_code';
 
@@ -56,7 +59,7 @@ provider.on('grant.success', (ctx) => {
   else if (gt === 'authorization_code') stats.code += 1;
   log(`grant ok: ${gt}`);
 });
-provider.on('revocation.success', () => { stats.revoked += 1; log('revocation ok'); });
+provider.on('refresh_token.destroyed', () => { stats.revoked += 1; log('refresh token destroyed (revoked)'); });
 for (const event of ['grant.error', 'revocation.error', 'server_error', 'authorization.error', 'code_verification.error', 'device_authorization.error']) {
   provider.on(event, (ctx, err) => {
     log(`${event}: ${err.error ?? err.name}: ${err.error_description ?? err.message}` + (err.error_detail ? ` (${err.error_detail})` : ''));
@@ -74,7 +77,7 @@ server.on('request', (req, res) => {
   callback(req, res);
 });
 
-console.log(JSON.stringify({
+ready(JSON.stringify({
   port,
   issuer,
   token_endpoint: `${issuer}/token`,
