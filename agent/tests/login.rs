@@ -23,7 +23,8 @@ fn sts_dir() -> PathBuf {
 
 /// The developer IdP peer (`peers/sts/idp.mjs`).
 struct Idp {
-    proc: Proc,
+    /// Kept for its drop: stops the peer and prints its log on failure.
+    _proc: Proc,
     issuer: String,
     token_endpoint: String,
 }
@@ -39,7 +40,7 @@ impl Idp {
         Idp {
             issuer: v["issuer"].as_str().expect("issuer").to_owned(),
             token_endpoint: v["token_endpoint"].as_str().expect("token").to_owned(),
-            proc,
+            _proc: proc,
         }
     }
 
