@@ -458,3 +458,13 @@ identities = ["ci"]
     // stripe is for everyone, so its vault parent is needed too.
     assert_eq!(c.ci_only_credentials(), ["deploy"]);
 }
+
+#[test]
+fn the_local_dev_example_is_valid_and_keeps_deploys_for_ci() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("root");
+    let c = Config::load(&root.join("examples/local-dev.toml")).expect("valid");
+    assert!(c.identity.login.is_some());
+    assert_eq!(c.ci_only_credentials(), ["deployer"]);
+}

@@ -562,6 +562,34 @@ mod tests {
     }
 
     #[test]
+    fn auto_picks_the_developer_login_only_when_no_ci_platform_is_detected() {
+        let mut c = cfg();
+        c.login = Some(crate::config::LoginConfig {
+            issuer: Url::parse("https://login.acme.test").expect("url"),
+            client_id: "lanyard-cli".into(),
+            scopes: Vec::new(),
+            flow: crate::config::LoginFlow::Device,
+        });
+        let home = tempfile::tempdir().expect("tmp");
+        let laptop = MapEnv::new([("HOME", home.path().to_str().expect("utf8"))]);
+        // Chosen, and without a stored login it says what to do.
+        let e = IdentitySource::from_config(&c, &laptop)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not logged in to https://login.acme.test") && e.contains("lanyard login"),
+            "{e}"
+        );
+        // In CI the platform wins: a [login] table never replaces the job's identity.
+        let ci = MapEnv::new([("BUILDKITE", "true")]);
+        assert_eq!(
+            IdentitySource::from_config(&c, &ci).expect("ci").platform,
+            Platform::Buildkite
+        );
+        assert!(!Platform::Buildkite.is_developer() && Platform::Login.is_developer());
+    }
+
+    #[test]
     fn github_without_id_token_permission_says_how_to_fix_it() {
         let env = MapEnv::new([("GITHUB_ACTIONS", "true")]);
         let e = IdentitySource::from_config(&cfg(), &env)
