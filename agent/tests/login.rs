@@ -23,8 +23,7 @@ fn sts_dir() -> PathBuf {
 
 /// The developer IdP peer (`peers/sts/idp.mjs`).
 struct Idp {
-    /// Kept for its drop: stops the peer and prints its log on failure.
-    _proc: Proc,
+    proc: Proc,
     issuer: String,
     token_endpoint: String,
 }
@@ -40,7 +39,7 @@ impl Idp {
         Idp {
             issuer: v["issuer"].as_str().expect("issuer").to_owned(),
             token_endpoint: v["token_endpoint"].as_str().expect("token").to_owned(),
-            _proc: proc,
+            proc,
         }
     }
 
@@ -263,6 +262,12 @@ fn login_then_run_curl_reaches_the_routed_upstream_as_the_developer_and_a_ci_onl
         login_out.contains("logged in as alice@acme.test (sub alice) at ")
             && login_out.contains("(mode 0600)"),
         "{login_out}"
+    );
+    // Polling honoured the IdP's interval: it never had to say slow_down.
+    assert!(
+        !idp.proc.log_text().contains("slow_down"),
+        "{}",
+        idp.proc.log_text()
     );
     let file = laptop.token_file();
     assert_eq!(mode(&file), 0o600);

@@ -556,7 +556,10 @@ fn refused<T: openidconnect::ErrorResponse + 'static>(
             )
         }
         RequestTokenError::Request(h) => return LoginError::Http(h),
-        RequestTokenError::Parse(p, _) => format!("unparsable answer ({p})"),
+        // serde's message may quote a field's value: mask anything token-shaped.
+        RequestTokenError::Parse(p, _) => {
+            format!("unparsable answer ({})", redact(&p.to_string(), &[]))
+        }
         RequestTokenError::Other(o) => crate::identity::truncate(&redact(&o, &[]), 300),
     };
     LoginError::Refused { step, detail }
@@ -620,6 +623,8 @@ mod callback {
         let server = async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
+                    // Why: a persistent accept error (EMFILE) must not spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 };
                 let (tx, state) = (tx.clone(), state.clone());
