@@ -480,3 +480,56 @@ fn the_id_token_is_refreshed_during_a_long_command() {
     assert_absent(&[&out, &err], &now_rt, "refresh token");
     assert_absent(&[&out, &err], &rt, "refresh token");
 }
+
+#[test]
+fn start_status_stop_on_a_laptop_name_the_developer_and_keep_ci_only_routes_closed() {
+    let idp = Idp::start(300);
+    let (_sts_proc, sts) = sts_for(&idp, 30);
+    let up = Upstream::start(false);
+    let laptop = Laptop::new(&idp, &sts, &up, "");
+    laptop.device_login("carol");
+    let state = laptop.home.path().join("state");
+    let state_s = state.to_str().expect("utf8");
+    let with_state = [("LANYARD_STATE_DIR", state_s)];
+    let (code, exports, err) = laptop.lanyard(
+        &["start", "--config", laptop.cfg(), "--watch-pid", "0"],
+        &with_state,
+    );
+    assert_eq!(code, 0, "stdout:\n{exports}\nstderr:\n{err}");
+    let (code, status, err) = laptop.lanyard(&["status"], &with_state);
+    assert_eq!(code, 0, "{status}\n{err}");
+    assert!(
+        status
+            .contains("identity: a developer login (lanyard login as carol@acme.test (sub carol))"),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!(
+            "https://localhost:{}/v1/deploy/ → gateway (CI identities only)",
+            up.port
+        )),
+        "{status}"
+    );
+    // The exported environment, as a job's later steps would use it.
+    let script = format!(
+        "{exports}\ncurl -fsS https://localhost:{p}/v1/a && curl -sS -o /dev/null -w 'deploy=%{{http_code}}' -X POST https://localhost:{p}/v1/deploy/x",
+        p = up.port
+    );
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("sh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("deploy=403") && text.contains("/v1/a"),
+        "{text}"
+    );
+    let (code, stop_out, stop_err) = laptop.lanyard(&["stop"], &with_state);
+    assert_eq!(code, 0, "{stop_out}\n{stop_err}");
+    assert!(!state.exists(), "stop removes the state folder");
+    assert_absent(
+        &[&exports, &status, &stop_out, &stop_err, &text],
+        &laptop.refresh_token(),
+        "refresh token",
+    );
+}
