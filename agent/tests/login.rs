@@ -533,3 +533,44 @@ fn start_status_stop_on_a_laptop_name_the_developer_and_keep_ci_only_routes_clos
         "refresh token",
     );
 }
+
+#[test]
+fn a_forged_callback_with_another_state_is_ignored_and_the_real_sign_in_wins() {
+    let idp = Idp::start(300);
+    let (_sts_proc, sts) = sts_for(&idp, 30);
+    let up = Upstream::start(false);
+    let laptop = Laptop::new(&idp, &sts, &up, "");
+    // A "browser" that first lets an attacker's page hit the loopback
+    // callback with its own code and state, then signs in for real.
+    let dir = laptop.home.path();
+    let forged = dir.join("forged.status");
+    let script = dir.join("browser.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nport=$(printf '%s' \"$1\" | sed -n 's/.*redirect_uri=http%3A%2F%2F127.0.0.1%3A\\([0-9]*\\).*/\\1/p')\ncurl -s -o /dev/null -w '%{{http_code}}' \"http://127.0.0.1:$port/callback?code=attacker-code&state=forged\" > {forged}\nexec node {browser} \"$1\"\n",
+            forged = forged.display(),
+            browser = sts_dir().join("browser.mjs").display(),
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (code, out, err) = laptop.lanyard(
+        &["login", "--config", laptop.cfg(), "--flow", "pkce"],
+        &[
+            ("LANYARD_BROWSER", script.to_str().expect("utf8")),
+            ("BROWSER_LOGIN", "dave"),
+        ],
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(
+        std::fs::read_to_string(&forged).expect("forged status"),
+        "400",
+        "the forged callback is refused"
+    );
+    assert!(
+        out.contains("logged in as dave@acme.test (sub dave)"),
+        "{out}"
+    );
+    assert!(!err.contains("attacker-code"), "{err}");
+}

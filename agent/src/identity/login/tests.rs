@@ -359,3 +359,30 @@ fn the_file_name_depends_on_issuer_and_client() {
         c.path.display()
     );
 }
+
+#[test]
+fn a_token_file_owned_by_another_user_is_refused() {
+    // Only root can give a file away; elsewhere the open itself fails.
+    if !nix::unistd::getuid().is_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let f = file_in(tmp.path());
+    f.write(&stored("rt-canary-0123456789")).expect("write");
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    nix::unistd::chown(&f.path, Some(nobody), None).expect("chown");
+    let e = f.read().err().expect("refused");
+    assert!(
+        matches!(e, StoreError::NotOwner { owner: 65534, .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("owned by uid 65534, not by you"),
+        "{e}"
+    );
+    // logout does not touch another user's file either.
+    assert!(matches!(
+        f.read_for_removal(),
+        Err(StoreError::NotOwner { .. })
+    ));
+}
