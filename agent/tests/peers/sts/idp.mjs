@@ -7,7 +7,7 @@
 // oidc-provider's own pages (devInteractions): any login name signs in as that account, whose
 // email is <login>@acme.test; tests drive those pages with browser.mjs.
 import { createServer } from 'node:http';
-import Provider, { errors } from 'oidc-provider';
+import Provider from 'oidc-provider';
 
 const log = (...a) => console.error('idp:', ...a);
 // stdout carries exactly the ready line: oidc-provider's notices go to stderr with the logs.
@@ -88,4 +88,3 @@ ready(JSON.stringify({
 const stop = () => server.close(() => process.exit(0)) && server.closeAllConnections();
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
-void errors;
