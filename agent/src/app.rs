@@ -9,7 +9,8 @@ use crate::config::Config;
 use crate::env::Env;
 use crate::exchange::{ExchangeError, Exchanger};
 use crate::http::{HttpClient, HttpError};
-use crate::identity::{IdentityError, IdentitySource, IdentityToken, JobInfo};
+use crate::identity::{IdentityError, IdentitySource, IdentityToken, JobInfo, UnverifiedClaims};
+use crate::proxy::routes::SessionIdentity;
 use crate::store::{ExchangeSource, StartError, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,29 @@ pub struct Control {
     pub job: JobInfo,
     pub http: HttpClient,
     pub store: Arc<Store>,
+    /// Who the session acts as, for routes limited to an identity kind.
+    pub session_identity: SessionIdentity,
+    /// Credentials not obtained because only CI-only routes use them and
+    /// this is a developer login.
+    pub skipped: Vec<String>,
+}
+
+/// `alice@acme.test (sub alice)` for a login; `github (sub repo:…)` for CI.
+pub fn session_identity(source: &IdentitySource, claims: &UnverifiedClaims) -> SessionIdentity {
+    let sub = claims.text("sub").unwrap_or_else(|| "no sub".into());
+    let who = if source.platform.is_developer() {
+        match claims.text("email") {
+            Some(e) => format!("{e} (sub {sub})"),
+            None => sub,
+        }
+    } else {
+        format!("{} (sub {sub})", source.platform.name())
+    };
+    SessionIdentity {
+        developer: source.platform.is_developer(),
+        // Claims come from outside: no control characters in a header.
+        who: who.chars().filter(|c| !c.is_control()).collect(),
+    }
 }
 
 /// Identity, then every credential's first exchange, in config order. Any
@@ -45,9 +69,19 @@ pub async fn start(
     let identity = Arc::new(IdentitySource::from_config(&cfg.identity, env)?);
     let first: IdentityToken = identity.token(&http, None).await?;
     let job = JobInfo::from_claims(identity.platform.name(), &first.claims);
+    let who = session_identity(&identity, &first.claims);
     drop(first);
+    let skipped = if identity.platform.is_developer() {
+        cfg.ci_only_credentials()
+    } else {
+        Vec::new()
+    };
     let mut store = Store::new(cfg.rotation, cancel);
-    for c in &cfg.credentials {
+    for c in cfg
+        .credentials
+        .iter()
+        .filter(|c| !skipped.contains(&c.name))
+    {
         let exchanger = Exchanger::prepare(c, &cfg.credentials, &http, env)
             .await
             .map_err(|e| AppError::Prepare {
@@ -68,5 +102,7 @@ pub async fn start(
         job,
         http,
         store: Arc::new(store),
+        session_identity: who,
+        skipped,
     })
 }

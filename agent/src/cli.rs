@@ -74,6 +74,21 @@ pub enum Command {
         #[arg(long)]
         watch_pid: Option<i32>,
     },
+    /// Developer login on a laptop: sign in to the [login] IdP (device flow, or PKCE in a browser) and keep the refresh token in a private file.
+    Login {
+        /// Config file (default: $LANYARD_CONFIG, then ./lanyard.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Override [login] flow.
+        #[arg(long, value_enum)]
+        flow: Option<FlowArg>,
+    },
+    /// Remove the stored developer login and revoke it at the IdP (when the IdP offers revocation). Idempotent.
+    Logout {
+        /// Config file (default: $LANYARD_CONFIG, then ./lanyard.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Revoke all credentials, print the audit summary, remove the CA bundle and state. Idempotent.
     Stop,
     /// Running or not, routes and credential lifetimes (never values).
@@ -95,6 +110,12 @@ pub enum Command {
         #[arg(long)]
         watch_pid: i32,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum FlowArg {
+    Device,
+    Pkce,
 }
 
 pub fn main() -> i32 {
@@ -199,6 +220,24 @@ pub fn main() -> i32 {
                     },
                 )
                 .await
+            }
+            Command::Login { config, flow } => {
+                let cfg = match load(config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let flow = flow.map(|f| match f {
+                    FlowArg::Device => crate::config::LoginFlow::Device,
+                    FlowArg::Pkce => crate::config::LoginFlow::Pkce,
+                });
+                crate::login_cmd::login(&cfg, flow, &ProcessEnv).await
+            }
+            Command::Logout { config } => {
+                let cfg = match load(config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                crate::login_cmd::logout(&cfg, &ProcessEnv).await
             }
             Command::Stop => crate::daemon::stop(&ProcessEnv).await,
             Command::Status { json } => crate::daemon::status(&ProcessEnv, json).await,

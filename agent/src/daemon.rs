@@ -616,6 +616,9 @@ fn same_user(s: &UnixStream) -> bool {
 struct Status {
     pid: u32,
     proxy: String,
+    /// `a CI identity (github (sub …))` or `a developer login (lanyard login as …)`.
+    #[serde(default)]
+    identity: String,
     routes: Vec<RouteStatus>,
     credentials: Vec<CredentialStatus>,
 }
@@ -626,6 +629,9 @@ struct RouteStatus {
     credential: String,
     methods: Option<Vec<String>>,
     name: Option<String>,
+    /// `CI identities only`, `developer identities only`, or both.
+    #[serde(default)]
+    identities: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -684,6 +690,7 @@ fn status_of(session: &Session) -> Status {
     Status {
         pid: std::process::id(),
         proxy: session.proxy.addr.to_string(),
+        identity: session.control.session_identity.describe(),
         routes: session
             .routes()
             .iter()
@@ -695,6 +702,7 @@ fn status_of(session: &Session) -> Status {
                     .as_ref()
                     .map(|m| m.iter().map(|m| m.to_string()).collect()),
                 name: r.name.clone(),
+                identities: r.identities.describe().to_owned(),
             })
             .collect(),
         credentials,
@@ -820,6 +828,9 @@ pub async fn status(env: &dyn Env, json: bool) -> i32 {
         return EXIT_OK;
     }
     println!("lanyard: running (pid {}), proxy on {}", st.pid, st.proxy);
+    if !st.identity.is_empty() {
+        println!("identity: {}", st.identity);
+    }
     println!("routes:");
     for r in &st.routes {
         let m = r
@@ -827,7 +838,12 @@ pub async fn status(env: &dyn Env, json: bool) -> i32 {
             .as_ref()
             .map(|m| format!(" [{}]", m.join(",")))
             .unwrap_or_default();
-        println!("  {}{m} → {}", r.url, r.credential);
+        let kinds = if r.identities.is_empty() || r.identities.starts_with("CI and developer") {
+            String::new()
+        } else {
+            format!(" ({})", r.identities)
+        };
+        println!("  {}{m} → {}{kinds}", r.url, r.credential);
     }
     println!("credentials:");
     for c in &st.credentials {

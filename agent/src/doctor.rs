@@ -12,6 +12,7 @@ use crate::env::Env;
 use crate::exchange::{ExchangeError, Exchanger, Issued, Revoked};
 use crate::http::HttpClient;
 use crate::identity::{format_time, IdentitySource, IdentityToken, UnverifiedClaims};
+use crate::proxy::routes::SessionIdentity;
 use crate::secret::Secret;
 
 /// Exit codes (documented in README).
@@ -38,10 +39,18 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
     );
     let mut code = EXIT_OK;
 
-    if let Some(u) = &opts.url {
-        explain_url(cfg, u, &opts.method, out);
-    }
     if !opts.exchange {
+        // Nothing is contacted; a login's stored file still says who.
+        let who = match IdentitySource::from_config(&cfg.identity, env) {
+            Ok(s) => Some(offline_identity(&s)),
+            Err(e) => {
+                let _ = writeln!(out, "identity: not determined ({e})");
+                None
+            }
+        };
+        if let Some(u) = &opts.url {
+            explain_url(cfg, u, &opts.method, who.as_ref(), out);
+        }
         let _ = writeln!(out, "exchange: skipped (--no-exchange)");
         return code;
     }
@@ -58,15 +67,23 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
         Ok(s) => s,
         Err(e) => {
             let _ = writeln!(out, "  FAILED: {e}");
+            if let Some(u) = &opts.url {
+                explain_url(cfg, u, &opts.method, None, out);
+            }
             return EXIT_FAILED;
         }
     };
-    let _ = writeln!(
-        out,
-        "  platform: {} (because {})",
-        source.platform.name(),
-        source.reason
-    );
+    if source.platform.is_developer() {
+        let _ = writeln!(out, "  identity: developer login ({})", source.reason);
+    } else {
+        let _ = writeln!(
+            out,
+            "  platform: {} (because {})",
+            source.platform.name(),
+            source.reason
+        );
+        let _ = writeln!(out, "  identity kind: ci");
+    }
     let _ = writeln!(
         out,
         "  token from: {}{}",
@@ -78,25 +95,75 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
         }
     );
     if let Some(a) = &source.audience {
-        let _ = writeln!(out, "  audience requested: {a}");
+        if !source.platform.is_developer() {
+            let _ = writeln!(out, "  audience requested: {a}");
+        }
     }
     let token = match source.token(&http, None).await {
         Ok(t) => t,
         Err(e) => {
             let _ = writeln!(out, "  FAILED: {e}");
+            if let Some(u) = &opts.url {
+                explain_url(cfg, u, &opts.method, Some(&offline_identity(&source)), out);
+            }
             return EXIT_FAILED;
         }
     };
-    print_claims(&token.claims, out);
+    let who = crate::app::session_identity(&source, &token.claims);
+    if source.platform.is_developer() {
+        let exp = token
+            .claims
+            .exp()
+            .map(|e| {
+                let rel = e
+                    .duration_since(std::time::SystemTime::now())
+                    .map(|d| format!("in {}", human(d)))
+                    .unwrap_or_else(|_| "expired".into());
+                format!("{} ({rel})", format_time(e))
+            })
+            .unwrap_or_else(|| "no exp".into());
+        let _ = writeln!(
+            out,
+            "  who: {}, issuer {}",
+            sanitize(&who.who),
+            sanitize(&token.claims.text("iss").unwrap_or_default())
+        );
+        let _ = writeln!(
+            out,
+            "  ID token: verified by lanyard (signature by the IdP's JWKS, iss, aud = {}, exp, nonce); expires {exp}; refreshed with the stored refresh token near expiry",
+            cfg.identity
+                .login
+                .as_ref()
+                .map(|l| l.client_id.as_str())
+                .unwrap_or("?")
+        );
+    }
+    print_claims(&token.claims, source.platform.is_developer(), out);
     if let (Some(want), false) = (&source.audience, source.refreshes()) {
         if !token.claims.audiences().iter().any(|a| a == want) {
             let _ = writeln!(out, "  warning: the token's aud is {:?}, not the configured audience {want:?}; this platform fixes the audience when it mints the token", token.claims.audiences());
         }
     }
+    if let Some(u) = &opts.url {
+        explain_url(cfg, u, &opts.method, Some(&who), out);
+    }
+    let skipped = if source.platform.is_developer() {
+        cfg.ci_only_credentials()
+    } else {
+        Vec::new()
+    };
 
     let _ = writeln!(out, "\ncredentials");
     let mut obtained: Vec<(Exchanger, Issued)> = Vec::new();
     for c in &cfg.credentials {
+        if skipped.contains(&c.name) {
+            let _ = writeln!(
+                out,
+                "  {}: skipped: only routes for CI identities use it, and this session is a developer login",
+                c.name
+            );
+            continue;
+        }
         let ex = match Exchanger::prepare(c, &cfg.credentials, &http, env).await {
             Ok(x) => x,
             Err(e) => {
@@ -164,12 +231,18 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
     if !cfg.routes.is_empty() {
         let _ = writeln!(out, "\nroutes");
         for r in &cfg.routes {
+            let applies = if r.identities.allows(who.developer) {
+                ""
+            } else {
+                " — does not apply to this session"
+            };
             let _ = writeln!(
                 out,
-                "  {} → {} ({}{})",
+                "  {} → {} ({}; {}{}){applies}",
                 r.display_url(),
                 r.credential,
                 methods(r),
+                r.identities.describe(),
                 r.env_name()
                     .map(|e| format!(", reverse base URL in {e}"))
                     .unwrap_or_default()
@@ -207,8 +280,15 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
     code
 }
 
-fn print_claims(c: &UnverifiedClaims, out: &mut String) {
-    let _ = writeln!(out, "  claims (UNVERIFIED: decoded without checking the signature; the token service verifies them):");
+fn print_claims(c: &UnverifiedClaims, verified: bool, out: &mut String) {
+    if verified {
+        let _ = writeln!(
+            out,
+            "  claims (verified by lanyard as above; the token service verifies them again):"
+        );
+    } else {
+        let _ = writeln!(out, "  claims (UNVERIFIED: decoded without checking the signature; the token service verifies them):");
+    }
     for (k, v) in c.display_pairs() {
         let shown = match k.as_str() {
             "exp" | "iat" | "nbf" => match v.parse::<u64>() {
@@ -312,7 +392,30 @@ pub fn hints(
     out
 }
 
-fn explain_url(cfg: &Config, raw: &str, method: &str, out: &mut String) {
+/// Who the session would be, without contacting anything: the platform, or
+/// the developer named in the stored login file.
+fn offline_identity(source: &IdentitySource) -> SessionIdentity {
+    let who = match source.login().map(|l| l.file.read()) {
+        Some(Ok(s)) => match s.email {
+            Some(e) => format!("{e} (sub {})", s.subject),
+            None => s.subject,
+        },
+        Some(Err(_)) => "(unknown)".into(),
+        None => source.platform.name().to_owned(),
+    };
+    SessionIdentity {
+        developer: source.platform.is_developer(),
+        who: sanitize(&who),
+    }
+}
+
+fn explain_url(
+    cfg: &Config,
+    raw: &str,
+    method: &str,
+    who: Option<&SessionIdentity>,
+    out: &mut String,
+) {
     use crate::proxy::routes::{check_path, parse_authority, Decision, RouteTable};
     let _ = writeln!(out, "\nroute for {method} {raw}");
     // The proxy's own parse and matcher give the verdict, so doctor can
@@ -341,7 +444,10 @@ fn explain_url(cfg: &Config, raw: &str, method: &str, out: &mut String) {
         }
     };
     let m = http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET);
-    let table = RouteTable::new(cfg.routes.clone());
+    let table = match who {
+        Some(w) => RouteTable::for_identity(cfg.routes.clone(), w.clone()),
+        None => RouteTable::new(cfg.routes.clone()),
+    };
     let chosen = match table.decide(&dest, &path, &m) {
         Decision::Route(r) => {
             let _ = writeln!(
@@ -351,11 +457,32 @@ fn explain_url(cfg: &Config, raw: &str, method: &str, out: &mut String) {
                 r.credential,
                 r.header
             );
+            match who {
+                Some(w) => {
+                    let _ = writeln!(
+                        out,
+                        "  applies to this session: the route is for {}, and this session uses {}",
+                        r.identities.describe(),
+                        w.describe()
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "  the route is for {} (this session's identity is not known)",
+                        r.identities.describe()
+                    );
+                }
+            }
             Some(r.display_url())
         }
         Decision::Refused { rule } => {
             let _ = writeln!(out, "  refused with 403: {rule}");
-            None
+            // A route refused for its identity kind still is the match.
+            match RouteTable::new(cfg.routes.clone()).decide(&dest, &path, &m) {
+                Decision::Route(r) => Some(r.display_url()),
+                _ => None,
+            }
         }
         Decision::NoRoute => {
             let _ = writeln!(
@@ -443,6 +570,7 @@ mod tests {
             &cfg,
             "https://api.example.com/v1/admin/users",
             "GET",
+            None,
             &mut out,
         );
         assert!(
@@ -454,6 +582,7 @@ mod tests {
             &cfg,
             "https://api.example.com/v1/admin/users",
             "POST",
+            None,
             &mut out,
         );
         assert!(
@@ -461,7 +590,7 @@ mod tests {
             "{out}"
         );
         let mut out = String::new();
-        explain_url(&cfg, "https://api.example.com/v2/x", "GET", &mut out);
+        explain_url(&cfg, "https://api.example.com/v2/x", "GET", None, &mut out);
         assert!(
             out.contains("refused with 403: path /v2/x is outside the routes"),
             "{out}"

@@ -49,6 +49,8 @@ pub enum HttpError {
 pub struct Response {
     pub status: StatusCode,
     pub body: Bytes,
+    /// openidconnect checks it on JSON answers.
+    pub content_type: Option<HeaderValue>,
 }
 
 impl Response {
@@ -199,6 +201,55 @@ impl HttpClient {
         .await
     }
 
+    /// One request as the `openidconnect` crate builds it (its own
+    /// `http::Request<Vec<u8>>`), through this client: the same transport
+    /// rule, timeout and size cap. Every header value is marked sensitive
+    /// (they carry client ids and, for some IdPs, Basic credentials); the
+    /// request body (codes, refresh tokens) is zeroized after sending.
+    pub async fn request_raw(
+        &self,
+        req: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, HttpError> {
+        let (parts, body) = req.into_parts();
+        let body = zeroize::Zeroizing::new(body);
+        let url = Url::parse(&parts.uri.to_string()).map_err(|e| HttpError::Request {
+            endpoint: parts.uri.path().to_owned(),
+            reason: e.to_string(),
+        })?;
+        let ep = endpoint(&url);
+        let mut headers = Vec::new();
+        let mut ctype = None;
+        for (name, value) in &parts.headers {
+            let v = value.to_str().map_err(|_| HttpError::Request {
+                endpoint: ep.clone(),
+                reason: format!("header {name} is not visible ASCII"),
+            })?;
+            if name == CONTENT_TYPE {
+                ctype = Some(v.to_owned());
+            } else if name != ACCEPT {
+                headers.push(Header::Secret(
+                    name.clone(),
+                    zeroize::Zeroizing::new(v.to_owned()),
+                ));
+            }
+        }
+        let payload = (!body.is_empty() || parts.method == Method::POST).then(|| {
+            (
+                ctype
+                    .as_deref()
+                    .unwrap_or("application/x-www-form-urlencoded"),
+                body.as_slice(),
+            )
+        });
+        let resp = self.send(parts.method, &url, &headers, payload).await?;
+        let mut out = http::Response::new(resp.body.to_vec());
+        *out.status_mut() = resp.status;
+        if let Some(ct) = resp.content_type {
+            out.headers_mut().insert(CONTENT_TYPE, ct);
+        }
+        Ok(out)
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -251,6 +302,7 @@ impl HttpClient {
                     reason: error_chain(&e),
                 })?;
             let status = resp.status();
+            let content_type = resp.headers().get(CONTENT_TYPE).cloned();
             let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
                 .collect()
                 .await
@@ -269,7 +321,11 @@ impl HttpClient {
                     }
                 })?
                 .to_bytes();
-            Ok(Response { status, body })
+            Ok(Response {
+                status,
+                body,
+                content_type,
+            })
         };
         match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
             Ok(r) => r,

@@ -14,6 +14,7 @@ pub mod env;
 pub mod exchange;
 pub mod http;
 pub mod identity;
+pub mod login_cmd;
 pub mod proxy;
 pub mod run;
 pub mod secret;

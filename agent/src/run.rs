@@ -89,6 +89,9 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: RunOptions) -> i32 {
             return EXIT_START_FAILED;
         }
     };
+    for name in &session.control.skipped {
+        eprintln!("lanyard: credential {name} not obtained: only routes for CI identities use it, and this session is a developer login");
+    }
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args);
     for k in session.scrub() {

@@ -147,6 +147,7 @@ impl Session {
                 ca_lifetime: opts.max_lifetime,
                 trace,
                 same_user: cfg!(target_os = "linux"),
+                identity: control.session_identity.clone(),
             },
             control.store.clone(),
             audit.clone(),

@@ -16,7 +16,7 @@ use url::Url;
 
 use crate::env::Env;
 use raw::{At, Diag, Table};
-pub use route::{HostPattern, RouteConfig, Template};
+pub use route::{HostPattern, IdentityKinds, RouteConfig, Template};
 
 /// Config file name looked up in the working directory when neither
 /// `--config` nor `$LANYARD_CONFIG` names one.
@@ -154,6 +154,30 @@ pub struct IdentityConfig {
     pub buildkite_agent: String,
     /// Remove GitHub's `ACTIONS_ID_TOKEN_REQUEST_*` from a child's environment.
     pub scrub_request_env: bool,
+    /// `[login]`: the developer identity profile for laptops.
+    pub login: Option<LoginConfig>,
+}
+
+/// How `lanyard login` gets the developer's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFlow {
+    /// RFC 8628 device authorization grant (default: works over SSH too).
+    Device,
+    /// Authorization code + PKCE (S256) with a loopback redirect, for IdPs
+    /// without a device endpoint.
+    Pkce,
+}
+
+/// `[login]`: the company IdP as a developer signs in to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginConfig {
+    /// OIDC issuer; discovery is at `<issuer>/.well-known/openid-configuration`.
+    pub issuer: Url,
+    /// A public (native) client; the ID token's `aud` must be this.
+    pub client_id: String,
+    /// Asked for besides `openid` and `offline_access`.
+    pub scopes: Vec<String>,
+    pub flow: LoginFlow,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,6 +361,44 @@ impl Config {
     pub fn credential(&self, name: &str) -> Option<&CredentialConfig> {
         self.credentials.iter().find(|c| c.name == name)
     }
+
+    /// Credentials a developer login does not obtain: every route that uses
+    /// them is CI-only (`identities = ["ci"]`), and no credential that is
+    /// obtained reads through them. Why: the same file must start on a
+    /// laptop, where the CI-only exchange (bound to a repository claim)
+    /// would refuse the developer and stop the whole session.
+    pub fn ci_only_credentials(&self) -> Vec<String> {
+        let routed = |name: &str| self.routes.iter().any(|r| r.credential == name);
+        let mut needed: Vec<&str> = self
+            .credentials
+            .iter()
+            .filter(|c| {
+                !routed(&c.name)
+                    || self
+                        .routes
+                        .iter()
+                        .any(|r| r.credential == c.name && r.identities.allows_developer())
+            })
+            .map(|c| c.name.as_str())
+            .collect();
+        // A KV read needs its vault credential; follow `from` to the top.
+        let mut i = 0;
+        while i < needed.len() {
+            if let Some(CredentialKind::VaultKv { from, .. }) =
+                self.credential(needed[i]).map(|c| &c.kind)
+            {
+                if !needed.contains(&from.as_str()) {
+                    needed.push(from.as_str());
+                }
+            }
+            i += 1;
+        }
+        self.credentials
+            .iter()
+            .filter(|c| !needed.contains(&c.name.as_str()))
+            .map(|c| c.name.clone())
+            .collect()
+    }
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -347,12 +409,16 @@ const TOP_KEYS: &[&str] = &[
     "upstream",
     "audit",
     "rotation",
+    "login",
 ];
 
 fn build(d: &mut Diag<'_>, path: &Path, mut doc: Table<'_>) -> Option<Config> {
     let base = path.parent().map(Path::to_owned).unwrap_or_default();
     let t = doc.table(d, "identity");
+    let identity_span = t.as_ref().map(|t| t.span.clone());
     let identity = identity(d, t);
+    let t = doc.table(d, "login");
+    let login = login(d, t);
     let cred_tables = doc.tables(d, "credential");
     let route_tables = doc.tables(d, "route");
     let t = doc.table(d, "proxy");
@@ -384,9 +450,18 @@ fn build(d: &mut Diag<'_>, path: &Path, mut doc: Table<'_>) -> Option<Config> {
         }
     }
     route::check_names(d, &routes);
+    let mut identity = identity?;
+    identity.login = login?;
+    if identity.source == SourceKind::Login && identity.login.is_none() {
+        d.err(
+            &identity_span.unwrap_or(0..0),
+            "identity.source",
+            "source = \"login\" needs a [login] table with `issuer` and `client_id` (the IdP a developer signs in to)",
+        );
+    }
     Some(Config {
         path: path.to_owned(),
-        identity: identity?,
+        identity,
         credentials,
         routes,
         proxy: proxy?,
@@ -405,6 +480,7 @@ fn identity(d: &mut Diag<'_>, t: Option<Table<'_>>) -> Option<IdentityConfig> {
             path: None,
             buildkite_agent: "buildkite-agent".into(),
             scrub_request_env: true,
+            login: None,
         });
     };
     let source = t.string(d, "source");
@@ -482,7 +558,87 @@ fn identity(d: &mut Diag<'_>, t: Option<Table<'_>>) -> Option<IdentityConfig> {
             .map(|a| a.v)
             .unwrap_or_else(|| "buildkite-agent".into()),
         scrub_request_env: scrub.map(|s| s.v).unwrap_or(true),
+        login: None,
     })
+}
+
+const LOGIN_KEYS: &[&str] = &["issuer", "client_id", "scopes", "flow"];
+
+fn login(d: &mut Diag<'_>, t: Option<Table<'_>>) -> Option<Option<LoginConfig>> {
+    let Some(mut t) = t else { return Some(None) };
+    let issuer = t.string(d, "issuer");
+    let client_id = t.string(d, "client_id");
+    let scopes = t.strings(d, "scopes");
+    let flow = t.string(d, "flow");
+    t.finish(d, LOGIN_KEYS);
+    let issuer = match &issuer {
+        Some(i) => url(d, &t.key("issuer"), i),
+        None => {
+            d.err(
+                &t.span,
+                &t.key("issuer"),
+                "[login] needs `issuer`, the company IdP's OIDC issuer URL, e.g. \"https://login.example.com\"",
+            );
+            None
+        }
+    };
+    let client_id = match &client_id {
+        Some(c) if !c.v.trim().is_empty() => Some(c.v.clone()),
+        Some(c) => {
+            d.err(
+                &c.span,
+                &t.key("client_id"),
+                "expected a non-empty client id",
+            );
+            None
+        }
+        None => {
+            d.err(
+                &t.span,
+                &t.key("client_id"),
+                "[login] needs `client_id`, the IdP's public (native) client for lanyard",
+            );
+            None
+        }
+    };
+    let mut list = Vec::new();
+    if let Some(s) = &scopes {
+        for sc in &s.v {
+            if sc.is_empty()
+                || sc
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
+            {
+                d.err(
+                    &s.span,
+                    &t.key("scopes"),
+                    format!("expected scope names without spaces or quotes, got {sc:?}"),
+                );
+            } else if sc != "openid" && sc != "offline_access" && !list.contains(sc) {
+                list.push(sc.clone());
+            }
+        }
+    }
+    let flow = match flow.as_ref().map(|f| f.v.as_str()) {
+        None | Some("device") => Some(LoginFlow::Device),
+        Some("pkce") => Some(LoginFlow::Pkce),
+        Some(other) => {
+            if let Some(f) = &flow {
+                d.err(
+                    &f.span,
+                    &t.key("flow"),
+                    format!("expected \"device\" or \"pkce\", got {other:?}"),
+                );
+            }
+            None
+        }
+    };
+    Some(Some(LoginConfig {
+        issuer: issuer?,
+        client_id: client_id?,
+        scopes: list,
+        flow: flow?,
+    }))
 }
 
 pub(crate) fn is_env_name(s: &str) -> bool {

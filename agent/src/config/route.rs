@@ -83,6 +83,52 @@ pub struct RouteConfig {
     pub header: HeaderName,
     pub template: Template,
     pub websocket: bool,
+    /// Which identity kinds may use this route (default: both).
+    pub identities: IdentityKinds,
+}
+
+/// The kinds of identity a route serves: CI automation tokens and
+/// developer logins (`lanyard login`). Keeping them apart lets a config
+/// say that a developer never gets a CI-only route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityKinds {
+    pub ci: bool,
+    pub developer: bool,
+}
+
+impl Default for IdentityKinds {
+    /// Both, so configs written before the key existed keep working.
+    fn default() -> Self {
+        IdentityKinds {
+            ci: true,
+            developer: true,
+        }
+    }
+}
+
+impl IdentityKinds {
+    pub const NAMES: &'static [&'static str] = &["ci", "developer"];
+
+    pub fn allows_developer(&self) -> bool {
+        self.developer
+    }
+
+    pub fn allows(&self, developer: bool) -> bool {
+        if developer {
+            self.developer
+        } else {
+            self.ci
+        }
+    }
+
+    /// `CI identities only`, `developer identities only`, or `CI and developer identities`.
+    pub fn describe(&self) -> &'static str {
+        match (self.ci, self.developer) {
+            (true, false) => "CI identities only",
+            (false, true) => "developer identities only",
+            _ => "CI and developer identities",
+        }
+    }
 }
 
 impl RouteConfig {
@@ -145,6 +191,7 @@ const ROUTE_KEYS: &[&str] = &[
     "username",
     "name",
     "websocket",
+    "identities",
 ];
 
 pub(super) fn route(d: &mut Diag<'_>, mut t: Table<'_>, creds: &[String]) -> Option<RouteConfig> {
@@ -157,7 +204,40 @@ pub(super) fn route(d: &mut Diag<'_>, mut t: Table<'_>, creds: &[String]) -> Opt
     let username = t.string(d, "username");
     let name = t.string(d, "name");
     let websocket = t.bool(d, "websocket").map(|b| b.v).unwrap_or(false);
+    let identities = t.strings(d, "identities");
     t.finish(d, ROUTE_KEYS);
+    let identities = match identities {
+        None => Some(IdentityKinds::default()),
+        Some(list) => {
+            let mut k = IdentityKinds {
+                ci: false,
+                developer: false,
+            };
+            let mut ok = true;
+            for s in &list.v {
+                match s.as_str() {
+                    "ci" => k.ci = true,
+                    "developer" => k.developer = true,
+                    other => {
+                        ok = false;
+                        d.err(
+                            &list.span,
+                            &t.key("identities"),
+                            format!(
+                                "unknown identity kind {other:?}; expected some of: {}",
+                                IdentityKinds::NAMES.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+            if ok && list.v.is_empty() {
+                ok = false;
+                d.err(&list.span, &t.key("identities"), "an empty `identities` list would refuse every request; omit it to allow CI and developer identities");
+            }
+            ok.then_some(k)
+        }
+    };
 
     let target = match &url_v {
         None => {
@@ -324,6 +404,7 @@ pub(super) fn route(d: &mut Diag<'_>, mut t: Table<'_>, creds: &[String]) -> Opt
         header: header_name?,
         template: template?,
         websocket,
+        identities: identities?,
     })
 }
 

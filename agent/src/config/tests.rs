@@ -337,3 +337,134 @@ fn an_empty_error_list_prints_without_panicking() {
         "the config has 0 problems:"
     );
 }
+
+#[test]
+fn login_table_and_route_identities_parse() {
+    let c = parse(
+        r#"
+[identity]
+source = "login"
+[login]
+issuer = "https://login.acme.test"
+client_id = "lanyard-cli"
+scopes = ["email", "openid"]
+flow = "pkce"
+[[credential]]
+name = "gw"
+exchange = "passthrough"
+[[route]]
+url = "https://api.example.com/v1/"
+credential = "gw"
+identities = ["ci"]
+[[route]]
+url = "https://api.example.com/v2/"
+credential = "gw"
+"#,
+    )
+    .expect("ok");
+    let l = c.identity.login.expect("login");
+    assert_eq!(l.client_id, "lanyard-cli");
+    assert_eq!(
+        l.scopes,
+        ["email"],
+        "openid is always asked for, not listed twice"
+    );
+    assert_eq!(l.flow, LoginFlow::Pkce);
+    assert!(!c.routes[0].identities.developer && c.routes[0].identities.ci);
+    assert_eq!(c.routes[1].identities, IdentityKinds::default());
+}
+
+#[test]
+fn login_and_identities_mistakes_are_all_reported() {
+    let errs = errors(
+        r#"
+[identity]
+source = "login"
+[[credential]]
+name = "gw"
+exchange = "passthrough"
+[[route]]
+url = "https://api.example.com/v1/"
+credential = "gw"
+identities = ["robot"]
+[[route]]
+url = "https://api.example.com/v2/"
+credential = "gw"
+identities = []
+"#,
+    );
+    let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert!(
+        all.iter()
+            .any(|e| e.contains("identity.source") && e.contains("needs a [login] table")),
+        "{all:?}"
+    );
+    assert!(
+        all.iter()
+            .any(|e| e.contains("route[0].identities")
+                && e.contains("unknown identity kind \"robot\"")),
+        "{all:?}"
+    );
+    assert!(
+        all.iter()
+            .any(|e| e.contains("route[1].identities") && e.contains("empty")),
+        "{all:?}"
+    );
+    let errs =
+        errors("[login]\nissuer = \"http://login.acme.test\"\nflow = \"magic\"\nclient = \"x\"\n");
+    let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    for want in [
+        "login.issuer: expected an https:// URL",
+        "login.flow: expected \"device\" or \"pkce\"",
+        "login.client: unknown key `client` in [login]",
+        "login.client_id: [login] needs `client_id`",
+    ] {
+        assert!(all.iter().any(|e| e.contains(want)), "{want}: {all:?}");
+    }
+}
+
+#[test]
+fn a_developer_login_skips_credentials_only_ci_routes_use() {
+    let c = parse(
+        r#"
+[[credential]]
+name = "shared"
+exchange = "passthrough"
+[[credential]]
+name = "vault"
+exchange = "vault"
+address = "https://vault.example.com"
+role = "ci"
+[[credential]]
+name = "stripe"
+from = "vault"
+secret = "secret/data/ci/stripe#api_key"
+[[credential]]
+name = "deploy"
+exchange = "passthrough"
+[[route]]
+url = "https://api.example.com/v1/"
+credential = "shared"
+[[route]]
+url = "https://api.stripe.com/v1/"
+credential = "stripe"
+[[route]]
+url = "https://deploy.example.com/"
+credential = "deploy"
+identities = ["ci"]
+"#,
+    )
+    .expect("ok");
+    // stripe is for everyone, so its vault parent is needed too.
+    assert_eq!(c.ci_only_credentials(), ["deploy"]);
+}
+
+#[test]
+fn the_local_dev_example_is_valid_and_keeps_deploys_for_ci() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("root");
+    let c = Config::load(&root.join("examples/local-dev.toml")).expect("valid");
+    assert!(c.identity.login.is_some());
+    assert_eq!(c.ci_only_credentials(), ["deployer"]);
+}

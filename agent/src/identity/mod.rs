@@ -5,6 +5,7 @@
 //! rotates), and the variable-based platforms give the one token they have.
 
 pub mod claims;
+pub mod login;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,9 +39,17 @@ pub enum Platform {
     Buildkite,
     File,
     Env,
+    /// A developer's own login (`lanyard login`), on a laptop.
+    Login,
 }
 
 impl Platform {
+    /// A developer login, as opposed to a CI automation identity; routes
+    /// may be limited to one kind (`identities`).
+    pub fn is_developer(self) -> bool {
+        self == Platform::Login
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Platform::Github => "github",
@@ -50,6 +59,7 @@ impl Platform {
             Platform::Buildkite => "buildkite",
             Platform::File => "file",
             Platform::Env => "env",
+            Platform::Login => "login",
         }
     }
 }
@@ -83,8 +93,10 @@ pub enum IdentityError {
         ago: u64,
         hint: &'static str,
     },
-    #[error("source = \"login\" is for laptops and not implemented yet; use source = \"file\" or \"env\" with a token you obtained")]
-    LoginUnsupported,
+    #[error("developer login: {0}")]
+    Login(#[from] login::LoginError),
+    #[error("source = \"login\" needs a [login] table (issuer, client_id)")]
+    LoginNotConfigured,
 }
 
 /// A job identity token and its (unverified) claims.
@@ -111,6 +123,7 @@ enum Kind {
     File {
         path: PathBuf,
     },
+    Login(Box<login::LoginSource>),
 }
 
 /// A configured, detected identity source.
@@ -138,7 +151,7 @@ impl IdentitySource {
             SourceKind::Buildkite => (Platform::Buildkite, "source = \"buildkite\"".into()),
             SourceKind::File => (Platform::File, "source = \"file\"".into()),
             SourceKind::Env => (Platform::Env, "source = \"env\"".into()),
-            SourceKind::Login => return Err(IdentityError::LoginUnsupported),
+            SourceKind::Login => (Platform::Login, "source = \"login\"".into()),
         };
         let fixed = |platform: &'static str,
                      var: &str,
@@ -218,6 +231,16 @@ impl IdentitySource {
                 })?;
                 (Kind::File { path }, Vec::new())
             }
+            Platform::Login => {
+                let lc = cfg
+                    .login
+                    .as_ref()
+                    .ok_or(IdentityError::LoginNotConfigured)?;
+                (
+                    Kind::Login(Box::new(login::LoginSource::open(lc, env)?)),
+                    Vec::new(),
+                )
+            }
         };
         Ok(IdentitySource {
             platform,
@@ -232,7 +255,7 @@ impl IdentitySource {
     pub fn refreshes(&self) -> bool {
         matches!(
             self.kind,
-            Kind::Github { .. } | Kind::Buildkite { .. } | Kind::File { .. }
+            Kind::Github { .. } | Kind::Buildkite { .. } | Kind::File { .. } | Kind::Login(_)
         )
     }
 
@@ -250,6 +273,20 @@ impl IdentitySource {
             Kind::Fixed { variable, .. } => format!("${variable}"),
             Kind::Buildkite { agent } => format!("`{agent} oidc request-token`"),
             Kind::File { path } => path.display().to_string(),
+            Kind::Login(l) => format!(
+                "the developer login at {} (client {}, refresh token in {})",
+                l.cfg.issuer.as_str().trim_end_matches('/'),
+                l.cfg.client_id,
+                l.file.path.display()
+            ),
+        }
+    }
+
+    /// The login source, when this is a developer login.
+    pub fn login(&self) -> Option<&login::LoginSource> {
+        match &self.kind {
+            Kind::Login(l) => Some(l),
+            _ => None,
         }
     }
 
@@ -266,6 +303,9 @@ impl IdentitySource {
             Kind::Github { url, bearer } => github(http, url, bearer, audience).await?,
             Kind::Buildkite { agent } => buildkite(agent, audience).await?,
             Kind::File { path } => read_file(path).await?,
+            // Verified here (signature, iss, aud, exp, nonce) and refreshed
+            // near expiry; the exchange verifies it again.
+            Kind::Login(l) => l.token(http).await?.id_token,
         };
         self.check(jwt)
     }
@@ -323,6 +363,12 @@ fn detect(env: &dyn Env, cfg: &IdentityConfig) -> Result<(Platform, String), Ide
         if env.non_empty(v).is_some() {
             return Ok((Platform::Env, format!("[identity] variable {v} is set")));
         }
+    }
+    if cfg.login.is_some() {
+        return Ok((
+            Platform::Login,
+            "no CI platform detected: none of GITHUB_ACTIONS, GITLAB_CI, BITBUCKET_BUILD_NUMBER, CIRCLECI, BUILDKITE is set, and [login] is configured".into(),
+        ));
     }
     Err(IdentityError::NotDetected)
 }
@@ -470,6 +516,7 @@ mod tests {
             path: None,
             buildkite_agent: "buildkite-agent".into(),
             scrub_request_env: true,
+            login: None,
         }
     }
 
@@ -512,6 +559,34 @@ mod tests {
             IdentitySource::from_config(&cfg(), &MapEnv::default()),
             Err(IdentityError::NotDetected)
         ));
+    }
+
+    #[test]
+    fn auto_picks_the_developer_login_only_when_no_ci_platform_is_detected() {
+        let mut c = cfg();
+        c.login = Some(crate::config::LoginConfig {
+            issuer: Url::parse("https://login.acme.test").expect("url"),
+            client_id: "lanyard-cli".into(),
+            scopes: Vec::new(),
+            flow: crate::config::LoginFlow::Device,
+        });
+        let home = tempfile::tempdir().expect("tmp");
+        let laptop = MapEnv::new([("HOME", home.path().to_str().expect("utf8"))]);
+        // Chosen, and without a stored login it says what to do.
+        let e = IdentitySource::from_config(&c, &laptop)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not logged in to https://login.acme.test") && e.contains("lanyard login"),
+            "{e}"
+        );
+        // In CI the platform wins: a [login] table never replaces the job's identity.
+        let ci = MapEnv::new([("BUILDKITE", "true")]);
+        assert_eq!(
+            IdentitySource::from_config(&c, &ci).expect("ci").platform,
+            Platform::Buildkite
+        );
+        assert!(!Platform::Buildkite.is_developer() && Platform::Login.is_developer());
     }
 
     #[test]

@@ -85,6 +85,7 @@ mod tests {
             header: HeaderName::from_bytes(header.as_bytes()).expect("name"),
             template,
             websocket: false,
+            identities: Default::default(),
         }
     }
 

@@ -156,15 +156,48 @@ pub enum Decision<'a> {
     NoRoute,
 }
 
+/// Who this session's requests act as, for routes that serve only some
+/// identity kinds (`identities = ["ci"]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionIdentity {
+    pub developer: bool,
+    /// For refusals: `GitHub Actions` or `alice@acme.test (sub alice)`.
+    pub who: String,
+}
+
+impl SessionIdentity {
+    /// The words a refusal uses for this session.
+    pub fn describe(&self) -> String {
+        if self.developer {
+            format!("a developer login (lanyard login as {})", self.who)
+        } else {
+            format!("a CI identity ({})", self.who)
+        }
+    }
+}
+
 /// Routes for one listener, in config order.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<RouteConfig>,
+    /// `None`: identity kinds are not checked (doctor before it knows).
+    identity: Option<SessionIdentity>,
 }
 
 impl RouteTable {
     pub fn new(routes: Vec<RouteConfig>) -> Self {
-        RouteTable { routes }
+        RouteTable {
+            routes,
+            identity: None,
+        }
+    }
+
+    /// A table that refuses routes not meant for this identity kind.
+    pub fn for_identity(routes: Vec<RouteConfig>, identity: SessionIdentity) -> Self {
+        RouteTable {
+            routes,
+            identity: Some(identity),
+        }
     }
 
     /// Does any route cover this host and port (for CONNECT: intercept or tunnel)?
@@ -204,6 +237,20 @@ impl RouteTable {
                 ),
             };
         };
+        // Why after the longest-prefix choice: a CI-only `/v1/admin/` must
+        // not fall back to a broader `/v1/` route for a developer.
+        if let Some(id) = &self.identity {
+            if !r.identities.allows(id.developer) {
+                return Decision::Refused {
+                    rule: format!(
+                        "route {} is for {}; this session uses {}",
+                        r.display_url(),
+                        r.identities.describe(),
+                        id.describe()
+                    ),
+                };
+            }
+        }
         if let Some(ms) = &r.methods {
             if !ms.contains(method) {
                 let allowed: Vec<&str> = ms.iter().map(Method::as_str).collect();
@@ -352,6 +399,56 @@ credential = "gw"
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_developer_never_gets_a_ci_only_route_and_the_refusal_says_why() {
+        let cfg = Config::parse(
+            std::path::Path::new("t.toml"),
+            r#"
+[[credential]]
+name = "gw"
+exchange = "passthrough"
+[[route]]
+url = "https://api.example.com/v1/"
+credential = "gw"
+[[route]]
+url = "https://api.example.com/v1/deploy/"
+credential = "gw"
+identities = ["ci"]
+"#,
+        )
+        .expect("config");
+        let dev = SessionIdentity {
+            developer: true,
+            who: "alice@acme.test (sub alice)".into(),
+        };
+        let t = RouteTable::for_identity(cfg.routes.clone(), dev);
+        let d = dest("api.example.com");
+        assert!(matches!(
+            t.decide(&d, "/v1/charges", &Method::GET),
+            Decision::Route(_)
+        ));
+        // The longer CI-only prefix wins the match, then refuses: no
+        // fallback to the broader route.
+        match t.decide(&d, "/v1/deploy/x", &Method::POST) {
+            Decision::Refused { rule } => assert_eq!(
+                rule,
+                "route https://api.example.com/v1/deploy/ is for CI identities only; this session uses a developer login (lanyard login as alice@acme.test (sub alice))"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let ci = RouteTable::for_identity(
+            cfg.routes,
+            SessionIdentity {
+                developer: false,
+                who: "github".into(),
+            },
+        );
+        assert!(matches!(
+            ci.decide(&d, "/v1/deploy/x", &Method::POST),
+            Decision::Route(_)
+        ));
     }
 
     #[test]

@@ -116,6 +116,9 @@ pub struct ProxyOptions {
     /// Check the connecting socket's owner (Linux). Tests turn it off
     /// only to show what it guards.
     pub same_user: bool,
+    /// Who the session acts as; routes limited to another identity kind
+    /// are refused with 403.
+    pub identity: super::routes::SessionIdentity,
 }
 
 struct Shared {
@@ -197,7 +200,7 @@ impl Proxy {
             .filter_map(|r| reverse_key(r).map(|k| (k, r.clone())))
             .collect();
         let shared = Arc::new(Shared {
-            routes: RouteTable::new(opts.routes),
+            routes: RouteTable::for_identity(opts.routes, opts.identity),
             named,
             store,
             secret,

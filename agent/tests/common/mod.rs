@@ -55,6 +55,16 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Take ownership of a peer started elsewhere (stopped on drop).
+    pub fn adopt(name: &str, child: Child, log: PathBuf, dir: tempfile::TempDir) -> Proc {
+        Proc {
+            name: name.into(),
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

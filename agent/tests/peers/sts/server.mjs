@@ -1,5 +1,7 @@
 // RFC 8693 token-exchange test peer on oidc-provider (panva). See ../README.md.
-// Env: SUBJECT_ISSUER (required), SUBJECT_AUDIENCE, ALLOWED_REPOSITORY, TOKEN_TTL.
+// Env: SUBJECT_ISSUER (required), SUBJECT_AUDIENCE, ALLOWED_REPOSITORY, TOKEN_TTL; optionally
+// DEVELOPER_ISSUER (an OIDC IdP such as idp.mjs whose ID tokens are accepted too), DEVELOPER_AUDIENCE
+// (default lanyard-cli) and DEVELOPER_EMAIL_DOMAIN (default acme.test).
 // Prints one ready line {"port","issuer","token_endpoint","revocation_endpoint","introspection_endpoint"}.
 import { createServer } from 'node:http';
 import { createRemoteJWKSet, jwtVerify, errors as joseErrors } from 'jose';
@@ -19,6 +21,18 @@ const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const SUBJECT_TYPES = new Set(['urn:ietf:params:oauth:token-type:jwt', 'urn:ietf:params:oauth:token-type:id_token']);
 const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 const jwks = createRemoteJWKSet(new URL(`${SUBJECT_ISSUER}/jwks.json`));
+// A developer's ID token from the company IdP (lanyard login) is a second kind of subject token.
+const DEVELOPER_ISSUER = process.env.DEVELOPER_ISSUER?.replace(/\/+$/, '');
+const DEVELOPER_AUDIENCE = process.env.DEVELOPER_AUDIENCE || 'lanyard-cli';
+const DEVELOPER_EMAIL_DOMAIN = process.env.DEVELOPER_EMAIL_DOMAIN || 'acme.test';
+const developerJwks = DEVELOPER_ISSUER ? createRemoteJWKSet(new URL(`${DEVELOPER_ISSUER}/jwks`)) : undefined;
+const unverifiedIssuer = (jwt) => {
+  try {
+    return JSON.parse(Buffer.from(String(jwt).split('.')[1], 'base64url').toString()).iss;
+  } catch {
+    return undefined;
+  }
+};
 
 // The http server must listen before the Provider exists, since the issuer URL carries the port.
 const server = createServer();
@@ -58,9 +72,11 @@ const provider = new Provider(issuer, {
 });
 provider.proxy = false;
 
-async function verifySubject(subjectToken) {
+async function verifySubject(subjectToken, developer) {
   try {
-    const { payload } = await jwtVerify(subjectToken, jwks, { issuer: SUBJECT_ISSUER });
+    const { payload } = developer
+      ? await jwtVerify(subjectToken, developerJwks, { issuer: DEVELOPER_ISSUER })
+      : await jwtVerify(subjectToken, jwks, { issuer: SUBJECT_ISSUER });
     return payload;
   } catch (err) {
     if (err instanceof joseErrors.JWTExpired) throw refuse('subject token expired');
@@ -81,7 +97,32 @@ provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
     throw new errors.InvalidRequest(`unsupported requested_token_type ${JSON.stringify(params.requested_token_type)}`);
   }
 
-  const claims = await verifySubject(params.subject_token);
+  const developer = Boolean(DEVELOPER_ISSUER) && unverifiedIssuer(params.subject_token) === DEVELOPER_ISSUER;
+  const claims = await verifySubject(params.subject_token, developer);
+  if (developer) {
+    if (![claims.aud].flat().includes(DEVELOPER_AUDIENCE)) {
+      throw refuse(`developer token audience ${JSON.stringify(claims.aud ?? null)} is not ${JSON.stringify(DEVELOPER_AUDIENCE)}`);
+    }
+    if (typeof claims.email !== 'string' || !claims.email.endsWith(`@${DEVELOPER_EMAIL_DOMAIN}`)) {
+      throw refuse(`developer ${JSON.stringify(claims.email ?? claims.sub ?? null)} is not in ${DEVELOPER_EMAIL_DOMAIN}`);
+    }
+    const token = new provider.ClientCredentials({
+      client,
+      scope: params.scope || undefined,
+      extra: { sub: claims.sub, email: claims.email, kind: 'developer', audience: params.audience, resource: params.resource },
+    });
+    ctx.oidc.entity('ClientCredentials', token);
+    const accessToken = await token.save();
+    log(`token-exchange ok (developer): client=${client.clientId} sub=${claims.sub} email=${claims.email}`);
+    ctx.body = {
+      access_token: accessToken,
+      issued_token_type: ACCESS_TOKEN_TYPE,
+      token_type: 'Bearer',
+      expires_in: token.expiration,
+      ...(token.scope ? { scope: token.scope } : {}),
+    };
+    return;
+  }
   const auds = [claims.aud].flat();
   if (!auds.includes(SUBJECT_AUDIENCE)) {
     throw refuse(`subject token audience ${JSON.stringify(claims.aud ?? null)} is not ${JSON.stringify(SUBJECT_AUDIENCE)}`);
