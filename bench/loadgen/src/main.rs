@@ -219,9 +219,12 @@ fn tls_connector(o: &Opts) -> Result<tokio_rustls::TlsConnector, String> {
     let mut roots = rustls::RootCertStore::empty();
     for f in &o.cacerts {
         let pem = std::fs::read(f).map_err(|e| format!("{f}: {e}"))?;
-        for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let c = c.map_err(|e| format!("{f}: {e}"))?;
-            roots.add(c).map_err(|e| format!("{f}: {e}"))?;
+        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{f}: {e}"))?;
+        let (added, _ignored) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(format!("{f}: no usable certificate"));
         }
     }
     let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
