@@ -162,7 +162,7 @@ peak_rss_kb() { # pids...: sum of VmHWM
     echo "$total"
 }
 tokio_workers() { # pid: number of tokio runtime worker threads
-    grep -lx 'tokio-runtime-w' /proc/"$1"/task/*/comm 2>/dev/null | wc -l
+    cat /proc/"$1"/task/*/comm 2>/dev/null | grep -cxE 'tokio-rt-worker|tokio-runtime-w' || true
 }
 pin() { # cpulist pids...: every thread of the processes and their children
     local cpus=$1 p; shift
@@ -603,6 +603,7 @@ run_contender() { # name
     fn=setup_${name//-/_}
     log "---- $name"
     set +e
+    {
     (
         set -e
         PROC=; LG=(); WRK=(); WORKERS=-; STOP=:
@@ -628,9 +629,9 @@ run_contender() { # name
         if [ "$CROSSCHECK" = 1 ] && [ ${#WRK[@]} -gt 0 ]; then
             for c in $CONNS; do crosscheck_wrk "$name" "$c"; done
         fi
-    ) 2> >(tee "$WORK/err/$name" >&2)
-    rc=$?
-    wait $! 2>/dev/null || true   # the tee of the process substitution
+    ) 2>&1 1>&3 | tee "$WORK/err/$name" >&2
+    rc=${PIPESTATUS[0]}
+    } 3>&1
     set -e
     if [ "$rc" -ne 0 ]; then
         local msg
