@@ -69,7 +69,9 @@ for name, group, conns, ticks, rss, workers, path in rows("runs.tsv"):
         "proc": rss != "-",
     }
     d["cpu_s"] = d["ticks"] / TCK if d["proc"] else None
-    d["cpu_us"] = (d["ticks"] / TCK * 1e6 / ok) if (d["proc"] and ok) else None
+    # CPU is read around the whole loadgen run (warm-up included): divide by every request it completed
+    allreq = lg.get("all_requests") or ok
+    d["cpu_us"] = (d["ticks"] / TCK * 1e6 / allreq) if (d["proc"] and ok) else None
     runs.setdefault((name, group, conns), []).append(d)
 errors = {n: m for n, m in rows("errors.tsv")}
 cross = rows("crosscheck.tsv")
@@ -417,7 +419,8 @@ up and the first credentials are ready, followed by a `lanyard stop` outside the
 - **p50 / p99**: per-request latency seen by the client (send to last body byte).
   **added p50**: the row's p50 minus the baseline's p50 at the same connection count.
 - **proxy CPU µs/req**: utime+stime of the proxy process and its children (nginx master +
-  workers) from `/proc/<pid>/stat` over the window, divided by 200 answers; clock tick
+  workers) from `/proc/<pid>/stat` around the whole client run, divided by every request the
+  client completed in it (warm-up included); clock tick
   {1000 // TCK} ms, so short runs are coarse. Only the proxy's CPU is counted, not the upstream's.
 - **proxy CPU s**: the same ticks in seconds. **peak RSS**: `VmHWM` from
   `/proc/<pid>/status` after the run (summed over nginx's master and workers); every lanyard

@@ -14,6 +14,7 @@
 #   PIN_CONTENDERS contenders of the pinning study                         default "direct nginx lanyard-reverse"
 #   CROSSCHECK    1: also measure the plain-HTTP rows with wrk             default 1
 #   COLD_RUNS     lanyard cold starts per kind (median reported)           default 10
+#   WARMUP        requests sent but not counted before each window         default 1s (200ms if DURATION < 5s)
 #   LOADGEN_THREADS client threads (default: 1 at 1 connection, else 2)
 #   OUT           where RESULTS.md and latency-cdf.png go                  default bench/
 #   LABEL         a headline for RESULTS.md (e.g. "noisy smoke run")
@@ -36,6 +37,8 @@ PIN_REPEAT=${PIN_REPEAT:-3}
 PIN_CONTENDERS=${PIN_CONTENDERS:-"direct nginx lanyard-reverse"}
 CROSSCHECK=${CROSSCHECK:-1}
 COLD_RUNS=${COLD_RUNS:-10}
+# warm-up before each measured window (requests sent, not counted): 1s, or 200ms for short runs
+WARMUP=${WARMUP:-$(awk -v d="$DURATION" 'BEGIN { s = d + 0; if (d ~ /ms$/) s /= 1000; else if (d ~ /m$/) s *= 60; print (s >= 5 ? "1s" : "200ms") }')}
 OUT=${OUT:-$BENCH}
 LABEL=${LABEL:-}
 export CARGO_TARGET_DIR_BENCH=$ROOT/target/bench
@@ -471,7 +474,7 @@ setup_lanyard_reverse() {
     lanyard_plain lanyard-reverse
     LG=(--url "$(ly_export LANYARD_URL_API)")
     WRK=("$(ly_export LANYARD_URL_API)" "")
-    wait_ready 10 "${LG[@]}"; WORKERS=$(tokio_workers "$LY_PID")
+    WORKERS=$(tokio_workers "$LY_PID"); wait_ready 10 "${LG[@]}"
 }
 setup_lanyard_forward() { # HTTP_PROXY: absolute-form http:// request, plain upstream
     lanyard_plain lanyard-forward
@@ -481,27 +484,27 @@ setup_lanyard_forward() { # HTTP_PROXY: absolute-form http:// request, plain ups
     WRK=("http://$hp/" "wrk.path = \"$UP_URL\"
 wrk.headers[\"Host\"] = \"127.0.0.1:$UP_PORT\"
 wrk.headers[\"Proxy-Authorization\"] = \"Basic $b64\"")
-    wait_ready 10 "${LG[@]}"; WORKERS=$(tokio_workers "$LY_PID")
+    WORKERS=$(tokio_workers "$LY_PID"); wait_ready 10 "${LG[@]}"
 }
 setup_lanyard_forward_tls() { # plain HTTP client, absolute-form https:// URL: lanyard re-originates TLS
     lanyard_plain lanyard-forward-tls
     LG=(--url "$UPS_URL" --proxy "$(ly_export LANYARD_PROXY)" --proxy-mode absolute)
-    wait_ready 10 "${LG[@]}"; WORKERS=$(tokio_workers "$LY_PID")
+    WORKERS=$(tokio_workers "$LY_PID"); wait_ready 10 "${LG[@]}"
 }
 setup_lanyard_intercept() { # HTTPS_PROXY: CONNECT, TLS to the per-job CA, TLS upstream
     lanyard_plain lanyard-intercept
     LG=(--url "$UPS_URL" --proxy "$(ly_export LANYARD_PROXY)" --proxy-mode connect --cacert "$(ly_export LANYARD_CA_FILE)")
-    wait_ready 10 "${LG[@]}"; WORKERS=$(tokio_workers "$LY_PID")
+    WORKERS=$(tokio_workers "$LY_PID"); wait_ready 10 "${LG[@]}"
 }
 setup_lanyard_w1() {
     lanyard_plain lanyard-w1 LANYARD_WORKER_THREADS=1
     LG=(--url "$(ly_export LANYARD_URL_API)")
-    wait_ready 10 "${LG[@]}"; WORKERS=$(tokio_workers "$LY_PID")
+    WORKERS=$(tokio_workers "$LY_PID"); wait_ready 10 "${LG[@]}"
 }
 setup_lanyard_w2() {
     lanyard_plain lanyard-w2 LANYARD_WORKER_THREADS=2
     LG=(--url "$(ly_export LANYARD_URL_API)")
-    wait_ready 10 "${LG[@]}"; WORKERS=$(tokio_workers "$LY_PID")
+    WORKERS=$(tokio_workers "$LY_PID"); wait_ready 10 "${LG[@]}"
 }
 
 need_bao() { [ -n "${BAO_ADDR:-}" ] || { echo "OpenBao is not running: $(tail -2 "$WORK/err/openbao" 2>/dev/null)" >&2; return 1; }; }
@@ -552,7 +555,7 @@ setup_lanyard_vault() { # lanyard's vault credential: JWT login, route adds X-Va
     PROC=$LY_PID
     STOP="lanyard_stop_dir $LY_STATE"
     LG=(--url "$(ly_export LANYARD_URL_BAO)data/bench")
-    wait_ready 10 "${LG[@]}"; WORKERS=$(tokio_workers "$LY_PID")
+    WORKERS=$(tokio_workers "$LY_PID"); wait_ready 10 "${LG[@]}"
 }
 
 # ================================================================ measuring
@@ -568,7 +571,7 @@ measure() {
         client=(taskset -c 0)
     fi
     before=$(cpu_ticks $PROC)
-    "${client[@]}" "$LOADGEN" -c "$c" -d "$DURATION" --threads "$(lg_threads "$c")" "${LG[@]}" >"$out" 2>"$out.err" || true
+    "${client[@]}" "$LOADGEN" -c "$c" -d "$DURATION" --warmup "$WARMUP" --threads "$(lg_threads "$c")" "${LG[@]}" >"$out" 2>"$out.err" || true
     after=$(cpu_ticks $PROC)
     [ "$pinned" = 1 ] && pin "0-$((NPROC - 1))" $PROC "$UP_PID" ${BAO_PID:-}
     rss=-; [ -n "$PROC" ] && rss=$(peak_rss_kb $PROC)
@@ -683,7 +686,7 @@ UP_RSS=$(peak_rss_kb "$UP_PID")
 
 # ================================================================ report
 ELAPSED=$(( $(date +%s) - T_START ))
-export LANYARD NGINX HAPROXY MITMDUMP BAO ROOT WORK UP_RSS CLK_TCK ELAPSED DURATION CONNS PARITY_CONNS \
+export LANYARD NGINX HAPROXY MITMDUMP BAO ROOT WORK UP_RSS CLK_TCK ELAPSED DURATION WARMUP CONNS PARITY_CONNS \
     PIN_REPEAT PIN_CONTENDERS COLD_RUNS LABEL CONTENDERS CROSSCHECK
 "$PY" - <<'PYEOF'
 import json, os, subprocess
@@ -697,7 +700,7 @@ def sh(c):
 dirty = sh(f"cd '{E['ROOT']}' && git status --porcelain")
 meta = {
     "label": E.get("LABEL", ""),
-    "knobs": {k: E[k] for k in ("DURATION", "CONNS", "CONTENDERS", "PARITY_CONNS", "PIN_REPEAT",
+    "knobs": {k: E[k] for k in ("DURATION", "WARMUP", "CONNS", "CONTENDERS", "PARITY_CONNS", "PIN_REPEAT",
                                 "PIN_CONTENDERS", "CROSSCHECK", "COLD_RUNS", "LOADGEN_THREADS") if k in E},
     "date": sh("date -u '+%Y-%m-%d %H:%M UTC'"),
     "git": sh(f"cd '{E['ROOT']}' && git rev-parse --short HEAD") + (" (with uncommitted changes)" if dirty else ""),

@@ -22,7 +22,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const USAGE: &str = "usage: lanyard-loadgen --url URL [-c CONNS] [-d SECS] [--threads N]
+const USAGE: &str = "usage: lanyard-loadgen --url URL [-c CONNS] [-d SECS] [--warmup SECS] [--threads N]
   [-H 'Name: value']... [--cacert PEM]... [--proxy http://[user:pass@]host:port]
   [--proxy-mode absolute|connect] [--expect STATUS] [--timeout SECS]
   [--cdf-points N] [--sample N] [--check]
@@ -42,6 +42,7 @@ struct Opts {
     url: Uri,
     conns: usize,
     duration: Duration,
+    warmup: Duration,
     threads: usize,
     headers: Vec<(String, String)>,
     cacerts: Vec<String>,
@@ -79,6 +80,7 @@ fn parse_args() -> Result<Opts, String> {
         url: Uri::from_static("http://127.0.0.1/"),
         conns: 1,
         duration: Duration::from_secs(5),
+        warmup: Duration::ZERO,
         threads: 1,
         headers: vec![],
         cacerts: vec![],
@@ -98,6 +100,10 @@ fn parse_args() -> Result<Opts, String> {
             "--url" => url = Some(val()?),
             "-c" | "--conns" => o.conns = val()?.parse().map_err(|_| "bad -c")?,
             "-d" | "--duration" => o.duration = parse_secs(&val()?)?,
+            "--warmup" => {
+                let v = val()?;
+                o.warmup = if v == "0" { Duration::ZERO } else { parse_secs(&v)? };
+            }
             "--threads" => o.threads = val()?.parse().map_err(|_| "bad --threads")?,
             "-H" | "--header" => {
                 let h = val()?;
@@ -344,6 +350,8 @@ async fn one(s: &Shared, tx: &mut Sender) -> Result<(u16, Bytes), String> {
 #[derive(Default)]
 struct ConnStats {
     lat_us: Vec<u32>,
+    /// every completed request, warm-up and overrun included (for CPU per request)
+    all: u64,
     errors: u64,
     unexpected: u64,
     bytes: u64,
@@ -356,7 +364,7 @@ async fn worker(
     ready: Arc<tokio::sync::Barrier>,
     go: Arc<tokio::sync::Barrier>,
     stop: Arc<AtomicBool>,
-    deadline: Arc<std::sync::OnceLock<Instant>>,
+    deadline: Arc<std::sync::OnceLock<(Instant, Instant)>>,
 ) -> ConnStats {
     let mut st = ConnStats::default();
     let mut tx = match handshake(&s).await {
@@ -369,7 +377,7 @@ async fn worker(
     };
     ready.wait().await;
     go.wait().await;
-    let end = *deadline.get().expect("deadline set before the barrier opens");
+    let (from, end) = *deadline.get().expect("deadline set before the barrier opens");
     while !stop.load(Ordering::Relaxed) && Instant::now() < end {
         let sender = match tx.as_mut() {
             Some(t) => t,
@@ -388,8 +396,12 @@ async fn worker(
         let us = t0.elapsed().as_micros().min(u32::MAX as u128) as u32;
         match r {
             Ok(Ok((status, body))) => {
+                st.all += 1;
                 if Instant::now() > end {
                     break; // finished after the window: not counted
+                }
+                if t0 < from {
+                    continue; // warm-up: sent, not counted
                 }
                 st.lat_us.push(us);
                 st.bytes += body.len() as u64;
@@ -502,9 +514,9 @@ async fn run(o: Opts) -> i32 {
         .collect();
     // Every connection is opened (TLS handshakes done) before the clock starts.
     ready.wait().await;
-    let started = Instant::now();
+    let started = Instant::now() + s.o.warmup;
     let end = started + s.o.duration;
-    let _ = deadline.set(end);
+    let _ = deadline.set((started, end));
     go.wait().await;
     // Hard bound: workers stop at the deadline; in-flight requests get the per-request
     // timeout plus a second, then whatever is left is abandoned.
@@ -517,7 +529,7 @@ async fn run(o: Opts) -> i32 {
             }
         }
     };
-    let _ = tokio::time::timeout(s.o.duration + grace, all).await;
+    let _ = tokio::time::timeout(s.o.warmup + s.o.duration + grace, all).await;
     stop.store(true, Ordering::Relaxed);
     let measured = (Instant::now().min(end) - started).as_secs_f64();
 
@@ -525,6 +537,7 @@ async fn run(o: Opts) -> i32 {
     let mut errors = 0;
     let mut unexpected = 0;
     let mut bytes = 0;
+    let all: u64 = stats.iter().map(|s| s.all).sum();
     let mut first_error = None;
     let mut first_unexpected = None;
     let mut sample: Vec<u32> = Vec::new();
@@ -569,7 +582,9 @@ async fn run(o: Opts) -> i32 {
         "conns": n,
         "threads": s.o.threads,
         "duration_s": measured,
+        "warmup_s": s.o.warmup.as_secs_f64(),
         "requests": lat.len(),
+        "all_requests": all,
         "ok": ok,
         "unexpected_status": unexpected,
         "errors": errors,
