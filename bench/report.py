@@ -116,6 +116,9 @@ def table(family):
             first = d["lg"].get("first_error") or d["lg"].get("first_unexpected") or d["lg"].get("error")
             if first and (d["errors"] or d["bad"] or not ok):
                 note += f": {str(first)[:120]}"
+            elif not ok:
+                note += (f": no request completed inside the window ({d['lg'].get('all_requests', 0)} completed"
+                         " during warm-up; the rest were still in flight when the window closed)")
             out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 n, c, d["workers"], f(d["rps"] if ok else None, "{:,.0f}"),
                 f(ratio(d["rps"], base["rps"]) if base and ok else None, "{:.2f}"),
@@ -292,7 +295,8 @@ try:
         top.set_xlabel("latency (µs, log)")
         top.set_ylabel("fraction of requests ≤ x")
         top.grid(True, which="both", alpha=0.3)
-        top.legend(fontsize=7, loc="lower right")
+        if top.get_legend_handles_labels()[0]:
+            top.legend(fontsize=7, loc="lower right")
         bot.set_xscale("log")
         bot.set_yscale("log")
         bot.set_ylim(1e-3, 1)

@@ -270,7 +270,9 @@ for n in $SELECTED; do
     [[ " $(echo $ALL_CONTENDERS) " == *" $n "* ]] || { log "unknown contender $n (known: $(echo $ALL_CONTENDERS))"; exit 2; }
 done
 if want_any bao-direct bao-proxy lanyard-vault || [ "$COLD_RUNS" -gt 0 ]; then
-    if ! start_openbao 2>"$WORK/err/openbao"; then
+    if start_openbao 2>"$WORK/err/openbao"; then
+        cat "$WORK/err/openbao" >&2
+    else
         log "OpenBao did not start: $(tail -3 "$WORK/err/openbao")"
         BAO_ADDR=
     fi
@@ -554,7 +556,7 @@ setup_lanyard_vault() { # lanyard's vault credential: JWT login, route adds X-Va
     lanyard_up lanyard-vault "$WORK/lanyard-vault.toml"
     PROC=$LY_PID
     STOP="lanyard_stop_dir $LY_STATE"
-    LG=(--url "$(ly_export LANYARD_URL_BAO)data/bench")
+    LG=(--url "$(ly_export LANYARD_URL_BAO)/data/bench")   # the route's prefix is /v1/secret/
     WORKERS=$(tokio_workers "$LY_PID"); wait_ready 10 "${LG[@]}"
 }
 
