@@ -438,6 +438,29 @@ up and the first credentials are ready, followed by a `lanyard stop` outside the
 ## Failed contenders in this run
 
 {failed}
+
+## Known gaps of the harness
+
+- **Shared cores.** Client, proxy and upstream (and OpenBao) share {meta['nproc']} cores; the
+  pinned passes above are the only isolation. Throughput ratios on this machine say more
+  about scheduling than about the proxies; CPU per request is the figure to trust most.
+- **Worker parity** needs `LANYARD_WORKER_THREADS` in the binary under test; the "workers"
+  column shows the tokio worker threads actually counted, and the target row says when
+  the variable was ignored.
+- **One load client for everything.** `bench/loadgen` drives every row (wrk cannot speak
+  CONNECT + TLS through a proxy, and `oha` was not installed: it needs cmake and a long
+  build on two cores; whether its `--proxy` does CONNECT with a custom CA was not checked).
+  wrk cross-checks the plain-HTTP rows only, without warm-up.
+- **HTTP/1.1 only**, client and upstream (the client offers ALPN `http/1.1`; the upstream
+  nginx does not enable HTTP/2), so lanyard's HTTP/2-to-upstream path is not measured.
+- **CPU clock tick** is {1000 // TCK} ms: at `DURATION=1s` a row's CPU time is a few dozen ticks.
+- **OpenBao Proxy** runs with `api_proxy` only (no `cache` stanza); OpenBao itself shares
+  the cores, so the Vault rows mostly measure OpenBao.
+- **lanyard-forward-tls** is plaintext between client and lanyard (absolute-form
+  `https://` URL), TLS only upstream; **lanyard-intercept** is the TLS-both-sides row.
+- **Cold start** is the wall time of the `lanyard start` command (fork/exec of the CLI,
+  daemon spawn, listener, first credentials); the previous start's `lanyard stop` may
+  still be finishing in the background during it.
 """
 open(os.path.join(OUT, "RESULTS.md"), "w").write(md)
 print(md[: md.index("## Contenders")] if "## Contenders" in md else "")
