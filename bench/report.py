@@ -49,7 +49,9 @@ def rows(name):
 
 
 runs = {}  # (name, group, conns) -> list of run dicts
-for name, group, conns, ticks, rss, workers, path in rows("runs.tsv"):
+for row in rows("runs.tsv"):
+    name, group, conns, ticks, rss, workers, path = row[:7]
+    tw = int(row[7]) if len(row) > 7 else None
     try:
         lg = json.load(open(path))
     except Exception as e:  # noqa: BLE001
@@ -64,7 +66,7 @@ for name, group, conns, ticks, rss, workers, path in rows("runs.tsv"):
         "lg": lg, "ok": ok, "rps": lg.get("rps", 0.0) or 0.0,
         "p50": lg.get("p50_us"), "p99": lg.get("p99_us"),
         "errors": (lg.get("errors", 0) or 0), "bad": (lg.get("unexpected_status", 0) or 0),
-        "ticks": int(ticks), "workers": workers,
+        "ticks": int(ticks), "workers": workers, "tw": tw,
         "rss_mb": None if rss == "-" else int(rss) / 1024,
         "proc": rss != "-",
     }
@@ -98,8 +100,8 @@ def ratio(a, b):
 # ------------------------------------------------------------------ main tables
 def table(family):
     out = [
-        f"| contender | conns | workers | req/s | ×{BASE[family]} | {REF_LABEL[family]} | p50 µs | p99 µs | added p50 µs | proxy CPU µs/req | CPU ×{REF[family]} | proxy CPU s | peak RSS MB | errors / non-200 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| contender | conns | workers | req/s | ×{BASE[family]} | {REF_LABEL[family]} | p50 µs | p99 µs | added p50 µs | proxy CPU µs/req | CPU ×{REF[family]} | proxy CPU s | peak RSS MB | upstream TIME-WAIT Δ | errors / non-200 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     names = [n for n, (fam, _) in CONTENDERS.items() if fam == family]
     for c in conns_list:
@@ -107,7 +109,7 @@ def table(family):
             d = get(n, c)
             if d is None:
                 if n in errors and c == cmin:
-                    out.append(f"| {n} | {c} | | | | | | | | | | | | **failed**: {errors[n]} |")
+                    out.append(f"| {n} | {c} | | | | | | | | | | | | | **failed**: {errors[n]} |")
                 continue
             base, ref = get(BASE[family], c), get(REF[family], c)
             added = (d["p50"] - base["p50"]) if (base and n != BASE[family] and d["p50"] is not None and base["p50"] is not None) else None
@@ -119,14 +121,14 @@ def table(family):
             elif not ok:
                 note += (f": no request completed inside the window ({d['lg'].get('all_requests', 0)} completed"
                          " during warm-up; the rest were still in flight when the window closed)")
-            out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 n, c, d["workers"], f(d["rps"] if ok else None, "{:,.0f}"),
                 f(ratio(d["rps"], base["rps"]) if base and ok else None, "{:.2f}"),
                 f(ratio(d["rps"], ref["rps"]) if ref and ok else None, "{:.2f}"),
                 f(d["p50"] if ok else None, "{}"), f(d["p99"] if ok else None, "{}"),
                 f(added, "{:+d}"), f(d["cpu_us"]),
                 f(ratio(d["cpu_us"], ref["cpu_us"]) if ref else None, "{:.2f}"),
-                f(d["cpu_s"], "{:.2f}"), f(d["rss_mb"]), note))
+                f(d["cpu_s"], "{:.2f}"), f(d["rss_mb"]), f(d["tw"], "{}"), note))
     return "\n".join(out)
 
 
@@ -430,6 +432,9 @@ up and the first credentials are ready, followed by a `lanyard stop` outside the
   `/proc/<pid>/status` after the run (summed over nginx's master and workers); every lanyard
   row is its own daemon, so its peak covers only that row's runs. Upstream nginx peak RSS:
   {meta['upstream_rss_kb'] / 1024:.1f} MB.
+- **upstream TIME-WAIT Δ**: sockets in TIME-WAIT on connections to the upstream's port
+  after the run minus before: roughly how many upstream connections were closed during
+  the run (≈ 0 when connections are reused; a TIME-WAIT lasts 60 s, so it is not reset between rows).
 - **workers**: as configured (nginx `worker_processes`, haproxy `nbthread`), or, for lanyard,
   the tokio worker threads counted in `/proc/<pid>/task/*/comm`.
 - **errors / non-200**: socket or protocol errors and timeouts / answers other than 200; the

@@ -103,7 +103,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/lanyard-bench.XXXXXX")
 mkdir -p "$WORK/runs" "$WORK/logs" "$WORK/err"
 : >"$WORK/pids"            # every server started by this run, for the final cleanup
 : >"$WORK/lanyard-states"  # every lanyard state dir, for `lanyard stop`
-RUNS=$WORK/runs.tsv        # name group conns cpu_ticks rss_kb workers json
+RUNS=$WORK/runs.tsv        # name group conns cpu_ticks rss_kb workers json time_wait_delta
 CROSS=$WORK/crosscheck.tsv # name conns requests duration_us p50_us p99_us errors
 ERRS=$WORK/errors.tsv      # name message
 : >"$RUNS"; : >"$CROSS"; : >"$ERRS"
@@ -564,21 +564,33 @@ setup_lanyard_vault() { # lanyard's vault credential: JWT login, route adds X-Va
 lg_threads() { # conns
     if [ -n "${LOADGEN_THREADS:-}" ]; then echo "$LOADGEN_THREADS"; elif [ "$1" -le 1 ]; then echo 1; else echo 2; fi
 }
+upstream_port() { # name: the port of the server the contender's requests end at
+    case $1 in
+        bao-*|lanyard-vault) echo "${BAO_PORT:-0}" ;;
+        *-tls|*-intercept) echo "$UPS_PORT" ;;
+        *) echo "$UP_PORT" ;;
+    esac
+}
+time_wait() { # port: sockets in TIME-WAIT on either side of connections to it
+    ss -Htan state time-wait "( sport = :$1 or dport = :$1 )" 2>/dev/null | wc -l
+}
 # measure name group conns [pinned]: one loadgen run; a line in runs.tsv
 measure() {
-    local name=$1 group=$2 c=$3 pinned=${4:-0} out before after rss client=()
+    local name=$1 group=$2 c=$3 pinned=${4:-0} out before after rss client=() upp tw0 tw1
     out=$WORK/runs/$name-$group-c$c-$(date +%s%N).json
     if [ "$pinned" = 1 ]; then
         pin 1 $PROC "$UP_PID" ${BAO_PID:-}
         client=(taskset -c 0)
     fi
+    upp=$(upstream_port "$name"); tw0=$(time_wait "$upp")
     before=$(cpu_ticks $PROC)
     "${client[@]}" "$LOADGEN" -c "$c" -d "$DURATION" --warmup "$WARMUP" --threads "$(lg_threads "$c")" "${LG[@]}" >"$out" 2>"$out.err" || true
     after=$(cpu_ticks $PROC)
+    tw1=$(time_wait "$upp")
     [ "$pinned" = 1 ] && pin "0-$((NPROC - 1))" $PROC "$UP_PID" ${BAO_PID:-}
     rss=-; [ -n "$PROC" ] && rss=$(peak_rss_kb $PROC)
     if [ ! -s "$out" ]; then echo '{"error": "loadgen printed nothing"}' >"$out"; fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$group" "$c" "$(( after - before ))" "$rss" "$WORKERS" "$out" >>"$RUNS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$group" "$c" "$(( after - before ))" "$rss" "$WORKERS" "$out" "$(( tw1 - tw0 ))" >>"$RUNS"
     log "$name [$group] c=$c: $("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f req/s, p50 %s us, p99 %s us, errors %s, non-200 %s%s" % (d.get("rps",0), d.get("p50_us"), d.get("p99_us"), d.get("errors"), d.get("unexpected_status"), ("; " + (d.get("first_error") or d.get("first_unexpected") or "")) if (d.get("errors") or d.get("unexpected_status")) else ""))' "$out" 2>/dev/null || echo "no result")"
 }
 crosscheck_wrk() { # name conns
