@@ -129,6 +129,7 @@ spawn() { # name cmd... : start in the background, logs in $WORK/logs/name.log; 
     local name=$1; shift
     "$@" >"$WORK/logs/$name.log" 2>&1 &
     SPAWNED=$!
+    SPAWNED_LOG=$WORK/logs/$name.log
     echo "$SPAWNED" >>"$WORK/pids"
 }
 free_port() { "$PY" "$BENCH/lib.py" free-port "$@"; }
@@ -141,6 +142,9 @@ wait_ready() { # seconds loadgen-args... : poll with real requests until one suc
     local end=$(( $(date +%s%N) + secs * 1000000000 )) out
     while :; do
         if out=$(lg_check "$@" 2>&1); then return 0; fi
+        if [ -n "${SPAWNED:-}" ] && ! kill -0 "$SPAWNED" 2>/dev/null; then
+            echo "the server exited: $(tail -3 "$SPAWNED_LOG" 2>/dev/null | tr '\n' ' ')" >&2; return 1
+        fi
         if [ "$(date +%s%N)" -gt "$end" ]; then echo "not ready after ${secs}s: $out" >&2; return 1; fi
         sleep 0.05
     done
