@@ -100,7 +100,7 @@ def ratio(a, b):
 # ------------------------------------------------------------------ main tables
 def table(family):
     out = [
-        f"| contender | conns | workers | req/s | ×{BASE[family]} | {REF_LABEL[family]} | p50 µs | p99 µs | added p50 µs | proxy CPU µs/req | CPU ×{REF[family]} | proxy CPU s | peak RSS MB | upstream TIME-WAIT Δ | errors / non-200 |",
+        f"| contender | conns | workers | req/s | ×{BASE[family]} | {REF_LABEL[family]} | p50 µs | p99 µs | added p50 µs | proxy CPU µs/req | CPU ×{REF[family]} | proxy CPU s | peak RSS MB | new upstream TIME-WAITs | errors / non-200 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     names = [n for n, (fam, _) in CONTENDERS.items() if fam == family]
@@ -432,9 +432,10 @@ up and the first credentials are ready, followed by a `lanyard stop` outside the
   `/proc/<pid>/status` after the run (summed over nginx's master and workers); every lanyard
   row is its own daemon, so its peak covers only that row's runs. Upstream nginx peak RSS:
   {meta['upstream_rss_kb'] / 1024:.1f} MB.
-- **upstream TIME-WAIT Δ**: sockets in TIME-WAIT on connections to the upstream's port
-  after the run minus before: roughly how many upstream connections were closed during
-  the run (≈ 0 when connections are reused; a TIME-WAIT lasts 60 s, so it is not reset between rows).
+- **new upstream TIME-WAITs**: sockets on connections to the upstream's port that entered
+  TIME-WAIT during the run (from the time left on their 60 s timer, `ss -o`): roughly how
+  many upstream connections were closed, so ≈ 0 when the proxy reuses its upstream
+  connections. On the direct rows it counts the client's own connections, closed when it exits.
 - **workers**: as configured (nginx `worker_processes`, haproxy `nbthread`), or, for lanyard,
   the tokio worker threads counted in `/proc/<pid>/task/*/comm`.
 - **errors / non-200**: socket or protocol errors and timeouts / answers other than 200; the

@@ -103,7 +103,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/lanyard-bench.XXXXXX")
 mkdir -p "$WORK/runs" "$WORK/logs" "$WORK/err"
 : >"$WORK/pids"            # every server started by this run, for the final cleanup
 : >"$WORK/lanyard-states"  # every lanyard state dir, for `lanyard stop`
-RUNS=$WORK/runs.tsv        # name group conns cpu_ticks rss_kb workers json time_wait_delta
+RUNS=$WORK/runs.tsv        # name group conns cpu_ticks rss_kb workers json new_time_wait
 CROSS=$WORK/crosscheck.tsv # name conns requests duration_us p50_us p99_us errors
 ERRS=$WORK/errors.tsv      # name message
 : >"$RUNS"; : >"$CROSS"; : >"$ERRS"
@@ -575,8 +575,15 @@ upstream_port() { # name: the port of the server the contender's requests end at
         *) echo "$UP_PORT" ;;
     esac
 }
-time_wait() { # port: sockets in TIME-WAIT on either side of connections to it
-    ss -Htan state time-wait "( sport = :$1 or dport = :$1 )" 2>/dev/null | wc -l
+new_time_wait() { # port seconds: sockets on connections to the port that entered TIME-WAIT
+    # within the last `seconds` (the kernel keeps them 60 s; ss shows the time left)
+    ss -Htano state time-wait "( sport = :$1 or dport = :$1 )" 2>/dev/null | awk -v s="$2" '
+        match($0, /timer:\(timewait,[0-9.]+(ms|sec|min)/) {
+            t = substr($0, RSTART + 16, RLENGTH - 16); v = t + 0
+            if (t ~ /ms$/) v /= 1000; else if (t ~ /min$/) v *= 60
+            if (v >= 60 - s) n++
+        }
+        END { print n + 0 }'
 }
 # measure name group conns [pinned]: one loadgen run; a line in runs.tsv
 measure() {
@@ -586,15 +593,15 @@ measure() {
         pin 1 $PROC "$UP_PID" ${BAO_PID:-}
         client=(taskset -c 0)
     fi
-    upp=$(upstream_port "$name"); tw0=$(time_wait "$upp")
+    upp=$(upstream_port "$name"); tw0=$(date +%s)
     before=$(cpu_ticks $PROC)
     "${client[@]}" "$LOADGEN" -c "$c" -d "$DURATION" --warmup "$WARMUP" --threads "$(lg_threads "$c")" "${LG[@]}" >"$out" 2>"$out.err" || true
     after=$(cpu_ticks $PROC)
-    tw1=$(time_wait "$upp")
+    tw1=$(new_time_wait "$upp" $(( $(date +%s) - tw0 + 1 )))
     [ "$pinned" = 1 ] && pin "0-$((NPROC - 1))" $PROC "$UP_PID" ${BAO_PID:-}
     rss=-; [ -n "$PROC" ] && rss=$(peak_rss_kb $PROC)
     if [ ! -s "$out" ]; then echo '{"error": "loadgen printed nothing"}' >"$out"; fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$group" "$c" "$(( after - before ))" "$rss" "$WORKERS" "$out" "$(( tw1 - tw0 ))" >>"$RUNS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$group" "$c" "$(( after - before ))" "$rss" "$WORKERS" "$out" "$tw1" >>"$RUNS"
     log "$name [$group] c=$c: $("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.0f req/s, p50 %s us, p99 %s us, errors %s, non-200 %s%s" % (d.get("rps",0), d.get("p50_us"), d.get("p99_us"), d.get("errors"), d.get("unexpected_status"), ("; " + (d.get("first_error") or d.get("first_unexpected") or "")) if (d.get("errors") or d.get("unexpected_status")) else ""))' "$out" 2>/dev/null || echo "no result")"
 }
 crosscheck_wrk() { # name conns
@@ -737,7 +744,7 @@ meta = {
         "haproxy": sh(f"'{E['HAPROXY']}' -v | head -1"),
         "mitmproxy": sh(f"'{E['MITMDUMP']}' --version | head -1"),
         "openbao": sh(f"'{E['BAO']}' version"),
-        "wrk": sh("wrk -v 2>&1 | head -1"),
+        "wrk": " ".join(sh("wrk -v 2>&1 | head -1").split()[:2]),
     },
     "binary_bytes": os.path.getsize(E["LANYARD"]),
     "binary_path": os.path.relpath(E["LANYARD"], E["ROOT"]),
