@@ -68,7 +68,8 @@ for row in rows("runs.tsv"):
         "errors": (lg.get("errors", 0) or 0), "bad": (lg.get("unexpected_status", 0) or 0),
         "ticks": int(ticks), "workers": workers, "tw": tw,
         "rss_mb": None if rss == "-" else int(rss) / 1024,
-        "proc": rss != "-",
+        # a proxy that died during the run leaves fewer ticks behind than before it
+        "proc": rss != "-" and int(ticks) >= 0,
     }
     d["cpu_s"] = d["ticks"] / TCK if d["proc"] else None
     # CPU is read around the whole loadgen run (warm-up included): divide by every request it completed

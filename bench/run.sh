@@ -115,7 +115,7 @@ stop_pid() { # pid: TERM, up to 5 s, then KILL
     for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
     kill -9 "$p" 2>/dev/null || true
 }
-lanyard_stop_dir() { LANYARD_STATE_DIR=$1 "$LANYARD" stop >/dev/null 2>&1 || true; }
+lanyard_stop_dir() { LANYARD_STATE_DIR=$1 timeout 30 "$LANYARD" stop >/dev/null 2>&1 || true; }
 cleanup() {
     set +e
     while read -r d; do [ -n "$d" ] && lanyard_stop_dir "$d"; done <"$WORK/lanyard-states"
@@ -335,7 +335,7 @@ lanyard_up() {
     echo "$LY_STATE" >>"$WORK/lanyard-states"
     env "$@" BENCH_TOKEN="$TOKEN" BENCH_JWT="$(cat "$WORK/jwt" 2>/dev/null || true)" \
         LANYARD_STATE_DIR="$LY_STATE" \
-        "$LANYARD" start --config "$cfg" --export sh --watch-pid $$ >"$WORK/exports-$name.sh"
+        timeout 60 "$LANYARD" start --config "$cfg" --export sh --watch-pid $$ >"$WORK/exports-$name.sh"
     LY_PID=$(tr -d '[:space:]' <"$LY_STATE/pid")
     LY_EXPORTS=$WORK/exports-$name.sh
 }
@@ -681,7 +681,7 @@ cold_start() { # kind config-file: samples (µs) in $WORK/cold-kind
         echo "$st" >>"$WORK/lanyard-states"
         t0=$(date +%s%N)
         if ! BENCH_TOKEN=$TOKEN BENCH_JWT=$(cat "$WORK/jwt" 2>/dev/null || true) LANYARD_STATE_DIR=$st \
-            "$LANYARD" start --config "$cfg" --export sh --watch-pid $$ >/dev/null 2>"$WORK/err/cold-$kind"; then
+            timeout 60 "$LANYARD" start --config "$cfg" --export sh --watch-pid $$ >/dev/null 2>"$WORK/err/cold-$kind"; then
             return 1
         fi
         t1=$(date +%s%N)
