@@ -546,7 +546,7 @@ async fn run(o: Opts) -> i32 {
     let mut k = 0usize;
     for st in &stats {
         for &l in &st.lat_us {
-            if k % stride == 0 && sample.len() < s.o.sample {
+            if k.is_multiple_of(stride) && sample.len() < s.o.sample {
                 sample.push(l);
             }
             k += 1;
