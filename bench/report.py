@@ -434,7 +434,7 @@ up and the first credentials are ready, followed by a `lanyard stop` outside the
   row is its own daemon, so its peak covers only that row's runs. Upstream nginx peak RSS:
   {meta['upstream_rss_kb'] / 1024:.1f} MB.
 - **new upstream TIME-WAITs**: sockets on connections to the upstream's port that entered
-  TIME-WAIT during the run (from the time left on their 60 s timer, `ss -o`): roughly how
+  TIME-WAIT during the run (in `ss`'s list after the run and not before it): roughly how
   many upstream connections were closed, so ≈ 0 when the proxy reuses its upstream
   connections. On the direct rows it counts the client's own connections, closed when it exits.
 - **workers**: as configured (nginx `worker_processes`, haproxy `nbthread`), or, for lanyard,

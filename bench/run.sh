@@ -575,29 +575,23 @@ upstream_port() { # name: the port of the server the contender's requests end at
         *) echo "$UP_PORT" ;;
     esac
 }
-new_time_wait() { # port seconds: sockets on connections to the port that entered TIME-WAIT
-    # within the last `seconds` (the kernel keeps them 60 s; ss shows the time left)
-    ss -Htano state time-wait "( sport = :$1 or dport = :$1 )" 2>/dev/null | awk -v s="$2" '
-        match($0, /timer:\(timewait,[0-9.]+(ms|sec|min)/) {
-            t = substr($0, RSTART + 16, RLENGTH - 16); v = t + 0
-            if (t ~ /ms$/) v /= 1000; else if (t ~ /min$/) v *= 60
-            if (v >= 60 - s) n++
-        }
-        END { print n + 0 }'
+time_wait_set() { # port: the TIME-WAIT sockets on connections to it, one "local peer" a line, sorted
+    ss -Htan state time-wait "( sport = :$1 or dport = :$1 )" 2>/dev/null | awk '{print $3, $4}' | sort
 }
 # measure name group conns [pinned]: one loadgen run; a line in runs.tsv
 measure() {
-    local name=$1 group=$2 c=$3 pinned=${4:-0} out before after rss client=() upp tw0 tw1
+    local name=$1 group=$2 c=$3 pinned=${4:-0} out before after rss client=() upp tw1
     out=$WORK/runs/$name-$group-c$c-$(date +%s%N).json
     if [ "$pinned" = 1 ]; then
         pin 1 $PROC "$UP_PID" ${BAO_PID:-}
         client=(taskset -c 0)
     fi
-    upp=$(upstream_port "$name"); tw0=$(date +%s)
+    upp=$(upstream_port "$name"); time_wait_set "$upp" >"$out.tw0"
     before=$(cpu_ticks $PROC)
     "${client[@]}" "$LOADGEN" -c "$c" -d "$DURATION" --warmup "$WARMUP" --threads "$(lg_threads "$c")" "${LG[@]}" >"$out" 2>"$out.err" || true
     after=$(cpu_ticks $PROC)
-    tw1=$(new_time_wait "$upp" $(( $(date +%s) - tw0 + 1 )))
+    # sockets that entered TIME-WAIT during the run: in the set after, not in the set before
+    tw1=$(time_wait_set "$upp" | comm -13 "$out.tw0" - | wc -l)
     [ "$pinned" = 1 ] && pin "0-$((NPROC - 1))" $PROC "$UP_PID" ${BAO_PID:-}
     rss=-; [ -n "$PROC" ] && rss=$(peak_rss_kb $PROC)
     if [ ! -s "$out" ]; then echo '{"error": "loadgen printed nothing"}' >"$out"; fi
