@@ -129,6 +129,13 @@ pub fn main() -> i32 {
             _ => doctor::EXIT_CONFIG,
         };
     }
+    if matches!(cli.command, Command::Daemon { .. } | Command::Run { .. }) {
+        // Why: reading the system roots overlaps the config, the exchange
+        // and the per-job CA instead of delaying readiness.
+        std::thread::spawn(|| {
+            crate::http::native_roots();
+        });
+    }
     // Why: the control plane (exchange, rotation, the child process) is
     // light; the proxy runs on its own worker threads (proxy::server).
     let rt = match tokio::runtime::Builder::new_current_thread()

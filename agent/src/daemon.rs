@@ -128,8 +128,24 @@ fn clean(dir: &Path) {
     }
 }
 
+/// Is `pid` running? An exited process that its parent has not reaped yet
+/// (a zombie) is not.
+/// Why: the daemon's parent is whatever adopted it; a slow reaper (PID 1
+/// here reaps every ~2 s) made every `lanyard stop` wait for it.
 fn alive(pid: i32) -> bool {
-    pid > 0 && kill(Pid::from_raw(pid), None).is_ok()
+    if pid <= 0 || kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which may hold spaces or ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_none_or(|state| state != 'Z' && state != 'X'),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        // No /proc (not Linux): the signal check decides.
+        Err(_) => true,
+    }
 }
 
 fn read_pid(dir: &Path) -> Option<i32> {
@@ -876,6 +892,34 @@ pub async fn status(env: &dyn Env, json: bool) -> i32 {
 mod tests {
     use super::*;
     use crate::env::MapEnv;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_unreaped_exited_process_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = child.id() as i32;
+        // Poll the real condition (bounded): the child has exited but is
+        // not reaped, so it is a zombie that signal 0 still reaches.
+        let zombie = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+        };
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while !zombie(pid) {
+            assert!(std::time::Instant::now() < end, "child {pid} never exited");
+            std::thread::yield_now();
+        }
+        assert!(
+            kill(Pid::from_raw(pid), None).is_ok(),
+            "a zombie still takes signal 0"
+        );
+        assert!(!alive(pid), "a zombie counts as gone");
+        child.wait().expect("reap");
+        assert!(!alive(pid));
+        assert!(alive(std::process::id() as i32));
+    }
 
     #[test]
     fn state_dir_follows_the_contract_order() {

@@ -108,14 +108,32 @@ pub fn check_transport(url: &Url) -> Result<(), HttpError> {
     }
 }
 
+/// The system's trust anchors, read once per process: the certificates
+/// (for the job's CA bundle) and the parsed root store.
+/// Why: reading the bundle and /etc/ssl/certs took a few ms, and a start
+/// needed it three times (cold start, bench/RESULTS.md).
+pub fn native_roots() -> &'static (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::RootCertStore,
+) {
+    static ROOTS: std::sync::OnceLock<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::RootCertStore,
+    )> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let certs = rustls_native_certs::load_native_certs().certs;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in &certs {
+            // Why: one unparsable system certificate must not disable all of TLS.
+            let _ = roots.add(cert.clone());
+        }
+        (certs, roots)
+    })
+}
+
 /// rustls client config: system roots plus an optional extra PEM bundle.
 pub fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, HttpError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        // Why: one unparsable system certificate must not disable all of TLS.
-        let _ = roots.add(cert);
-    }
+    let mut roots = native_roots().1.clone();
     if let Some(path) = extra_ca {
         let pem = std::fs::read(path)
             .map_err(|e| HttpError::Roots(format!("{}: {e}", path.display())))?;

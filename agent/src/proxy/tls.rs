@@ -180,7 +180,7 @@ impl JobCa {
     /// extra CA (so tunnelled hosts it signs still verify) and this CA.
     pub fn bundle(&self, extra_ca: Option<&std::path::Path>) -> std::io::Result<String> {
         let mut out = String::new();
-        for cert in rustls_native_certs::load_native_certs().certs {
+        for cert in &crate::http::native_roots().0 {
             out.push_str(&pem::encode(&pem::Pem::new("CERTIFICATE", cert.to_vec())));
         }
         if let Some(p) = extra_ca {
