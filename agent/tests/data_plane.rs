@@ -611,6 +611,55 @@ EOF"#
 }
 
 #[test]
+fn pooled_upstream_connections_are_reused_per_destination_and_never_across() {
+    // Two plain upstreams: `a` is routed (gets the credential), `b` is not.
+    // curl sends all four requests over one proxy connection, alternating.
+    let a = Upstream::start(true);
+    let b = Upstream::start(true);
+    let job = Job::new(&format!(
+        "[[route]]\nname = \"plain\"\nurl = \"http://127.0.0.1:{}/v1/\"\ncredential = \"gh\"\n",
+        a.port
+    ));
+    let (pa, pb) = (a.port.to_string(), b.port.to_string());
+    let (code, out, err) = job.run_env(
+        r#"curl -sS --fail-with-body -H 'Authorization: Bearer client-own' \
+             "http://127.0.0.1:$PA/v1/one" "http://127.0.0.1:$PB/two" \
+             "http://127.0.0.1:$PA/v1/three" "http://127.0.0.1:$PB/four""#,
+        &[("PA", &pa), ("PB", &pb)],
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let (ra, rb) = (a.records(), b.records());
+    assert_eq!(ra.len(), 2, "{ra:?}");
+    assert_eq!(rb.len(), 2, "{rb:?}");
+    for r in &ra {
+        assert_eq!(header_values(r, "authorization"), [bearer(&job)], "{r}");
+    }
+    for r in &rb {
+        // Untouched: the client's own header, never the route's credential.
+        assert_eq!(
+            header_values(r, "authorization"),
+            ["Bearer client-own"],
+            "{r}"
+        );
+    }
+    // Each destination's second request rode its first one's connection.
+    assert_eq!(
+        ra[0]["peer"], ra[1]["peer"],
+        "upstream connection to a not reused"
+    );
+    assert_eq!(
+        rb[0]["peer"], rb[1]["peer"],
+        "upstream connection to b not reused"
+    );
+    assert_absent(
+        &[&b.raw_records()],
+        &job.token,
+        "the credential (at the unrouted host)",
+    );
+    job.assert_no_leak(&[&out, &err]);
+}
+
+#[test]
 fn egress_deny_refuses_unrouted_hosts_and_allow_tunnels_them_untouched() {
     let deny = Job::new("[proxy]\negress = \"deny\"\n");
     let (code, out, err) = deny.run(

@@ -105,6 +105,8 @@ class Handler(BaseHTTPRequestHandler):
                             "path": self.path,
                             "headers": [[k, v] for k, v in self.headers.items()],
                             "body": body.decode("utf-8", "replace"),
+                            # the client's port: which connection carried it
+                            "peer": self.client_address[1],
                         }
                     )
                     + "\n"
