@@ -10,6 +10,7 @@
 #   CONNS         connection counts for the main table                     default "1 64"
 #   CONTENDERS    which contenders (space or comma separated), or "all"    default all
 #   PARITY_CONNS  connection count of the worker-parity rows               default 64
+#   MAIN_WORKERS  lanyard's worker threads in the main table (nginx has 1)  default 1
 #   PIN_REPEAT    pinned/unpinned passes per pin contender (0: skip)       default 3
 #   PIN_CONTENDERS contenders of the pinning study                         default "direct nginx lanyard-reverse"
 #   CROSSCHECK    1: also measure the plain-HTTP rows with wrk             default 1
@@ -33,6 +34,7 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-"1 64"}
 CONTENDERS=${CONTENDERS:-all}
 PARITY_CONNS=${PARITY_CONNS:-64}
+MAIN_WORKERS=${MAIN_WORKERS:-1}
 PIN_REPEAT=${PIN_REPEAT:-3}
 PIN_CONTENDERS=${PIN_CONTENDERS:-"direct nginx lanyard-reverse"}
 CROSSCHECK=${CROSSCHECK:-1}
@@ -472,7 +474,7 @@ setup_mitm_intercept() { # forward proxy, CONNECT + TLS interception with mitmpr
 lanyard_plain() { # name [env...]: a daemon with the plain + https routes
     local name=$1; shift
     lanyard_config "$WORK/lanyard.toml"
-    lanyard_up "$name" "$WORK/lanyard.toml" "$@"
+    lanyard_up "$name" "$WORK/lanyard.toml" "LANYARD_WORKER_THREADS=$MAIN_WORKERS" "$@"
     PROC=$LY_PID
     STOP="lanyard_stop_dir $LY_STATE"
 }
@@ -557,7 +559,7 @@ EOF
 setup_lanyard_vault() { # lanyard's vault credential: JWT login, route adds X-Vault-Token
     need_bao
     lanyard_vault_config "$WORK/lanyard-vault.toml"
-    lanyard_up lanyard-vault "$WORK/lanyard-vault.toml"
+    lanyard_up lanyard-vault "$WORK/lanyard-vault.toml" "LANYARD_WORKER_THREADS=$MAIN_WORKERS"
     PROC=$LY_PID
     STOP="lanyard_stop_dir $LY_STATE"
     LG=(--url "$(ly_export LANYARD_URL_BAO)/data/bench")   # the route's prefix is /v1/secret/
