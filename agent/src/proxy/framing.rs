@@ -49,6 +49,13 @@ impl FramingTap {
                         self.state = State::Head(Vec::new());
                     }
                 }
+                // Why: a whole head in one read is the common case; it is
+                // inspected in place, without copying it into `buf`.
+                State::Head(buf) if buf.is_empty() && find_end(data).is_some() => {
+                    let end = find_end(data).unwrap_or(data.len());
+                    self.state = inspect(&data[..end], &self.conflict);
+                    data = &data[end..];
+                }
                 State::Head(buf) => {
                     let before = buf.len();
                     buf.extend_from_slice(data);

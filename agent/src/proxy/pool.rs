@@ -125,17 +125,9 @@ impl Pool {
         self.send_new(&key, req).await
     }
 
-    /// Origin-form for HTTP/1.1 (`prepare` runs before the version is
-    /// known, so both forms are kept: the URI stays absolute for HTTP/2 and
-    /// `send` trims it for HTTP/1.1).
+    /// The Host header names the destination; the request-target is set
+    /// per protocol in `send`.
     fn prepare(&self, key: &Key, mut req: Request<Body>) -> Result<Request<Body>, BoxError> {
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let uri: Uri = format!("{}://{}:{}{pq}", key.scheme, key.host, key.port).parse()?;
-        *req.uri_mut() = uri;
         let host = HeaderValue::from_str(&key.authority())?;
         req.headers_mut().insert(header::HOST, host);
         Ok(req)
@@ -233,12 +225,7 @@ impl Pool {
                     return Err(Failed::NotSent(Box::new(req), e.into()));
                 }
                 // HTTP/1.1 wants origin-form; Host is already set.
-                let pq = req
-                    .uri()
-                    .path_and_query()
-                    .cloned()
-                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-                *req.uri_mut() = Uri::from(pq);
+                *req.uri_mut() = Uri::from(path_and_query(&req));
                 *req.version_mut() = Version::HTTP_11;
                 match s.try_send_request(req).await {
                     Ok(resp) => Ok(resp.map(|body| {
@@ -255,7 +242,19 @@ impl Pool {
                 }
             }
             Conn::H2(mut s) => {
-                // :authority comes from the URI; a Host header would repeat it.
+                // :scheme and :authority come from the URI, built from the
+                // pool key; a Host header would repeat them.
+                let uri = format!(
+                    "{}://{}:{}{}",
+                    key.scheme,
+                    key.host,
+                    key.port,
+                    path_and_query(&req)
+                );
+                *req.uri_mut() = match uri.parse() {
+                    Ok(u) => u,
+                    Err(e) => return Err(Failed::Other(Box::new(e))),
+                };
                 req.headers_mut().remove(header::HOST);
                 *req.version_mut() = Version::HTTP_2;
                 match s.try_send_request(req).await {
@@ -268,6 +267,13 @@ impl Pool {
             }
         }
     }
+}
+
+fn path_and_query(req: &Request<Body>) -> http::uri::PathAndQuery {
+    req.uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"))
 }
 
 enum Failed {
