@@ -33,6 +33,9 @@ pub const EXIT_USAGE: i32 = 2;
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Why: revocation calls each have a 30 s timeout; stop waits for them.
 const STOP_TIMEOUT: Duration = Duration::from_secs(90);
+/// Why: after the daemon exited, its ready message (if it sent one) is
+/// already queued on the socket; this only bounds a scheduling delay.
+const READY_AFTER_EXIT: Duration = Duration::from_millis(500);
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 const PID_FILE: &str = "pid";
@@ -291,11 +294,20 @@ pub async fn start(env: &dyn Env, opts: StartOptions) -> i32 {
     };
     let reply = tokio::select! {
         r = read_ready(&ready) => r,
-        st = child.wait() => Err(format!(
-            "the daemon exited before it was ready ({}); its log: {}",
-            st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
-            log_tail(&dir)
-        )),
+        st = child.wait() => {
+            // Why: a daemon that fails writes its error to the ready socket
+            // and exits at once, so its exit can be seen before the message
+            // is read (regression: the Action's "issuer refuses" test on a
+            // fresh clone). A message already sent is read, not lost.
+            match tokio::time::timeout(READY_AFTER_EXIT, read_ready(&ready)).await {
+                Ok(Ok(r)) => Ok(r),
+                _ => Err(format!(
+                    "the daemon exited before it was ready ({}); its log: {}",
+                    st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+                    log_tail(&dir)
+                )),
+            }
+        }
         _ = tokio::time::sleep(READY_TIMEOUT) => Err(format!(
             "the daemon was not ready after {}s; its log: {}",
             READY_TIMEOUT.as_secs(),
