@@ -380,13 +380,7 @@ impl Idp {
             .await
             .map_err(|e| refused("device sign-in", e))?;
         let id = self.identity_of("device", &resp, NonceRule::IfPresent(Some(nonce.secret())))?;
-        let rt = resp
-            .refresh_token()
-            .map(|r| Secret::new(r.secret().as_str()))
-            .ok_or_else(|| LoginError::NoRefreshToken {
-                client_id: self.client_id.clone(),
-            })?;
-        Ok((id, rt, nonce.secret().clone()))
+        Ok((id, self.refresh_token_of(&resp)?, nonce.secret().clone()))
     }
 
     /// Authorization code + PKCE (S256) with a loopback redirect on an
@@ -443,13 +437,16 @@ impl Idp {
             .await
             .map_err(|e| refused("code exchange", e))?;
         let id = self.identity_of("code", &resp, NonceRule::Required(nonce.secret()))?;
-        let rt = resp
-            .refresh_token()
+        Ok((id, self.refresh_token_of(&resp)?, nonce.secret().clone()))
+    }
+
+    /// A sign-in must yield a refresh token: lanyard keeps nothing else.
+    fn refresh_token_of(&self, resp: &CoreTokenResponse) -> Result<Secret, LoginError> {
+        resp.refresh_token()
             .map(|r| Secret::new(r.secret().as_str()))
             .ok_or_else(|| LoginError::NoRefreshToken {
                 client_id: self.client_id.clone(),
-            })?;
-        Ok((id, rt, nonce.secret().clone()))
+            })
     }
 
     /// A fresh, verified ID token from the refresh token, and the rotated
