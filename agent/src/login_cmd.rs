@@ -13,20 +13,37 @@ fn say(line: &str) {
     eprintln!("{line}");
 }
 
-pub async fn login(cfg: &Config, flow: Option<LoginFlow>, env: &dyn Env) -> i32 {
+/// The `[login]` table and an HTTP client, or the exit code after saying
+/// what is missing.
+fn prepare<'a>(
+    cfg: &'a Config,
+    cmd: &str,
+    missing: &str,
+) -> Result<(&'a crate::config::LoginConfig, HttpClient), i32> {
     let Some(lc) = &cfg.identity.login else {
         eprintln!(
-            "lanyard login: {} has no [login] table; add one with `issuer` and `client_id` (see README, \"On a laptop\")",
+            "lanyard {cmd}: {} has no [login] table; {missing}",
             cfg.path.display()
         );
-        return EXIT_CONFIG;
+        return Err(EXIT_CONFIG);
     };
-    let http = match HttpClient::new(cfg.upstream.extra_ca.as_deref()) {
-        Ok(h) => h,
+    match HttpClient::new(cfg.upstream.extra_ca.as_deref()) {
+        Ok(h) => Ok((lc, h)),
         Err(e) => {
-            eprintln!("lanyard login: {e}");
-            return EXIT_FAILED;
+            eprintln!("lanyard {cmd}: {e}");
+            Err(EXIT_FAILED)
         }
+    }
+}
+
+pub async fn login(cfg: &Config, flow: Option<LoginFlow>, env: &dyn Env) -> i32 {
+    let (lc, http) = match prepare(
+        cfg,
+        "login",
+        "add one with `issuer` and `client_id` (see README, \"On a laptop\")",
+    ) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     let flow = flow.unwrap_or(lc.flow);
     match login::login(lc, flow, &http, env, &say).await {
@@ -48,19 +65,9 @@ pub async fn login(cfg: &Config, flow: Option<LoginFlow>, env: &dyn Env) -> i32 
 }
 
 pub async fn logout(cfg: &Config, env: &dyn Env) -> i32 {
-    let Some(lc) = &cfg.identity.login else {
-        eprintln!(
-            "lanyard logout: {} has no [login] table; nothing to log out of",
-            cfg.path.display()
-        );
-        return EXIT_CONFIG;
-    };
-    let http = match HttpClient::new(cfg.upstream.extra_ca.as_deref()) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("lanyard logout: {e}");
-            return EXIT_FAILED;
-        }
+    let (lc, http) = match prepare(cfg, "logout", "nothing to log out of") {
+        Ok(p) => p,
+        Err(code) => return code,
     };
     match login::logout(lc, &http, env).await {
         Ok(out) if !out.found => {

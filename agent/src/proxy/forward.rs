@@ -1,5 +1,5 @@
-//! Re-originating a request upstream: hop-by-hop cleanup, the pooled
-//! upstream client (HTTP/1.1 and HTTP/2 by ALPN, verified TLS), streaming
+//! Re-originating a request upstream: hop-by-hop cleanup, the client for
+//! WebSocket upgrades (the pool in `pool.rs` carries the rest), streaming
 //! bodies with byte counts, and the audit record written when the response
 //! body ends or is dropped (pingora's "logging" phase: it always runs).
 
@@ -57,11 +57,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove("proxy-connection");
 }
 
-/// The upstream side: one pooled client for everything (h1 and h2 by
-/// ALPN) and one HTTP/1.1-only client for WebSocket upgrades.
+/// The upstream client for WebSocket upgrades (HTTP/1.1 only, so the
+/// upgrade can happen). Every other request goes through `pool::Pool`.
 #[derive(Clone)]
 pub struct Upstream {
-    pub client: Client<HttpsConnector<HttpConnector>, Body>,
     pub h1: Client<HttpsConnector<HttpConnector>, Body>,
 }
 
@@ -73,27 +72,19 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     pub fn new(tls: rustls::ClientConfig) -> Upstream {
-        let build = |tls: rustls::ClientConfig, h2: bool| {
-            let mut http = HttpConnector::new();
-            http.enforce_http(false);
-            http.set_nodelay(true);
-            let b = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls)
-                .https_or_http();
-            let conn = if h2 {
-                b.enable_http1().enable_http2().wrap_connector(http)
-            } else {
-                b.enable_http1().wrap_connector(http)
-            };
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(std::time::Duration::from_secs(90))
-                .timer(hyper_util::rt::TokioTimer::new())
-                .build(conn)
-        };
-        Upstream {
-            client: build(tls.clone(), true),
-            h1: build(tls, false),
-        }
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let conn = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let h1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .timer(hyper_util::rt::TokioTimer::new())
+            .build(conn);
+        Upstream { h1 }
     }
 }
 

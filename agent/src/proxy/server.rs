@@ -1095,7 +1095,15 @@ async fn pass(
     rec: Record,
     route: Option<&RouteConfig>,
 ) -> Response<Body> {
-    let uri: Uri = match format!("{}://{}:{}{}", dest.scheme, dest.host, dest.port, pq).parse() {
+    let websocket = req.headers().contains_key(header::UPGRADE);
+    // The pool names the destination itself (Host, :authority); only the
+    // WebSocket client needs the absolute URL.
+    let target = if websocket {
+        format!("{}://{}:{}{}", dest.scheme, dest.host, dest.port, pq)
+    } else {
+        pq
+    };
+    let uri: Uri = match target.parse() {
         Ok(u) => u,
         Err(e) => {
             return deny(
@@ -1107,7 +1115,6 @@ async fn pass(
             )
         }
     };
-    let websocket = req.headers().contains_key(header::UPGRADE);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
