@@ -10,7 +10,7 @@ use std::process::Command;
 
 use common::job::Job;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 fn bearer(job: &Job) -> String {
     format!("Bearer {}", job.token)

@@ -16,6 +16,7 @@ at the upstream and in the audit file.
 import base64
 import json
 import os
+import re
 import socket
 import ssl
 import sys
@@ -95,14 +96,8 @@ def read_all(s, timeout):
 
 
 def statuses(data):
-    out = []
-    for line in data.split(b"\r\n"):
-        if line.startswith(b"HTTP/1.1 "):
-            try:
-                out.append(int(line.split(b" ")[1]))
-            except ValueError:
-                pass
-    return out
+    # A pipelined answer follows the previous body directly (no CRLF).
+    return [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
 
 
 def main():
