@@ -158,3 +158,175 @@ fn ambiguous_framing_inside_an_intercepted_tunnel_is_refused_before_anything_goe
 fn ambiguous_framing_on_the_plain_listener_is_refused_before_anything_goes_upstream() {
     check_framing("reverse");
 }
+
+#[test]
+fn every_proxy_header_and_every_connection_named_header_is_stripped() {
+    let job = Job::new("");
+    let (code, out, err) = job.run(
+        r#"for url in "https://127.0.0.1:$UP/v1/hop-tls" "$LANYARD_URL_API/hop-reverse"; do
+  curl -sS -o /dev/null -w '%{http_code}\n' -H 'Proxy-Foo: canary-proxy' -H 'Proxy-Authorization: Basic Zm9vOmJhcg==' \
+    -H 'Proxy-Connection: keep-alive' -H 'Connection: X-Hop, Keep-Alive' -H 'X-Hop: canary-hop' -H 'Keep-Alive: 5' \
+    -H 'X-Kept: yes' "$url"
+done"#,
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["200", "200"],
+        "{out}\n{err}"
+    );
+    let recs = job.received("/v1/hop-");
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    for r in &recs {
+        let names: Vec<String> = r["headers"]
+            .as_array()
+            .expect("headers")
+            .iter()
+            .map(|h| h[0].as_str().unwrap_or_default().to_ascii_lowercase())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with("proxy-")
+                || n == "x-hop"
+                || n == "keep-alive"
+                || n == "connection"),
+            "hop-by-hop headers reached the upstream: {names:?}"
+        );
+        assert_eq!(header_values(r, "x-kept"), ["yes"]);
+    }
+    assert!(!job.up.raw_records().contains("canary-"));
+    job.assert_no_leak(&[&out, &err]);
+}
+
+#[test]
+fn tls_handshakes_that_name_no_route_get_no_certificate_and_only_http11_is_offered() {
+    // A second route on a DNS name (the upstream's leaf also names localhost).
+    let job = Job::new(
+        "[[route]]\nname = \"byname\"\nurl = \"https://localhost:{UP}/v2/\"\ncredential = \"gh\"\n",
+    );
+    let py = python().display().to_string();
+    let script = format!(
+        r#"{py} - <<'PY'
+import base64, os, socket, ssl
+proxy = os.environ["LANYARD_PROXY"]
+secret = proxy.split("@")[0].rsplit(":", 1)[1]
+host, port = proxy.rsplit("@", 1)[1].split(":")
+up = os.environ["UP"]
+def tunnel(authority):
+    s = socket.create_connection((host, int(port)))
+    auth = base64.b64encode(f"lanyard:{{secret}}".encode()).decode()
+    s.sendall(f"CONNECT {{authority}} HTTP/1.1\r\nHost: {{authority}}\r\nProxy-Authorization: Basic {{auth}}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return s
+def hello(authority, sni, alpn=None):
+    ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    ctx.check_hostname = False
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    try:
+        t = ctx.wrap_socket(tunnel(authority), server_hostname=sni)
+        return "accepted " + str(t.selected_alpn_protocol())
+    except (ssl.SSLError, OSError) as e:
+        return "refused " + type(e).__name__
+print("name-without-sni", hello(f"localhost:{{up}}", None))
+print("name-with-sni", hello(f"localhost:{{up}}", "localhost", ["http/1.1"]))
+print("ip-without-sni", hello(f"127.0.0.1:{{up}}", None))
+print("alpn", hello(f"127.0.0.1:{{up}}", None, ["h2", "http/1.1"]))
+PY
+P="${{LANYARD_PROXY##*@}}"; S="${{LANYARD_PROXY%@*}}"; S="${{S##*:}}"
+if openssl s_client -proxy "$P" -proxy_user lanyard -proxy_pass "pass:$S" -connect "localhost:$UP" \
+     -servername 127.0.0.1 -CAfile "$SSL_CERT_FILE" -verify_return_error </dev/null >/dev/null 2>&1; then
+  echo "name-with-ip-sni accepted"
+else
+  echo "name-with-ip-sni refused"
+fi"#
+    );
+    let (code, out, err) = job.run(&script);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let says = |k: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{k} ")))
+            .unwrap_or_else(|| panic!("{k} missing:\n{out}\n{err}"))
+            .to_owned()
+    };
+    assert!(says("name-without-sni").contains("refused"), "{out}");
+    assert!(says("name-with-ip-sni").contains("refused"), "{out}");
+    assert_eq!(says("name-with-sni"), "name-with-sni accepted http/1.1");
+    // An IP route: clients send no SNI for an address (RFC 6066), and the
+    // leaf names exactly the CONNECT address.
+    assert!(says("ip-without-sni").starts_with("ip-without-sni accepted"));
+    assert_eq!(
+        says("alpn"),
+        "alpn accepted http/1.1",
+        "h2 is never offered"
+    );
+    let reasons: Vec<String> = job
+        .audit_lines()
+        .iter()
+        .filter_map(|l| l["reason"].as_str().map(String::from))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .filter(|r| r.contains("names no server"))
+            .count()
+            >= 2,
+        "{reasons:?}"
+    );
+    job.assert_no_leak(&[&out, &err]);
+}
+
+#[test]
+fn a_routed_name_answered_by_an_impostor_gets_no_credential() {
+    // `localhost:UP` is routed. After one good request its server goes
+    // away and another takes the port, with a certificate the job's trust
+    // does not vouch for: what DNS rebinding or a squatter looks like.
+    let job = Job::new(
+        "[[route]]\nname = \"byname\"\nurl = \"https://localhost:{UP}/v2/\"\ncredential = \"gh\"\n",
+    );
+    let impostor = tempfile::tempdir().expect("tmp");
+    let py = python().display().to_string();
+    let peer = root().join("agent/tests/peers/upstream.py");
+    let script = format!(
+        r#"curl -sS -o /dev/null -w 'first %{{http_code}}\n' "https://localhost:$UP/v2/first"
+kill "$REAL_PID"
+# The real server is the test's child: gone once it is a zombie.
+while [ -e "/proc/$REAL_PID" ] && [ "$(awk '{{print $3}}' "/proc/$REAL_PID/stat")" != Z ]; do sleep 0.05; done
+{py} {peer} --dir "$IMP" --port "$UP" > "$IMP/ready" 2>"$IMP/log" &
+IPID=$!
+n=0; until [ -s "$IMP/ready" ] || [ $n -ge 400 ]; do n=$((n+1)); sleep 0.05; done
+cat "$IMP/ready" "$IMP/log"
+curl -sS -o /dev/null -w 'second %{{http_code}}\n' "https://localhost:$UP/v2/second"
+kill "$IPID""#,
+        peer = peer.display()
+    );
+    let pid = job.up.proc.pid().to_string();
+    let imp = impostor.path().display().to_string();
+    let (code, out, err) = job.run_env(&script, &[("REAL_PID", &pid), ("IMP", &imp)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("first 200"), "{out}\n{err}");
+    assert!(
+        out.contains(&format!("\"port\": {}", job.up.port)),
+        "the impostor took the port: {out}\n{err}"
+    );
+    assert!(out.contains("second 502"), "{out}\n{err}");
+    // The impostor's handshake failed on lanyard's side: it never saw a
+    // request, so it never saw the credential.
+    let seen = std::fs::read_to_string(impostor.path().join("records.jsonl")).unwrap_or_default();
+    assert!(seen.is_empty(), "{seen}");
+    let line = job
+        .audit_lines()
+        .into_iter()
+        .find(|l| l["path"] == "/v2/second")
+        .expect("audited");
+    assert_eq!(line["status"], 502);
+    assert!(
+        line["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("certificate")),
+        "{line}"
+    );
+    job.assert_no_leak(&[&out, &err, &seen]);
+}

@@ -30,31 +30,35 @@ pub fn empty() -> Body {
     Empty::new().map_err(|n| match n {}).boxed_unsync()
 }
 
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus
-/// the ones named in `Connection`.
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[HeaderName] = &[
     header::CONNECTION,
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
 ];
 
+/// Remove the hop-by-hop headers, every header the `Connection` header
+/// names, `Keep-Alive`, and every `Proxy-*` header (they are for lanyard,
+/// or for no one; never for the upstream).
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
+    let mut named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
+    named.extend(
+        h.keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned(),
+    );
     for n in named.iter().chain(HOP_BY_HOP) {
         h.remove(n);
     }
     h.remove("keep-alive");
-    h.remove("proxy-connection");
 }
 
 /// The upstream client for WebSocket upgrades (HTTP/1.1 only, so the
@@ -214,6 +218,12 @@ mod tests {
             HeaderValue::from_static("chunked"),
         );
         h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        h.insert("proxy-foo", HeaderValue::from_static("1"));
+        h.insert(
+            header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic x"),
+        );
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::ACCEPT));

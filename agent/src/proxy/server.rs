@@ -1002,15 +1002,34 @@ async fn intercept(
         Ok(Err(e)) => return deny_tls(format!("TLS handshake: {e}")),
         Err(_) => return deny_tls("TLS handshake timed out".into()),
     };
-    if let Some(sni) = start.client_hello().server_name() {
-        let agrees =
-            !sni.contains(':') && parse_authority("https", sni).is_ok_and(|d| d.host == dest.host);
-        if !agrees {
+    // Why: a leaf is presented only for the name the client asked for and
+    // the CONNECT named. An address has no SNI (RFC 6066; rustls reads an
+    // address sent as SNI as none), so only an IP route goes without one.
+    let ip_route = dest
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok();
+    match start.client_hello().server_name() {
+        Some(sni) => {
+            let agrees = !sni.contains(':')
+                && parse_authority("https", sni).is_ok_and(|d| d.host == dest.host);
+            if !agrees {
+                return deny_tls(format!(
+                    "TLS SNI {:?} does not match the CONNECT host {}",
+                    audit::escape_controls(sni),
+                    dest.host
+                ));
+            }
+        }
+        None if ip_route => {}
+        None => {
             return deny_tls(format!(
-                "TLS SNI {:?} does not match the CONNECT host {}",
-                audit::escape_controls(sni),
+                "the TLS ClientHello names no server (no SNI, or an address as SNI); \
+                 CONNECT {} needs that name as SNI",
                 dest.host
-            ));
+            ))
         }
     }
     let cfg = match shared.ca.server_config(&dest.host) {

@@ -22,7 +22,8 @@ pub struct Job {
 }
 
 impl Job {
-    /// `extra` is appended to the config (more routes, [proxy] keys).
+    /// `extra` is appended to the config (more routes, [proxy] keys);
+    /// `{UP}` in it is the routed upstream's port.
     pub fn new(extra: &str) -> Job {
         Self::with_identity(
             "[identity]\nsource = \"env\"\nvariable = \"LANYARD_TEST_TOKEN\"\n",
@@ -42,6 +43,7 @@ impl Job {
         let ca_path = dir.path().join("upstream-ca.pem");
         std::fs::write(&ca_path, ca).expect("ca");
         let audit = dir.path().join("audit.jsonl");
+        let extra = extra.replace("{UP}", &up.port.to_string());
         let text = format!(
             "{identity}\n[[credential]]\nname = \"gh\"\nexchange = \"passthrough\"\n\n\
              [[route]]\nname = \"api\"\nurl = \"https://127.0.0.1:{port}/v1/\"\ncredential = \"gh\"\n\n\

@@ -70,6 +70,10 @@ impl Proc {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Proc {
@@ -417,11 +421,18 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start(plain: bool) -> Upstream {
+        Self::start_on(plain, 0)
+    }
+
+    /// On a given port (0: any), with a test CA of its own.
+    pub fn start_on(plain: bool, port: u16) -> Upstream {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cmd = Command::new(python());
         cmd.arg(root().join("agent/tests/peers/upstream.py"))
             .arg("--dir")
-            .arg(dir.path());
+            .arg(dir.path())
+            .arg("--port")
+            .arg(port.to_string());
         if plain {
             cmd.arg("--plain");
         }

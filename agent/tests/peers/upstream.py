@@ -168,7 +168,9 @@ def main():
     plain = "--plain" in sys.argv
     Handler.records = os.path.join(folder, "records.jsonl")
     open(Handler.records, "w").close()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    # --port P: take a given port (a test's impostor on a port just freed).
+    port = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 0
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     ca_path = None
     if not plain:
         ca_path, cert, key = make_certs(folder)
