@@ -6,10 +6,12 @@
 //! - `tls`: the per-job CA and per-host leaf certificates;
 //! - `peer`: who owns the connecting socket (Linux);
 //! - `framing`: the CL+TE conflict tap in front of hyper;
+//! - `deadline`: how long an upstream may take (head, total, rate);
 //! - `forward`: re-originating upstream, byte counts, the audit record;
 //! - `pool`: each worker thread's upstream connections;
 //! - `server`: the listener and the request pipeline.
 
+pub mod deadline;
 pub mod forward;
 pub mod framing;
 pub mod inject;

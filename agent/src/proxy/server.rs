@@ -119,6 +119,8 @@ pub struct ProxyOptions {
     /// Who the session acts as; routes limited to another identity kind
     /// are refused with 403.
     pub identity: super::routes::SessionIdentity,
+    /// How long an upstream may take (`[proxy] upstream_*`).
+    pub limits: super::deadline::Limits,
 }
 
 struct Shared {
@@ -139,6 +141,7 @@ struct Shared {
     trace: Vec<(HeaderName, HeaderValue)>,
     /// The job's uid; `None` when the check is off.
     uid: Option<u32>,
+    limits: super::deadline::Limits,
 }
 
 /// A running listener.
@@ -215,6 +218,7 @@ impl Proxy {
             local_ip: local.ip().to_string(),
             trace: opts.trace,
             uid: opts.same_user.then(|| nix::unistd::getuid().as_raw()),
+            limits: opts.limits,
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -1167,19 +1171,23 @@ async fn pass(
     let upstream = &shared.upstreams[worker % shared.upstreams.len()];
     let pool = &shared.pools[worker % shared.pools.len()];
     let dest = &dest;
-    let send = |r: Request<Body>| async move {
-        if websocket {
-            upstream
-                .h1
-                .request(r)
-                .await
-                .map(|resp| resp.map(|b| b.map_err(Into::into).boxed_unsync()))
-                .map_err(|e| upstream_error(dest, &e))
-        } else {
-            pool.request(dest, r)
-                .await
-                .map_err(|e| upstream_error(dest, e.as_ref()))
-        }
+    let cut = pending.cut.clone();
+    let (limits, cut) = (&shared.limits, &cut);
+    let send = |r: Request<Body>| {
+        super::deadline::send(limits, cut, r, |r| async move {
+            if websocket {
+                upstream
+                    .h1
+                    .request(r)
+                    .await
+                    .map(|resp| resp.map(|b| b.map_err(Into::into).boxed_unsync()))
+                    .map_err(|e| upstream_error(dest, &e))
+            } else {
+                pool.request(dest, r)
+                    .await
+                    .map_err(|e| upstream_error(dest, e.as_ref()))
+            }
+        })
     };
     let (first, kept) = if keep {
         let bytes: Bytes = match body.collect().await {
@@ -1207,7 +1215,7 @@ async fn pass(
     };
     let mut resp = match send(first).await {
         Ok(r) => r,
-        Err(e) => return fail(pending, StatusCode::BAD_GATEWAY, &e),
+        Err((status, e)) => return fail(pending, status, &e),
     };
     if resp.status() == StatusCode::UNAUTHORIZED {
         if let (Some(r), Some(c), Some((mut headers, bytes))) = (route, &cred, kept) {
@@ -1224,7 +1232,7 @@ async fn pass(
                         );
                         resp = match send(build(headers, forward::full(bytes))).await {
                             Ok(r) => r,
-                            Err(e) => return fail(pending, StatusCode::BAD_GATEWAY, &e),
+                            Err((status, e)) => return fail(pending, status, &e),
                         };
                     }
                 }
