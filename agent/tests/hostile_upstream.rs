@@ -218,6 +218,7 @@ fn a_hanging_upstream_gets_a_504_naming_the_header_timeout() {
     assert_eq!(status, "504", "{out}\n{err}");
     // A sanity bound, far from both the 2 s timeout and the 90 s idle one.
     let secs: f64 = secs.parse().expect("time");
+    eprintln!("hanging upstream: 504 after {secs} s");
     assert!(secs < 45.0, "answered only after {secs} s");
     let rule = json_of(body)["rule"].as_str().expect("rule").to_owned();
     assert!(
@@ -262,14 +263,20 @@ fn a_dripping_upstream_is_cut_by_the_minimum_rate_or_the_total_bound() {
         let (code, out, err) = job.run(
             up.port,
             &format!(
-                "curl -sS --max-time 60 -o /dev/null -w '%{{http_code}} %{{size_download}}\\n' \
+                "curl -sS --max-time 60 -o /dev/null -w '%{{http_code}} %{{size_download}} %{{time_total}}\\n' \
                  http://127.0.0.1:$UP{path}; echo \"exit=$?\""
             ),
             &[],
         );
         assert_eq!(code, 0, "{out}\n{err}");
         let lines: Vec<&str> = out.lines().collect();
-        let (status, got) = lines[0].split_once(' ').expect("status and size");
+        let mut fields = lines[0].split(' ');
+        let (status, got) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+        eprintln!(
+            "drip, {key}: {} bytes, cut after {} s",
+            got,
+            fields.next().unwrap_or("?")
+        );
         assert_eq!(status, "200", "the head was passed on: {out}");
         let got: u64 = got.parse().expect("size");
         assert!(got < 1000, "{key}: the whole drip arrived: {out}");

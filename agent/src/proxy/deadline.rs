@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -50,13 +51,21 @@ pub async fn send<Fut>(
 where
     Fut: Future<Output = Result<Response<Body>, String>>,
 {
+    let head = limits.header;
+    let late = |what: String| {
+        Err((
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the upstream {what} ([proxy] upstream_header_timeout)"),
+        ))
+    };
     let (tx, mut sent) = watch::channel(None);
+    let taken = Arc::new(AtomicBool::new(false));
     let req = req.map(|inner| {
-        let mark = SentMark {
+        let mut mark = SentMark {
             inner,
             tx: Some(tx),
+            taken: taken.clone(),
         };
-        let mut mark = mark;
         if mark.inner.is_end_stream() {
             mark.mark();
         }
@@ -64,33 +73,33 @@ where
     });
     let fut = go(req);
     tokio::pin!(fut);
-    // Until the request is sent in full, the upload sets the pace; the
-    // client's own idle timeout bounds a stalled one.
-    let early = tokio::select! {
-        r = &mut fut => Some(r),
-        _ = sent.wait_for(Option::is_some) => None,
+    // Until the request is sent in full, an upload sets the pace (the
+    // client's idle timeout bounds a stalled one). But the upstream must
+    // start taking it (connect, TLS, the head) within the head bound.
+    let mut untaken_by = Some(Instant::now() + head);
+    let early = loop {
+        tokio::select! {
+            r = &mut fut => break Some(r),
+            _ = sent.wait_for(Option::is_some) => break None,
+            _ = sleep_until_opt(untaken_by) => {
+                if !taken.load(Ordering::SeqCst) {
+                    return late(format!("did not take the request within {}", human(head)));
+                }
+                untaken_by = None;
+            }
+        }
     };
-    let at = (*sent.borrow()).unwrap_or_else(Instant::now);
     let resp = match early {
         Some(r) => r,
         None => {
-            let head = limits.header.min(limits.total);
+            let at = (*sent.borrow()).unwrap_or_else(Instant::now);
             match tokio::time::timeout_at(at + head, &mut fut).await {
                 Ok(r) => r,
                 Err(_) => {
-                    let key = if limits.header <= limits.total {
-                        "upstream_header_timeout"
-                    } else {
-                        "upstream_response_timeout"
-                    };
-                    return Err((
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!(
-                            "the upstream sent no response head within {} of the request \
-                             ([proxy] {key})",
-                            human(head)
-                        ),
-                    ));
+                    return late(format!(
+                        "sent no response head within {} of the request",
+                        human(head)
+                    ))
                 }
             }
         }
@@ -102,6 +111,7 @@ where
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         return Ok(resp);
     }
+    let at = (*sent.borrow()).unwrap_or_else(Instant::now);
     let limits = *limits;
     let cut = cut.clone();
     Ok(resp.map(|inner| {
@@ -124,10 +134,20 @@ where
 struct SentMark {
     inner: Body,
     tx: Option<watch::Sender<Option<Instant>>>,
+    /// Set at the first poll: the connection is up and took the head.
+    taken: Arc<AtomicBool>,
+}
+
+async fn sleep_until_opt(when: Option<Instant>) {
+    match when {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl SentMark {
     fn mark(&mut self) {
+        self.taken.store(true, Ordering::SeqCst);
         if let Some(tx) = self.tx.take() {
             tx.send_replace(Some(Instant::now()));
         }
@@ -148,6 +168,7 @@ impl hyper::body::Body for SentMark {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.taken.store(true, Ordering::SeqCst);
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(r, Poll::Ready(None)) || self.inner.is_end_stream() {
             self.mark();
@@ -374,6 +395,27 @@ mod tests {
         let (r, cut) = through(short, drip(20, Duration::from_millis(500))).await;
         assert!(r.is_err(), "{r:?}");
         assert!(cut.expect("cut").contains("upstream_response_timeout"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upstream_that_never_takes_a_request_body_gets_a_504() {
+        let limits = Limits {
+            header: Duration::from_secs(2),
+            ..Limits::default()
+        };
+        // A connect that never completes: the body is never polled.
+        let req = Request::new(super::super::forward::full("payload"));
+        let r = send(&limits, &Cut::default(), req, |r| async move {
+            let _hold = r;
+            std::future::pending::<Result<Response<Body>, String>>().await
+        })
+        .await;
+        let (status, why) = r.expect_err("timeout");
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(
+            why.contains("did not take the request") && why.contains("upstream_header_timeout"),
+            "{why}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
