@@ -1171,24 +1171,24 @@ async fn pass(
     let upstream = &shared.upstreams[worker % shared.upstreams.len()];
     let pool = &shared.pools[worker % shared.pools.len()];
     let dest = &dest;
-    let cut = pending.cut.clone();
-    let (limits, cut) = (&shared.limits, &cut);
-    let send = |r: Request<Body>| {
-        super::deadline::send(limits, cut, r, |r| async move {
-            if websocket {
-                upstream
-                    .h1
-                    .request(r)
-                    .await
-                    .map(|resp| resp.map(|b| b.map_err(Into::into).boxed_unsync()))
-                    .map_err(|e| upstream_error(dest, &e))
-            } else {
-                pool.request(dest, r)
-                    .await
-                    .map_err(|e| upstream_error(dest, e.as_ref()))
-            }
-        })
+    let go = |r: Request<Body>| async move {
+        if websocket {
+            upstream
+                .h1
+                .request(r)
+                .await
+                .map(|resp| resp.map(|b| b.map_err(Into::into).boxed_unsync()))
+                .map_err(|e| upstream_error(dest, &e))
+        } else {
+            pool.request(dest, r)
+                .await
+                .map_err(|e| upstream_error(dest, e.as_ref()))
+        }
     };
+    // Head, total and rate bounds; Err carries the status (502 or 504).
+    let cut = pending.cut.clone();
+    let (limits, cut, go) = (&shared.limits, &cut, &go);
+    let send = |r: Request<Body>| super::deadline::send(limits, cut, r, go);
     let (first, kept) = if keep {
         let bytes: Bytes = match body.collect().await {
             Ok(c) => c.to_bytes(),
