@@ -148,6 +148,7 @@ impl Session {
                 trace,
                 same_user: cfg!(target_os = "linux"),
                 identity: control.session_identity.clone(),
+                limits: cfg.proxy.limits,
             },
             control.store.clone(),
             audit.clone(),

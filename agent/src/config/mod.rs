@@ -4,17 +4,18 @@
 //! validated objects the rest of lanyard uses. Every problem in a file is
 //! reported in one pass, each naming file, line, column, key and expectation.
 
+mod proxy;
 mod raw;
 pub mod route;
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use url::Url;
 
 use crate::env::Env;
+pub use proxy::{ProxyConfig, UpstreamLimits};
 use raw::{At, Diag, Table};
 pub use route::{HostPattern, IdentityKinds, RouteConfig, Template};
 
@@ -283,13 +284,6 @@ pub enum Egress {
     Deny,
 }
 
-#[derive(Debug, Clone)]
-pub struct ProxyConfig {
-    pub listen: SocketAddr,
-    pub egress: Egress,
-    pub max_connections: usize,
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamConfig {
     pub extra_ca: Option<PathBuf>,
@@ -422,7 +416,7 @@ fn build(d: &mut Diag<'_>, path: &Path, mut doc: Table<'_>) -> Option<Config> {
     let cred_tables = doc.tables(d, "credential");
     let route_tables = doc.tables(d, "route");
     let t = doc.table(d, "proxy");
-    let proxy = proxy(d, t);
+    let proxy = proxy::proxy(d, t);
     let t = doc.table(d, "upstream");
     let upstream = upstream(d, t, &base);
     let t = doc.table(d, "audit");
@@ -1187,57 +1181,6 @@ fn client_auth_of(
             None
         }
     }
-}
-
-fn proxy(d: &mut Diag<'_>, t: Option<Table<'_>>) -> Option<ProxyConfig> {
-    let mut out = ProxyConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        egress: Egress::Allow,
-        max_connections: DEFAULT_MAX_CONNECTIONS,
-    };
-    let Some(mut t) = t else { return Some(out) };
-    if let Some(l) = t.string(d, "listen") {
-        match l.v.parse::<SocketAddr>() {
-            Ok(a) if a.ip().is_loopback() => out.listen = a,
-            Ok(_) => d.err(
-                &l.span,
-                &t.key("listen"),
-                format!(
-                    "the listener binds loopback only (127.0.0.1 or [::1]), got {:?}",
-                    l.v
-                ),
-            ),
-            Err(_) => d.err(
-                &l.span,
-                &t.key("listen"),
-                format!("expected an address such as \"127.0.0.1:0\", got {:?}", l.v),
-            ),
-        }
-    }
-    if let Some(e) = t.string(d, "egress") {
-        match e.v.as_str() {
-            "allow" => out.egress = Egress::Allow,
-            "deny" => out.egress = Egress::Deny,
-            _ => d.err(
-                &e.span,
-                &t.key("egress"),
-                format!("expected \"allow\" or \"deny\", got {:?}", e.v),
-            ),
-        }
-    }
-    if let Some(m) = t.integer(d, "max_connections") {
-        if (1..=65536).contains(&m.v) {
-            out.max_connections = m.v as usize;
-        } else {
-            d.err(
-                &m.span,
-                &t.key("max_connections"),
-                format!("expected 1 to 65536, got {}", m.v),
-            );
-        }
-    }
-    t.finish(d, &["listen", "egress", "max_connections"]);
-    Some(out)
 }
 
 fn upstream(d: &mut Diag<'_>, t: Option<Table<'_>>, base: &Path) -> Option<UpstreamConfig> {

@@ -468,3 +468,75 @@ fn the_local_dev_example_is_valid_and_keeps_deploys_for_ci() {
     assert!(c.identity.login.is_some());
     assert_eq!(c.ci_only_credentials(), ["deployer"]);
 }
+
+#[test]
+fn upstream_limits_have_defaults_and_take_durations_and_a_rate() {
+    let c = parse(CONTRACT).expect("contract config");
+    assert_eq!(c.proxy.limits, UpstreamLimits::default());
+    assert_eq!(c.proxy.limits.header, Duration::from_secs(60));
+    assert_eq!(c.proxy.limits.total, Duration::from_secs(1800));
+    assert_eq!(c.proxy.limits.min_rate, 1024);
+    assert_eq!(c.proxy.limits.window, Duration::from_secs(30));
+    let src = CONTRACT.replace(
+        "egress = \"allow\"",
+        "upstream_header_timeout = \"2s\"\nupstream_response_timeout = \"10m\"\n\
+         upstream_min_rate = 0\nupstream_rate_window = \"1m 30s\"",
+    );
+    let l = parse(&src).expect("limits").proxy.limits;
+    assert_eq!(
+        l,
+        UpstreamLimits {
+            header: Duration::from_secs(2),
+            total: Duration::from_secs(600),
+            min_rate: 0,
+            window: Duration::from_secs(90),
+        }
+    );
+}
+
+#[test]
+fn bad_upstream_limits_are_named_with_positions() {
+    let cases = [
+        (
+            "upstream_header_timeout = \"90s\"",
+            "proxy.upstream_header_timeout: must be under the client idle timeout (90s)",
+        ),
+        (
+            "upstream_header_timeout = \"50s\"\nupstream_response_timeout = \"10s\"",
+            "proxy.upstream_header_timeout: must not be longer than upstream_response_timeout",
+        ),
+        (
+            "upstream_response_timeout = \"soon\"",
+            "proxy.upstream_response_timeout: expected a duration",
+        ),
+        (
+            "upstream_rate_window = \"0s\"",
+            "proxy.upstream_rate_window: expected a duration greater than zero",
+        ),
+        (
+            "upstream_min_rate = -1",
+            "proxy.upstream_min_rate: expected bytes per second, 0 or more",
+        ),
+        (
+            "upstream_min_rate = \"1KiB\"",
+            "proxy.upstream_min_rate: expected an integer, found a string",
+        ),
+        (
+            "upstream_read_timeout = \"5s\"",
+            "unknown key `upstream_read_timeout` in [proxy]; expected one of: listen, egress, \
+             max_connections, upstream_header_timeout, upstream_response_timeout, \
+             upstream_min_rate, upstream_rate_window",
+        ),
+    ];
+    for (keys, want) in cases {
+        let src = CONTRACT.replace("egress = \"allow\"", keys);
+        let errs = errors(&src);
+        let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errs.len(), 1, "{keys}: {all:?}");
+        // `egress` was on line 39 of CONTRACT; the first replacement key is there.
+        assert!(
+            all[0].starts_with("lanyard.toml:39:") && all[0].contains(want),
+            "{keys}: {all:?}"
+        );
+    }
+}

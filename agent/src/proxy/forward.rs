@@ -61,6 +61,16 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove("keep-alive");
 }
 
+/// Why a response with both framings is refused (RFC 9112 §6.3: a sender
+/// must not send both; a proxy that forwards one invites a desync).
+pub const TWO_WAYS: &str = "the upstream's response has both Content-Length and \
+     Transfer-Encoding (ambiguous framing); refused, and its connection closed";
+
+/// Both `Content-Length` and `Transfer-Encoding` on one response.
+pub fn framed_two_ways(h: &HeaderMap) -> bool {
+    h.contains_key(header::CONTENT_LENGTH) && h.contains_key(header::TRANSFER_ENCODING)
+}
+
 /// The upstream client for WebSocket upgrades (HTTP/1.1 only, so the
 /// upgrade can happen). Every other request goes through `pool::Pool`.
 #[derive(Clone)]
@@ -116,6 +126,8 @@ pub struct Pending {
     started: Instant,
     pub bytes_in: Arc<AtomicU64>,
     pub bytes_out: Arc<AtomicU64>,
+    /// Set when the response was cut after its head went out.
+    pub cut: super::deadline::Cut,
 }
 
 impl Pending {
@@ -126,6 +138,7 @@ impl Pending {
             started: Instant::now(),
             bytes_in: Arc::default(),
             bytes_out: Arc::default(),
+            cut: Arc::default(),
         }
     }
 
@@ -155,6 +168,13 @@ impl Drop for Pending {
         self.rec.duration_ms = self.started.elapsed().as_millis() as u64;
         self.rec.bytes_in = self.bytes_in.load(Ordering::Relaxed);
         self.rec.bytes_out = self.bytes_out.load(Ordering::Relaxed);
+        if let Some(why) = self.cut.get() {
+            self.rec.decision = Decision::Failed;
+            self.rec.reason = Some(match self.rec.reason.take() {
+                Some(before) => format!("{before}; then the response was cut: {why}"),
+                None => format!("the response was cut: {why}"),
+            });
+        }
         self.audit.record(&self.rec);
     }
 }
@@ -193,7 +213,10 @@ pub fn refusal(status: StatusCode, rule: &str, close: bool) -> Response<Body> {
 }
 
 pub fn decision_for(status: StatusCode) -> Decision {
-    if status == StatusCode::BAD_GATEWAY || status == StatusCode::SERVICE_UNAVAILABLE {
+    if status == StatusCode::BAD_GATEWAY
+        || status == StatusCode::SERVICE_UNAVAILABLE
+        || status == StatusCode::GATEWAY_TIMEOUT
+    {
         Decision::Failed
     } else {
         Decision::Denied

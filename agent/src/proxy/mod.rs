@@ -7,11 +7,13 @@
 //! - `peer`: who owns the connecting socket (Linux);
 //! - `framing`: the strict HTTP/1.1 request gate in front of hyper;
 //! - `body`: request bodies read (up to a bound) before going upstream;
+//! - `deadline`: how long an upstream may take (head, total, rate);
 //! - `forward`: re-originating upstream, byte counts, the audit record;
 //! - `pool`: each worker thread's upstream connections;
 //! - `server`: the listener and the request pipeline.
 
 pub mod body;
+pub mod deadline;
 pub mod forward;
 pub mod framing;
 pub mod inject;

@@ -228,6 +228,16 @@ impl Pool {
                 *req.uri_mut() = Uri::from(path_and_query(&req));
                 *req.version_mut() = Version::HTTP_11;
                 match s.try_send_request(req).await {
+                    // Why: a body framed two ways leaves the connection's
+                    // next bytes ambiguous (a desync, the response-side
+                    // twin of request smuggling). Dropping the response
+                    // and `s` here closes the connection: it never reaches
+                    // the pool.
+                    Ok(resp) if super::forward::framed_two_ways(resp.headers()) => {
+                        drop(resp);
+                        drop(s);
+                        Err(Failed::Other(super::forward::TWO_WAYS.into()))
+                    }
                     Ok(resp) => Ok(resp.map(|body| {
                         ReturnOnEnd {
                             body,

@@ -119,6 +119,8 @@ pub struct ProxyOptions {
     /// Who the session acts as; routes limited to another identity kind
     /// are refused with 403.
     pub identity: super::routes::SessionIdentity,
+    /// How long an upstream may take (`[proxy] upstream_*`).
+    pub limits: super::deadline::Limits,
 }
 
 struct Shared {
@@ -139,6 +141,7 @@ struct Shared {
     trace: Vec<(HeaderName, HeaderValue)>,
     /// The job's uid; `None` when the check is off.
     uid: Option<u32>,
+    limits: super::deadline::Limits,
 }
 
 /// A running listener.
@@ -215,6 +218,7 @@ impl Proxy {
             local_ip: local.ip().to_string(),
             trace: opts.trace,
             uid: opts.same_user.then(|| nix::unistd::getuid().as_raw()),
+            limits: opts.limits,
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -1291,7 +1295,7 @@ async fn pass(
     let upstream = &shared.upstreams[worker % shared.upstreams.len()];
     let pool = &shared.pools[worker % shared.pools.len()];
     let dest = &dest;
-    let send = |r: Request<Body>| async move {
+    let go = |r: Request<Body>| async move {
         if websocket {
             upstream
                 .h1
@@ -1305,6 +1309,10 @@ async fn pass(
                 .map_err(|e| upstream_error(dest, e.as_ref()))
         }
     };
+    // Head, total and rate bounds; Err carries the status (502 or 504).
+    let cut = pending.cut.clone();
+    let (limits, cut, go) = (&shared.limits, &cut, &go);
+    let send = |r: Request<Body>| super::deadline::send(limits, cut, r, go);
     let (first, kept) = if buffer {
         match super::body::prebuffer(body, MAX_REPLAY_BODY).await {
             Ok(super::body::Buffered::Whole(bytes)) => {
@@ -1330,10 +1338,10 @@ async fn pass(
     };
     let mut resp = match send(first).await {
         Ok(r) => r,
-        Err(e) if gate.as_ref().is_some_and(|g| g.refusal().is_some()) => {
+        Err((_, e)) if gate.as_ref().is_some_and(|g| g.refusal().is_some()) => {
             return body_failed(pending, gate.as_ref(), &e)
         }
-        Err(e) => return fail(pending, StatusCode::BAD_GATEWAY, &e),
+        Err((status, e)) => return fail(pending, status, &e),
     };
     if resp.status() == StatusCode::UNAUTHORIZED {
         if let (Some(r), Some(c), Some((mut headers, bytes))) = (route, &cred, kept) {
@@ -1350,7 +1358,7 @@ async fn pass(
                         );
                         resp = match send(build(headers, forward::full(bytes))).await {
                             Ok(r) => r,
-                            Err(e) => return fail(pending, StatusCode::BAD_GATEWAY, &e),
+                            Err((status, e)) => return fail(pending, status, &e),
                         };
                     }
                 }

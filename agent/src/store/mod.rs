@@ -13,6 +13,7 @@ mod source;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -98,6 +99,11 @@ struct Slot {
     source: Arc<dyn CredentialSource>,
     state: watch::Sender<SlotState>,
     kick: Notify,
+    /// The newest generation a caller of `refresh` found stale. A kick
+    /// that a newer value already answers is dropped: `Notify` keeps one
+    /// permit from kicks made during a refresh, and that permit alone must
+    /// not start a second refresh.
+    stale: AtomicU64,
     /// Values replaced by a full re-exchange, revoked at teardown if still
     /// valid. A std mutex: never held across an await.
     superseded: Mutex<Vec<Arc<Current>>>,
@@ -178,6 +184,7 @@ impl Store {
             source,
             state: tx,
             kick: Notify::new(),
+            stale: AtomicU64::new(0),
             superseded: Mutex::new(Vec::new()),
         });
         self.index.insert(name.to_owned(), self.slots.len());
@@ -226,6 +233,7 @@ impl Store {
             }
             st.attempts
         };
+        slot.stale.fetch_max(seen_generation, Ordering::SeqCst);
         slot.kick.notify_one();
         let res = rx
             .wait_for(|s| {
@@ -392,7 +400,13 @@ async fn drive(slot: Arc<Slot>, rotation: RotationConfig, cancel: CancellationTo
         });
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = slot.kick.notified() => {},
+            _ = slot.kick.notified() => {
+                let stale = slot.stale.load(Ordering::SeqCst);
+                if current.as_ref().is_some_and(|c| c.generation > stale) {
+                    // Every caller that asked already has a newer value.
+                    continue;
+                }
+            },
             _ = sleep_until_opt(when) => {},
         }
         let started = Instant::now();

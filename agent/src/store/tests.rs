@@ -162,6 +162,15 @@ async fn concurrent_forced_refreshes_share_one_exchange() {
         2,
         "one initial obtain and one shared refresh"
     );
+    // Kicks made while that refresh ran must not leave a second one
+    // queued (a stored `Notify` permit did): let virtual time run on.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        src.obtains.load(Ordering::SeqCst),
+        2,
+        "a second refresh ran after the shared one"
+    );
+    assert_eq!(store.get("c").expect("v").generation, gen + 1);
     // A caller that already saw the new generation gets it without a refresh.
     let again = store.refresh("c", gen).await.expect("fresh");
     assert_eq!(again.value.expose(), "token-1");

@@ -687,3 +687,53 @@ fn nix_is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+/// The hostile raw-socket upstream (`peers/hostile.py`) in one of its
+/// modes: `clte`, `hang`, `drip`, `burst401`.
+pub struct Hostile {
+    pub proc: Proc,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Hostile {
+    pub fn start(mode: &str, args: &[&str]) -> Hostile {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new(python());
+        cmd.arg(root().join("agent/tests/peers/hostile.py"))
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--mode", mode])
+            .args(args);
+        let (proc, v) = spawn_ready(&format!("hostile {mode}"), cmd);
+        Hostile {
+            proc,
+            port: v["port"].as_u64().expect("port") as u16,
+            dir,
+        }
+    }
+
+    /// Every connection (`{"event":"connect","conn"}`) and request head
+    /// (`{"event":"request","conn","method","path","auth"}`), in order.
+    pub fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(json_of)
+            .collect()
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == "request")
+            .collect()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| e["event"] == "connect")
+            .count()
+    }
+}
