@@ -44,11 +44,12 @@ pub enum HttpError {
     Roots(String),
 }
 
-/// A response: status and the (size-capped) body.
+/// A response: status and the (size-capped) body. Token answers carry
+/// secrets, so the body is zeroized when the response is dropped.
 #[derive(Debug)]
 pub struct Response {
     pub status: StatusCode,
-    pub body: Bytes,
+    pub body: zeroize::Zeroizing<Vec<u8>>,
     /// openidconnect checks it on JSON answers.
     pub content_type: Option<HeaderValue>,
 }
@@ -259,8 +260,9 @@ impl HttpClient {
                 body.as_slice(),
             )
         });
-        let resp = self.send(parts.method, &url, &headers, payload).await?;
-        let mut out = http::Response::new(resp.body.to_vec());
+        let mut resp = self.send(parts.method, &url, &headers, payload).await?;
+        // Moved, not copied: openidconnect takes the body from here.
+        let mut out = http::Response::new(std::mem::take(&mut *resp.body));
         *out.status_mut() = resp.status;
         if let Some(ct) = resp.content_type {
             out.headers_mut().insert(CONTENT_TYPE, ct);
@@ -321,10 +323,10 @@ impl HttpClient {
                 })?;
             let status = resp.status();
             let content_type = resp.headers().get(CONTENT_TYPE).cloned();
-            let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| {
+            let mut incoming = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES);
+            let mut body = zeroize::Zeroizing::new(Vec::new());
+            while let Some(frame) = incoming.frame().await {
+                let frame = frame.map_err(|e| {
                     if e.downcast_ref::<http_body_util::LengthLimitError>()
                         .is_some()
                     {
@@ -337,8 +339,12 @@ impl HttpClient {
                             reason: e.to_string(),
                         }
                     }
-                })?
-                .to_bytes();
+                })?;
+                if let Ok(chunk) = frame.into_data() {
+                    crate::wipe::append(&mut body, &chunk);
+                    crate::wipe::clear_chunk(chunk);
+                }
+            }
             Ok(Response {
                 status,
                 body,

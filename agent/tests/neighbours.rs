@@ -18,6 +18,9 @@ use common::*;
 
 /// The unprivileged user the test runs as when it is root (`nobody`).
 const NOBODY: u32 = 65534;
+/// Proxy workers in the memory test: each may keep one pooled upstream
+/// connection whose write buffer holds the last request head.
+const WORKERS: usize = 2;
 
 /// What the job runs: reads /proc/<pid>/environ, maps and mem of lanyard,
 /// counting the canaries it finds, then tries PTRACE_ATTACH. Prints one
@@ -284,4 +287,58 @@ fn the_job_cannot_read_or_attach_to_the_daemon() {
     eprintln!("probe of the daemon (pid {pid}):\n{probe_out}");
     job.assert_closed("the daemon", &probe_out);
     assert_eq!(stop_code, 0, "stop: {stop_out}\n{stop_err}");
+}
+
+/// Copies of the KV secret in lanyard's memory, counted by the same probe
+/// run as root (CAP_SYS_PTRACE reads a non-dumpable process): right after
+/// the exchange, and after 20 routed calls. One copy is the credential
+/// itself; any other is a buffer that held it (a token answer, the JSON
+/// parsed from it, a rendered header) and was dropped without being wiped.
+/// The only copies allowed beyond the credential are the request heads in
+/// the write buffer of each pooled upstream connection (hyper's, one per
+/// proxy worker), which lanyard does not own.
+#[test]
+fn few_copies_of_the_kv_secret_stay_in_memory() {
+    if !is_root() {
+        eprintln!("SKIPPED few_copies_of_the_kv_secret_stay_in_memory: needs root to read a non-dumpable process's memory");
+        return;
+    }
+    let job = Job::new();
+    let [probe, canaries] = job.probe_args();
+    let script = format!(
+        "/usr/bin/python3 {probe} \"$PPID\" {canaries}\n\
+         for i in $(seq 20); do {curl} || exit 1; done; echo calls: ok\n\
+         /usr/bin/python3 {probe} \"$PPID\" {canaries}",
+        curl = job.curl()
+    );
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lanyard"));
+    c.args(["run", "--config"])
+        .arg(&job.config)
+        .args(["--", "sh", "-c", &script]);
+    job.env(&mut c);
+    c.env("LANYARD_WORKER_THREADS", WORKERS.to_string());
+    let (code, out, err) = output(c);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("calls: ok"), "{out}\n{err}");
+    eprintln!("root's probes of `lanyard run`, before and after 20 calls:\n{out}");
+    let kv: Vec<usize> = out
+        .lines()
+        .filter(|l| l.starts_with("mem: read"))
+        .map(|l| {
+            l.rsplit_once('[')
+                .and_then(|(_, r)| r.split(',').next())
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no count in {l:?}"))
+        })
+        .collect();
+    assert_eq!(kv.len(), 2, "root could not read lanyard's memory:\n{out}");
+    assert_eq!(
+        kv[0], 1,
+        "after the exchange, only the credential itself may hold the KV secret:\n{out}"
+    );
+    assert!(
+        (1..=1 + WORKERS).contains(&kv[1]),
+        "after 20 calls: {} copies of the KV secret (the credential, plus at most one request head per pooled upstream connection, {WORKERS}):\n{out}",
+        kv[1]
+    );
 }
