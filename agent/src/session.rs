@@ -297,3 +297,21 @@ pub fn write_step_summary(env: &dyn Env, summary: &Summary) {
         eprintln!("lanyard: cannot write GITHUB_STEP_SUMMARY {path}: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::MapEnv;
+
+    #[test]
+    fn the_default_audit_file_is_outside_any_state_folder() {
+        let gh = MapEnv::new([("RUNNER_TEMP", "/rt"), ("LANYARD_STATE_DIR", "/s")]);
+        assert_eq!(
+            default_audit_path(&gh),
+            PathBuf::from("/rt/lanyard-audit.jsonl")
+        );
+        let elsewhere = MapEnv::new([("LANYARD_STATE_DIR", "/s")]);
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(default_audit_path(&elsewhere), cwd.join(AUDIT_FILE));
+    }
+}

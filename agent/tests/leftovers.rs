@@ -413,3 +413,36 @@ fn a_sigkilled_job_shell_leaves_only_the_audit_file_under_run() {
     assert_eq!(code, 128 + 9, "{out}\n{err}");
     sb.assert_nothing_left_but_the_audit("the job shell's SIGKILL (run)");
 }
+
+#[test]
+fn stop_after_a_sigkilled_daemon_cleans_up_and_still_names_the_audit_file() {
+    let sb = Sandbox::new();
+    let (exports, pid) = sb.start(0);
+    sb.call(&exports);
+    // Past the 50 ms batch window, so the call's line is on disk: a
+    // SIGKILLed daemon loses only its unflushed batch (README, Audit).
+    let end = Instant::now() + GONE_DEADLINE;
+    while !std::fs::read_to_string(sb.audit())
+        .unwrap_or_default()
+        .contains("/v1/call")
+    {
+        assert!(
+            Instant::now() < end,
+            "the call never reached the audit file"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill(pid, "KILL");
+    wait_pid_gone(pid, "the daemon after SIGKILL");
+    let (code, out, err) = sb.lanyard(&["stop"]);
+    assert_eq!(code, 0, "stop: {out}\n{err}");
+    assert!(
+        out.contains("api"),
+        "stop should summarise the audit file:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("audit record kept in {}", sb.audit().display())),
+        "{out}"
+    );
+    sb.assert_nothing_left_but_the_audit("SIGKILL to the daemon, then stop");
+}
