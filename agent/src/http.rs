@@ -52,6 +52,8 @@ pub struct Response {
     pub body: zeroize::Zeroizing<Vec<u8>>,
     /// openidconnect checks it on JSON answers.
     pub content_type: Option<HeaderValue>,
+    /// The body as received, wiped with the response where possible.
+    _received: crate::wipe::Chunks,
 }
 
 impl Response {
@@ -172,7 +174,12 @@ impl HttpClient {
             .enable_http2()
             .build();
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Why no idle connections: a pooled connection keeps its read
+            // buffer (the last token answer, raw) and its write buffer (the
+            // last request head, with its bearer) alive in memory, where
+            // lanyard cannot wipe them. Token calls are rare (start, then
+            // each rotation), so a new connection per call costs little.
+            .pool_max_idle_per_host(0)
             .build(connector);
         Ok(HttpClient { client })
     }
@@ -325,6 +332,7 @@ impl HttpClient {
             let content_type = resp.headers().get(CONTENT_TYPE).cloned();
             let mut incoming = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES);
             let mut body = zeroize::Zeroizing::new(Vec::new());
+            let mut received = crate::wipe::Chunks::default();
             while let Some(frame) = incoming.frame().await {
                 let frame = frame.map_err(|e| {
                     if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -342,13 +350,14 @@ impl HttpClient {
                 })?;
                 if let Ok(chunk) = frame.into_data() {
                     crate::wipe::append(&mut body, &chunk);
-                    crate::wipe::clear_chunk(chunk);
+                    received.push(chunk);
                 }
             }
             Ok(Response {
                 status,
                 body,
                 content_type,
+                _received: received,
             })
         };
         match tokio::time::timeout(REQUEST_TIMEOUT, call).await {

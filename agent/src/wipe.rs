@@ -47,11 +47,33 @@ pub fn append(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) {
     buf.extend_from_slice(data);
 }
 
-/// Clear a received chunk when nothing else shares its memory (a chunk
-/// still shared with the transport's read buffer is left to it).
-pub fn clear_chunk(chunk: Bytes) {
-    if let Ok(mut m) = chunk.try_into_mut() {
-        m.as_mut().zeroize();
+/// Received chunks, cleared when dropped if nothing else shares their
+/// memory by then. A chunk is a view into the transport's read buffer;
+/// holding it until the answer is parsed gives the (unpooled) connection
+/// time to let go of that buffer, so that the wipe reaches it. A chunk
+/// still shared at that point is left to the transport.
+#[derive(Default)]
+pub struct Chunks(Vec<Bytes>);
+
+impl Chunks {
+    pub fn push(&mut self, chunk: Bytes) {
+        self.0.push(chunk);
+    }
+}
+
+impl Drop for Chunks {
+    fn drop(&mut self) {
+        for chunk in self.0.drain(..) {
+            if let Ok(mut m) = chunk.try_into_mut() {
+                m.as_mut().zeroize();
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Chunks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Chunks({})", self.0.len())
     }
 }
 

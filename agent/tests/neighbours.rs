@@ -228,8 +228,10 @@ fn the_job_cannot_read_or_attach_to_the_run_sidecar() {
     let [probe, canaries] = job.probe_args();
     // The job's shell is a child of `lanyard run`: $PPID is lanyard.
     let script = format!(
-        "{curl} && echo call: ok\n/usr/bin/python3 {probe} \"$PPID\" {canaries}",
-        curl = job.curl()
+        "{curl} && echo call: ok\n/usr/bin/python3 {probe} \"$PPID\" {canaries}\n\
+         /usr/bin/python3 -c {own}",
+        curl = job.curl(),
+        own = "'import os; open(\"/proc/%d/environ\" % os.getppid(), \"rb\").read(); print(\"job shell: readable\")'"
     );
     let mut c = unprivileged(env!("CARGO_BIN_EXE_lanyard"));
     c.args(["run", "--config"])
@@ -244,6 +246,9 @@ fn the_job_cannot_read_or_attach_to_the_run_sidecar() {
     );
     eprintln!("probe of `lanyard run`:\n{out}");
     job.assert_closed("`lanyard run`", &out);
+    // The flag is lanyard's own: the job's shell (exec'd by lanyard) is
+    // dumpable again, so the job's own tools work on it as usual.
+    assert!(out.contains("job shell: readable"), "{out}\n{err}");
     assert_absent(&[&err], job.kv, "the KV secret");
 }
 
