@@ -119,6 +119,13 @@ pub enum FlowArg {
 }
 
 pub fn main() -> i32 {
+    // First, before anything reads a secret (the environment already holds
+    // the identity inputs): no other process of the same user may read our
+    // memory or environment through /proc, attach with ptrace, or get a
+    // core dump. Children get their own flag back when they exec.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("lanyard: warning: cannot mark this process non-dumpable ({e}); other processes of this user may read its memory");
+    }
     let cli = Cli::parse();
     init_logging();
     // Checked here so that a bad value stops every command at once.

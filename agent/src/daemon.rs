@@ -44,6 +44,11 @@ const READY: &str = "ready.sock";
 const LOG: &str = "lanyard.log";
 const ENV_FILE: &str = "lanyard.env";
 const CREATED: &str = ".created-by-lanyard";
+/// Where the daemon keeps the audit record (one line: the path), so that a
+/// `stop` after a crash can still summarise it.
+const AUDIT_PATH: &str = "audit-path";
+/// Everything lanyard writes in the state folder; all of it is removed at
+/// teardown. The audit file is not here: it is kept, outside the folder.
 const OWNED: &[&str] = &[
     PID_FILE,
     CONTROL,
@@ -51,7 +56,7 @@ const OWNED: &[&str] = &[
     LOG,
     ENV_FILE,
     "ca-bundle.pem",
-    "audit.jsonl",
+    AUDIT_PATH,
     CREATED,
 ];
 
@@ -184,6 +189,9 @@ struct StopReply {
     revoked: String,
     table: String,
     markdown: String,
+    /// The audit file, kept.
+    #[serde(default)]
+    audit: String,
 }
 
 pub struct StartOptions {
@@ -492,7 +500,6 @@ pub async fn daemon(env: &dyn Env, opts: DaemonOptions) -> i32 {
         env,
         SessionOptions {
             dir: dir.clone(),
-            default_audit: true,
             max_lifetime: opts.max_lifetime,
             audience: opts.audience,
         },
@@ -534,6 +541,10 @@ pub async fn daemon(env: &dyn Env, opts: DaemonOptions) -> i32 {
         let _ = std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600));
     }
     let pid = std::process::id();
+    let _ = std::fs::write(
+        dir.join(AUDIT_PATH),
+        format!("{}\n", session.audit_path.display()),
+    );
     if let Err(e) = std::fs::write(dir.join(PID_FILE), format!("{pid}\n")) {
         send_ready(Ready {
             ok: false,
@@ -607,6 +618,7 @@ pub async fn daemon(env: &dyn Env, opts: DaemonOptions) -> i32 {
                 revoked,
                 table: done.summary.table(),
                 markdown: done.summary.markdown(),
+                audit: done.audit.display().to_string(),
             };
             let mut line = serde_json::to_string(&reply).unwrap_or_default();
             line.push('\n');
@@ -628,6 +640,7 @@ pub async fn daemon(env: &dyn Env, opts: DaemonOptions) -> i32 {
             };
             eprintln!("lanyard daemon: {why}; revoked and stopped");
             eprint!("{revoked}{}", done.summary.table());
+            eprint!("{}", session::audit_kept_line(&done.audit));
             // Nothing outlives the job: without a `stop`, clean up here.
             clean(&dir);
         }
@@ -800,6 +813,9 @@ pub async fn stop(env: &dyn Env) -> i32 {
             }
             clean(&dir);
             println!("lanyard: stopped; removed {}", dir.display());
+            if !reply.audit.is_empty() {
+                print!("{}", session::audit_kept_line(Path::new(&reply.audit)));
+            }
             EXIT_OK
         }
         Err(why) => {
@@ -824,11 +840,19 @@ pub async fn stop(env: &dyn Env) -> i32 {
                     "lanyard: not running (found a state folder without a daemon); cleaning up"
                 ),
             }
-            if let Ok(s) = Summary::from_file(&dir.join("audit.jsonl")) {
-                print!("{}", s.table());
-                session::write_step_summary(env, &s);
+            let audit = std::fs::read_to_string(dir.join(AUDIT_PATH))
+                .ok()
+                .map(|p| PathBuf::from(p.trim_end()));
+            if let Some(path) = &audit {
+                if let Ok(s) = Summary::from_file(path) {
+                    print!("{}", s.table());
+                    session::write_step_summary(env, &s);
+                }
             }
             clean(&dir);
+            if let Some(path) = &audit {
+                print!("{}", session::audit_kept_line(path));
+            }
             EXIT_OK
         }
     }

@@ -44,13 +44,16 @@ pub enum HttpError {
     Roots(String),
 }
 
-/// A response: status and the (size-capped) body.
+/// A response: status and the (size-capped) body. Token answers carry
+/// secrets, so the body is zeroized when the response is dropped.
 #[derive(Debug)]
 pub struct Response {
     pub status: StatusCode,
-    pub body: Bytes,
+    pub body: zeroize::Zeroizing<Vec<u8>>,
     /// openidconnect checks it on JSON answers.
     pub content_type: Option<HeaderValue>,
+    /// The body as received, wiped with the response where possible.
+    _received: crate::wipe::Chunks,
 }
 
 impl Response {
@@ -171,7 +174,12 @@ impl HttpClient {
             .enable_http2()
             .build();
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Why no idle connections: a pooled connection keeps its read
+            // buffer (the last token answer, raw) and its write buffer (the
+            // last request head, with its bearer) alive in memory, where
+            // lanyard cannot wipe them. Token calls are rare (start, then
+            // each rotation), so a new connection per call costs little.
+            .pool_max_idle_per_host(0)
             .build(connector);
         Ok(HttpClient { client })
     }
@@ -259,8 +267,9 @@ impl HttpClient {
                 body.as_slice(),
             )
         });
-        let resp = self.send(parts.method, &url, &headers, payload).await?;
-        let mut out = http::Response::new(resp.body.to_vec());
+        let mut resp = self.send(parts.method, &url, &headers, payload).await?;
+        // Moved, not copied: openidconnect takes the body from here.
+        let mut out = http::Response::new(std::mem::take(&mut *resp.body));
         *out.status_mut() = resp.status;
         if let Some(ct) = resp.content_type {
             out.headers_mut().insert(CONTENT_TYPE, ct);
@@ -321,10 +330,11 @@ impl HttpClient {
                 })?;
             let status = resp.status();
             let content_type = resp.headers().get(CONTENT_TYPE).cloned();
-            let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| {
+            let mut incoming = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES);
+            let mut body = zeroize::Zeroizing::new(Vec::new());
+            let mut received = crate::wipe::Chunks::default();
+            while let Some(frame) = incoming.frame().await {
+                let frame = frame.map_err(|e| {
                     if e.downcast_ref::<http_body_util::LengthLimitError>()
                         .is_some()
                     {
@@ -337,12 +347,17 @@ impl HttpClient {
                             reason: e.to_string(),
                         }
                     }
-                })?
-                .to_bytes();
+                })?;
+                if let Ok(chunk) = frame.into_data() {
+                    crate::wipe::append(&mut body, &chunk);
+                    received.push(chunk);
+                }
+            }
             Ok(Response {
                 status,
                 body,
                 content_type,
+                _received: received,
             })
         };
         match tokio::time::timeout(REQUEST_TIMEOUT, call).await {

@@ -20,3 +20,4 @@ pub mod run;
 pub mod secret;
 pub mod session;
 pub mod store;
+pub mod wipe;

@@ -1,6 +1,7 @@
 //! `lanyard run -- CMD...`: start a session, run CMD with the proxy
 //! environment in its own process group, forward SIGINT/SIGTERM/SIGHUP to
-//! that group, tear down, and exit with CMD's status.
+//! that group, end what CMD left running in it, tear down, and exit with
+//! CMD's status.
 
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -76,7 +77,6 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: RunOptions) -> i32 {
         env,
         SessionOptions {
             dir: dir.0.clone(),
-            default_audit: false,
             max_lifetime: opts.max_lifetime,
             audience: opts.audience,
         },
@@ -103,7 +103,14 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: RunOptions) -> i32 {
     // Its own group, so a signal reaches everything CMD started.
     cmd.process_group(0);
     let code = match cmd.spawn() {
-        Ok(child) => wait_forwarding(child).await,
+        Ok(child) => {
+            let group = child.id().map(|id| Pid::from_raw(id as i32));
+            let code = wait_forwarding(child).await;
+            if let Some(g) = group {
+                end_group(g).await;
+            }
+            code
+        }
         Err(e) => {
             eprintln!("lanyard run: cannot run {program}: {e}");
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -118,7 +125,62 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: RunOptions) -> i32 {
     eprint!("{}", done.summary.table());
     session::write_step_summary(env, &done.summary);
     drop(dir);
+    eprint!("{}", session::audit_kept_line(&done.audit));
     code
+}
+
+/// Why: CMD's background processes would outlive the job holding a proxy
+/// address that no longer answers; nothing lanyard started may outlive it.
+/// Polled, bounded: SIGTERM, then SIGKILL after this long.
+const GROUP_GRACE: Duration = Duration::from_secs(5);
+
+/// Does the group still have a running (not zombie) member?
+/// Why not signal 0 alone: it reaches zombies too, and orphans are reaped
+/// by whatever adopted them (PID 1 in a container can take seconds).
+fn group_alive(group: Pid) -> bool {
+    if killpg(group, None).is_err() {
+        return false;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        // No /proc (not Linux): the signal check decides.
+        return true;
+    };
+    dir.flatten().any(|e| {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            return false;
+        };
+        // pid (comm) state ppid pgrp ...; comm may hold spaces and ')'.
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            let mut f = stat
+                .rsplit_once(')')
+                .map_or("", |(_, r)| r)
+                .split_whitespace();
+            let state = f.next().unwrap_or("Z");
+            let pgrp = f.nth(1).and_then(|g| g.parse::<i32>().ok());
+            state != "Z" && state != "X" && pgrp == Some(group.as_raw())
+        })
+    })
+}
+
+/// End what CMD left running in its process group: SIGTERM, and SIGKILL
+/// for what is still there after [`GROUP_GRACE`].
+async fn end_group(group: Pid) {
+    // ESRCH: the group is empty (CMD left nothing behind).
+    if killpg(group, Signal::SIGTERM).is_err() {
+        return;
+    }
+    let end = tokio::time::Instant::now() + GROUP_GRACE;
+    while group_alive(group) {
+        if tokio::time::Instant::now() >= end {
+            eprintln!(
+                "lanyard run: processes CMD left running did not end on SIGTERM within {}s; sending SIGKILL",
+                GROUP_GRACE.as_secs()
+            );
+            let _ = killpg(group, Signal::SIGKILL);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn wait_forwarding(mut child: tokio::process::Child) -> i32 {

@@ -1,7 +1,8 @@
 //! One job's running lanyard: the control plane, the proxy, the audit log
 //! and the CA bundle on disk, plus the environment the job's commands get.
 //! `run` and the `start` daemon both build exactly this, and tear it down
-//! the same way: stop the listener, revoke, summarise, delete files.
+//! the same way: stop the listener, revoke, summarise, delete files. The
+//! audit file is the one thing kept: it is the record of what the job did.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,7 +38,7 @@ pub enum SessionError {
     App(#[from] AppError),
     #[error("proxy: {0}")]
     Proxy(#[from] ProxyError),
-    #[error("audit file {path}: {source}")]
+    #[error("audit file {path}: {source} (`[audit] file` chooses another path)")]
     Audit {
         path: PathBuf,
         source: std::io::Error,
@@ -50,10 +51,8 @@ pub enum SessionError {
 }
 
 pub struct SessionOptions {
-    /// Where the CA bundle (and, without `[audit] file`, the audit log) go.
+    /// Where the CA bundle goes (removed at teardown).
     pub dir: PathBuf,
-    /// Keep an audit file in `dir` when the config names none.
-    pub default_audit: bool,
     pub max_lifetime: Duration,
     pub audience: Option<String>,
 }
@@ -62,6 +61,8 @@ pub struct Session {
     pub control: Control,
     pub proxy: Proxy,
     pub audit: Arc<Audit>,
+    /// Absolute; kept after teardown.
+    pub audit_path: PathBuf,
     pub bundle: PathBuf,
     cancel: CancellationToken,
     scrub: Vec<String>,
@@ -81,6 +82,36 @@ impl std::fmt::Debug for Session {
 pub struct Teardown {
     pub revoked: Vec<RevokeReport>,
     pub summary: Summary,
+    /// The audit file, which teardown keeps.
+    pub audit: PathBuf,
+}
+
+/// The audit file's name when `[audit] file` names none.
+pub const AUDIT_FILE: &str = "lanyard-audit.jsonl";
+
+/// Where the audit record goes when `[audit] file` names none: outside the
+/// state folder, because it must outlive the session.
+/// Why these places: on GitHub, `$RUNNER_TEMP` is private to the job, is
+/// not the checkout (a later `git add -A` cannot commit it), and lives
+/// until the job ends, so a later step (`actions/upload-artifact`) can keep
+/// it. Elsewhere the working directory: on GitLab that is the project
+/// folder, the only place `artifacts: paths` can take files from; on a
+/// laptop it is where you ran lanyard.
+pub fn default_audit_path(env: &dyn Env) -> PathBuf {
+    let dir = env
+        .non_empty("RUNNER_TEMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    absolute(&dir.join(AUDIT_FILE))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+/// The line every teardown prints.
+pub fn audit_kept_line(path: &Path) -> String {
+    format!("lanyard: audit record kept in {}\n", path.display())
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -107,15 +138,14 @@ impl Session {
         }
         let cancel = CancellationToken::new();
         let control = app::start(&cfg, env, cancel.child_token()).await?;
-        let audit_path = cfg
-            .audit
-            .file
-            .clone()
-            .or_else(|| opts.default_audit.then(|| opts.dir.join("audit.jsonl")));
+        let audit_path = match &cfg.audit.file {
+            Some(f) => absolute(f),
+            None => default_audit_path(env),
+        };
         let audit =
             Arc::new(
-                Audit::open(audit_path.as_deref()).map_err(|source| SessionError::Audit {
-                    path: audit_path.clone().unwrap_or_default(),
+                Audit::open(Some(&audit_path)).map_err(|source| SessionError::Audit {
+                    path: audit_path.clone(),
                     source,
                 })?,
             );
@@ -175,6 +205,7 @@ impl Session {
             control,
             proxy,
             audit,
+            audit_path,
             bundle,
             cancel,
             scrub,
@@ -218,7 +249,8 @@ impl Session {
         &self.scrub
     }
 
-    /// Stop the listener, revoke every credential, delete the bundle.
+    /// Stop the listener, revoke every credential, delete the bundle; keep
+    /// the audit file.
     pub async fn teardown(self) -> Teardown {
         self.proxy.shutdown().await;
         let revoked = self.control.store.shutdown().await;
@@ -228,6 +260,7 @@ impl Session {
         Teardown {
             revoked,
             summary: self.audit.summary(),
+            audit: self.audit_path,
         }
     }
 }
@@ -263,5 +296,23 @@ pub fn write_step_summary(env: &dyn Env, summary: &Summary) {
         .and_then(|mut f| f.write_all(summary.markdown().as_bytes()));
     if let Err(e) = r {
         eprintln!("lanyard: cannot write GITHUB_STEP_SUMMARY {path}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::MapEnv;
+
+    #[test]
+    fn the_default_audit_file_is_outside_any_state_folder() {
+        let gh = MapEnv::new([("RUNNER_TEMP", "/rt"), ("LANYARD_STATE_DIR", "/s")]);
+        assert_eq!(
+            default_audit_path(&gh),
+            PathBuf::from("/rt/lanyard-audit.jsonl")
+        );
+        let elsewhere = MapEnv::new([("LANYARD_STATE_DIR", "/s")]);
+        let cwd = std::env::current_dir().expect("cwd");
+        assert_eq!(default_audit_path(&elsewhere), cwd.join(AUDIT_FILE));
     }
 }

@@ -69,6 +69,8 @@ impl Job {
                 self.issuer.bearer.clone(),
             ),
             ("LANYARD_STATE_DIR".into(), self.state.clone()),
+            // GitHub sets it; the audit file is kept there.
+            ("RUNNER_TEMP".into(), self.dir.path().display().to_string()),
             ("HOME".into(), self.dir.path().display().to_string()),
         ]
     }
@@ -245,6 +247,15 @@ fn start_eval_curl_stop_leaves_nothing_and_openbao_reports_the_tokens_revoked() 
     );
     // The token service's own word: nothing but root is left.
     assert_eq!(job.live_tokens(), 0, "OpenBao still holds a lanyard token");
+    // The record of what the job did is kept, outside the state folder.
+    let audit = job.dir.path().join("lanyard-audit.jsonl");
+    assert!(
+        stop_out.contains(&format!("audit record kept in {}", audit.display())),
+        "{stop_out}"
+    );
+    let kept = std::fs::read_to_string(&audit).expect("the audit file is kept after stop");
+    assert!(kept.contains("/v1/charges"), "{kept}");
+    assert_absent(&[&kept], job.kv, "the KV secret");
 
     // Idempotent: a second stop exits 0 and says what it found.
     let (code, again, again_err) = job.lanyard(&["stop"]);

@@ -159,7 +159,7 @@ extra_ca = "{ca}"
         let env = self.env();
         let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         all.extend_from_slice(extra_env);
-        lanyard(args, &all)
+        lanyard_in(Some(self.home.path()), args, &all)
     }
 
     fn token_file(&self) -> PathBuf {

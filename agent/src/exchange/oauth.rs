@@ -14,6 +14,7 @@ use crate::config::{OAuthEndpoint, SubjectTokenType};
 use crate::http::{endpoint, FormValue, Header, HttpClient};
 use crate::identity::IdentityToken;
 use crate::secret::Secret;
+use crate::wipe::WipedJson;
 
 const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -143,7 +144,7 @@ impl OAuth {
             status: status.as_u16(),
             problem: problem.into(),
         };
-        let v: Value = serde_json::from_slice(body).map_err(|_| bad("a body that is not JSON"))?;
+        let v = WipedJson::parse(body).map_err(|_| bad("a body that is not JSON"))?;
         let token = v
             .get("access_token")
             .and_then(Value::as_str)

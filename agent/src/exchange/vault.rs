@@ -11,6 +11,7 @@ use super::{refusal, seconds, ExchangeError, Issued, Revoked};
 use crate::http::{endpoint, Header, HttpClient};
 use crate::identity::IdentityToken;
 use crate::secret::Secret;
+use crate::wipe::WipedJson;
 
 const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-vault-token");
 const NAMESPACE_HEADER: HeaderName = HeaderName::from_static("x-vault-namespace");
@@ -52,7 +53,7 @@ fn auth_of(url: &Url, status: http::StatusCode, body: &[u8]) -> Result<Issued, E
         status: status.as_u16(),
         problem: p.into(),
     };
-    let v: Value = serde_json::from_slice(body).map_err(|_| bad("a body that is not JSON"))?;
+    let v = WipedJson::parse(body).map_err(|_| bad("a body that is not JSON"))?;
     let auth = v.get("auth").ok_or_else(|| bad("no auth block"))?;
     let token = auth
         .get("client_token")
@@ -147,8 +148,7 @@ pub(super) async fn read_kv(
         status: resp.status.as_u16(),
         problem: p,
     };
-    let v: Value =
-        serde_json::from_slice(&resp.body).map_err(|_| bad("a body that is not JSON".into()))?;
+    let v = WipedJson::parse(&resp.body).map_err(|_| bad("a body that is not JSON".into()))?;
     let data = v
         .get("data")
         .and_then(|d| d.get("data"))

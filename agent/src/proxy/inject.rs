@@ -61,8 +61,10 @@ pub fn inject(
     token: &str,
 ) -> Result<(), InjectError> {
     strip(headers, Some(&route.header));
-    let rendered = zeroize::Zeroizing::new(route.template.render(token));
-    let mut v = HeaderValue::from_str(&rendered).map_err(|_| InjectError::BadValue)?;
+    // The header value's memory is the rendered string itself, wiped when
+    // the last clone of the value (hyper's, after the request) is dropped.
+    let rendered = crate::wipe::bytes(route.template.render(token).into_bytes());
+    let mut v = HeaderValue::from_maybe_shared(rendered).map_err(|_| InjectError::BadValue)?;
     v.set_sensitive(true);
     headers.insert(route.header.clone(), v);
     Ok(())

@@ -386,10 +386,23 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
 
 /// Run the real binary with exactly this environment (plus PATH).
 pub fn lanyard(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    lanyard_in(None, args, env)
+}
+
+/// [`lanyard`] in a working directory: where `run` and `start` keep the
+/// audit file when neither `[audit] file` nor `$RUNNER_TEMP` names one.
+pub fn lanyard_in(
+    cwd: Option<&Path>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lanyard"));
     c.args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
+    if let Some(d) = cwd {
+        c.current_dir(d);
+    }
     for (k, v) in env {
         c.env(k, v);
     }
