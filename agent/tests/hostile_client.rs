@@ -41,6 +41,8 @@ const REFUSED: &[(&str, u16, &str)] = &[
     ("space-before-colon", 400, "case-spcolon"),
     ("obs-fold", 400, "case-obsfold"),
     ("http-0.9-ish", 400, "case-version"),
+    ("lt-in-path", 400, "case-ltpath"),
+    ("bad-absolute-uri", 400, "case-badabs"),
 ];
 
 fn run_cases(job: &Job, mode: &str) -> (HashMap<String, Value>, String) {

@@ -64,6 +64,10 @@ def cases(p, h):
     add("two-hosts", f"GET {p}/case-twohosts HTTP/1.1\r\nHost: {h}\r\nHost: {h}\r\n\r\n")
     add("space-before-colon", f"GET {p}/case-spcolon HTTP/1.1\r\nHost: {h}\r\nX-A : b\r\n\r\n")
     add("obs-fold", f"GET {p}/case-obsfold HTTP/1.1\r\nHost: {h}\r\nX-A: a\r\n b\r\n\r\n")
+    # Bytes hyper's own URI parser refuses: they must be refused, and
+    # audited, by lanyard first.
+    add("lt-in-path", f"GET {p}/case-ltpath<x> HTTP/1.1\r\nHost: {h}\r\n\r\n")
+    add("bad-absolute-uri", f"GET http://[::1{p}/case-badabs HTTP/1.1\r\nHost: {h}\r\n\r\n")
     add("http-0.9-ish", f"GET {p}/case-version HTTP/1.2\r\nHost: {h}\r\n\r\n")
     # A good request, then a bad one on the same connection: the first is
     # answered, the second refused and the connection closed.

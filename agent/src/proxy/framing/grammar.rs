@@ -163,6 +163,11 @@ pub fn request_head(head: &[u8]) -> Result<Head, Bad> {
             "the request-target has the byte 0x{b:02x} (only visible ASCII is allowed)"
         )));
     }
+    // Why: what hyper's URI parser would refuse (`<`, `>`, a bad
+    // authority) must be refused here, where it is audited.
+    if http::Uri::try_from(target).is_err() {
+        return Err(bad("the request-target is not a valid URI"));
+    }
     let http10 = match version {
         b"HTTP/1.1" => false,
         b"HTTP/1.0" => true,
@@ -401,6 +406,9 @@ mod tests {
             (b"GET /\xff HTTP/1.1\r\nHost: a\r\n\r\n", 400, "0xff"),
             (b"GET  /x HTTP/1.1\r\nHost: a\r\n\r\n", 400, "request-line"),
             (b"GET /x HTTP/1.2\r\nHost: a\r\n\r\n", 400, "version"),
+            (b"GET /a<b> HTTP/1.1\r\nHost: a\r\n\r\n", 400, "not a valid URI"),
+            (b"GET http://[::1/ HTTP/1.1\r\nHost: a\r\n\r\n", 400, "not a valid URI"),
+            (b"CONNECT a:b:c HTTP/1.1\r\nHost: a\r\n\r\n", 400, "not a valid URI"),
             (b"GET /x HTTP/1.1\r\n\r\n", 400, "without a Host"),
             (b"GET /x HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400, "more than one Host"),
             (b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", 400, "more than one"),
