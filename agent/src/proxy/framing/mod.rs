@@ -164,6 +164,8 @@ pub struct Gate {
     stash: Vec<u8>,
     /// Trailer bytes of the current body so far.
     trailer_bytes: usize,
+    /// The current request may switch protocols once its body has ended.
+    may_tunnel: bool,
     /// Index of the next request head.
     next: u64,
     verdicts: Arc<Verdicts>,
@@ -178,6 +180,7 @@ impl Gate {
                 held: Vec::new(),
                 stash: Vec::new(),
                 trailer_bytes: 0,
+                may_tunnel: false,
                 next: 0,
                 verdicts: verdicts.clone(),
             },
@@ -265,7 +268,7 @@ impl Gate {
                     let take = (n.min((input.len() - i) as u64)) as usize;
                     out.pass(i, i + take);
                     self.state = match n - take as u64 {
-                        0 => State::Head,
+                        0 => self.message_end(),
                         left => State::Length(left),
                     };
                     i + take
@@ -394,19 +397,12 @@ impl Gate {
                 match grammar::request_head(line) {
                     Ok(h) => {
                         release(out);
-                        let index = self.next;
                         self.next += 1;
-                        self.state = if h.may_tunnel {
-                            let mut s = self.verdicts.lock();
-                            s.awaiting = Some(index);
-                            s.tunnel = None;
-                            State::AwaitTunnel
-                        } else {
-                            match h.body {
-                                BodyKind::None => State::Head,
-                                BodyKind::Length(n) => State::Length(n),
-                                BodyKind::Chunked => State::ChunkLine,
-                            }
+                        self.may_tunnel = h.may_tunnel;
+                        self.state = match h.body {
+                            BodyKind::None => self.message_end(),
+                            BodyKind::Length(n) => State::Length(n),
+                            BodyKind::Chunked => State::ChunkLine,
                         };
                     }
                     Err(b) => {
@@ -435,7 +431,7 @@ impl Gate {
                 self.trailer_bytes += line.len();
                 if text.is_empty() {
                     release(out);
-                    self.state = State::Head;
+                    self.state = self.message_end();
                 } else {
                     match grammar::field_line(text) {
                         Ok(_) => release(out),
@@ -445,6 +441,18 @@ impl Gate {
             }
             _ => {}
         }
+    }
+
+    /// After a whole request: the next head, or, after a request that may
+    /// switch protocols, nothing until the handler's verdict.
+    fn message_end(&mut self) -> State {
+        if !std::mem::take(&mut self.may_tunnel) {
+            return State::Head;
+        }
+        let mut s = self.verdicts.lock();
+        s.awaiting = Some(self.next - 1);
+        s.tunnel = None;
+        State::AwaitTunnel
     }
 
     /// A line that could not complete (bare CR/LF, too long).

@@ -156,3 +156,18 @@ fn a_body_error_is_returned_once_then_nothing_more_is_read() {
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
     assert!(gate.before_read(waker).is_none());
 }
+
+#[test]
+fn an_upgrade_request_with_a_body_waits_for_the_verdict_after_its_body() {
+    let head = b"POST /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nContent-Length: 3\r\n\r\n";
+    let mut input = head.to_vec();
+    input.extend_from_slice(b"abc\x81\x05frame");
+    let (mut gate, verdicts) = Gate::new();
+    assert_eq!(gate.feed(&input), Released::Prefix(head.len() + 3));
+    let waker = std::task::Waker::noop();
+    assert!(gate.before_read(waker).is_none());
+    verdicts.settle_tunnel(0, true);
+    assert!(matches!(gate.before_read(waker), Some(Ok(()))));
+    let stash = gate.take_stash().expect("the frame waited");
+    assert_eq!(stash, b"\x81\x05frame");
+}
