@@ -38,7 +38,7 @@ impl Decision {
     }
 }
 
-/// One request. The keys are the contract in DESIGN.md.
+/// One request. The keys are the contract in README.md (*Audit*).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     pub ts: String,

@@ -40,7 +40,7 @@ use crate::config::{Egress, HostPattern, RouteConfig};
 use crate::secret::Secret;
 use crate::store::Store;
 
-/// Limits from DESIGN.md's contract, documented in the README.
+/// Limits, documented in the README (*Limits*).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Request line plus headers; the gate answers 431 past it.
