@@ -5,11 +5,13 @@
 //! - `inject`: replace-never-merge header injection;
 //! - `tls`: the per-job CA and per-host leaf certificates;
 //! - `peer`: who owns the connecting socket (Linux);
-//! - `framing`: the CL+TE conflict tap in front of hyper;
+//! - `framing`: the strict HTTP/1.1 request gate in front of hyper;
+//! - `body`: request bodies read (up to a bound) before going upstream;
 //! - `forward`: re-originating upstream, byte counts, the audit record;
 //! - `pool`: each worker thread's upstream connections;
 //! - `server`: the listener and the request pipeline.
 
+pub mod body;
 pub mod forward;
 pub mod framing;
 pub mod inject;

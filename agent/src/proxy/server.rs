@@ -17,13 +17,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -32,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::forward::{self, empty, refusal, strip_hop_by_hop, Body, Pending, Upstream};
+use super::framing::{Gate, Refusal, Released, Verdicts};
 use super::inject;
 use super::routes::{check_path, parse_authority, Decision, Destination, RouteTable};
 use super::tls::JobCa;
@@ -43,8 +43,8 @@ use crate::store::Store;
 /// Limits from DESIGN.md's contract, documented in the README.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Request line plus headers. hyper answers 431 past it.
-pub const MAX_HEAD: usize = 16 * 1024;
+/// Request line plus headers; the gate answers 431 past it.
+pub use super::framing::MAX_HEAD;
 /// Why: a 401 replay needs the body again; only small ones are kept.
 pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
 /// Why: in-flight requests get this long to finish at teardown.
@@ -390,26 +390,17 @@ async fn connection(
     }
     let _ = stream.set_nodelay(true);
     let (io, activity) = Activity::new(stream);
-    let (io, conflict) = io.tapped();
-    let svc = {
+    let (io, verdicts) = io.gated();
+    let refuse = {
         let shared = shared.clone();
-        let tracker = tracker.clone();
-        service_fn(move |req| {
-            let shared = shared.clone();
-            let tracker = tracker.clone();
-            let smuggled = conflict.load(Ordering::Relaxed);
-            async move {
-                if smuggled {
-                    return Ok::<_, Infallible>(framing_refusal(&shared, &req));
-                }
-                Ok::<_, Infallible>(outer(shared, tracker, req).await)
-            }
-        })
+        move |refusal, req: &Request<Incoming>| gate_refusal(&shared, None, refusal, req)
     };
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEAD)
+    let svc = gated_service(
+        verdicts,
+        move |req| outer(shared.clone(), tracker.clone(), req),
+        refuse,
+    );
+    let conn = http1_server()
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
@@ -579,21 +570,136 @@ fn challenge(shared: &Shared, rec: Record, rule: &str) -> Response<Body> {
     resp
 }
 
-fn framing_refusal(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
-    let rec = record(
-        req.method(),
-        "http",
-        &shared.local_ip,
-        shared.local.port(),
-        &loggable_path(req.uri().path()),
-    );
+/// hyper's HTTP/1.1 server as every connection uses it. The gate enforces
+/// the head limit (431, audited); hyper's buffer only needs room for it.
+fn http1_server() -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(super::framing::grammar::MAX_HEADERS)
+        .max_buf_size(2 * MAX_HEAD);
+    b
+}
+
+/// Which request of its connection this is, and the gate's verdicts: the
+/// request path reads it to tell a framing error in the body from any
+/// other body error.
+#[derive(Clone)]
+struct GateHandle {
+    verdicts: Arc<Verdicts>,
+    index: u64,
+}
+
+impl GateHandle {
+    fn refusal(&self) -> Option<Refusal> {
+        self.verdicts.refusal_for(self.index)
+    }
+}
+
+/// A connection's service: a request the gate refused is answered by
+/// `refuse`; every other goes to `handle`. After the answer to a request
+/// that may switch protocols, the gate learns whether it did.
+fn gated_service<H, F, R>(
+    verdicts: Arc<Verdicts>,
+    handle: H,
+    refuse: R,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<Response<Body>, Infallible>>,
+>
+where
+    H: Fn(Request<Incoming>) -> F,
+    F: std::future::Future<Output = Response<Body>>,
+    R: Fn(Refusal, &Request<Incoming>) -> Response<Body>,
+{
+    let seen = AtomicU64::new(0);
+    service_fn(move |mut req: Request<Incoming>| {
+        let index = seen.fetch_add(1, Ordering::Relaxed);
+        let verdicts = verdicts.clone();
+        let connect = req.method() == Method::CONNECT;
+        req.extensions_mut().insert(GateHandle {
+            verdicts: verdicts.clone(),
+            index,
+        });
+        // Ok: answered at once (refused by the gate); Err: to be handled.
+        let answer = match verdicts.refusal_for(index) {
+            Some(r) => Ok(refuse(r, &req)),
+            None => Err(handle(req)),
+        };
+        async move {
+            let resp = match answer {
+                Ok(r) => r,
+                Err(f) => f.await,
+            };
+            let s = resp.status();
+            let open = s == StatusCode::SWITCHING_PROTOCOLS || (connect && s.is_success());
+            verdicts.settle_tunnel(index, open);
+            Ok::<_, Infallible>(resp)
+        }
+    })
+}
+
+/// The answer to a request the gate refused: its status, its rule, one
+/// audit record with the method and path as far as they could be read
+/// (escaped), and the connection closes. `tunnel` is the intercepted
+/// destination, `None` on the plain listener.
+fn gate_refusal(
+    shared: &Shared,
+    tunnel: Option<&Destination>,
+    r: Refusal,
+    req: &Request<Incoming>,
+) -> Response<Body> {
+    // A head refusal carries what was read of the head; the request hyper
+    // saw is the sentinel. A body refusal belongs to the real request.
+    let (method, target) = if r.method.is_empty() {
+        (req.method().as_str().to_owned(), req.uri().to_string())
+    } else {
+        (r.method, r.target)
+    };
+    let path = loggable_path(&audit::escape_controls(&audit_path(&target)));
+    let mut rec = match tunnel {
+        Some(d) => record(&Method::GET, "https", &d.host, d.port, &path),
+        None => record(
+            &Method::GET,
+            "http",
+            &shared.local_ip,
+            shared.local.port(),
+            &path,
+        ),
+    };
+    rec.method = audit::escape_controls(&truncate(&method, 32));
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
     deny(
         shared,
         rec,
-        StatusCode::BAD_REQUEST,
-        "conflicting framing: Content-Length and Transfer-Encoding together (request smuggling)",
+        status,
+        &format!("request framing: {}", r.rule),
         true,
     )
+}
+
+/// The path of a request-target for the audit log: origin-form or the
+/// path of an absolute-form URL, without the query, at most 2 KiB.
+fn audit_path(target: &str) -> String {
+    let t = match target.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => target,
+    };
+    let t = t.split(['?', '#']).next().unwrap_or_default();
+    truncate(t, 2048)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// A request on the listener itself.
@@ -916,45 +1022,29 @@ async fn intercept(
         Ok(Err(e)) => return deny_tls(format!("TLS handshake: {e}")),
         Err(_) => return deny_tls("TLS handshake timed out".into()),
     };
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let (tls, conflict) = Activity::new(tls).0.tapped();
-    let svc = {
-        let shared = shared.clone();
-        let dest = dest.clone();
-        service_fn(move |req| {
+    // Why: only HTTP/1.1 is offered inside a tunnel (tls.rs), so every
+    // request there passes the same strict gate as the plain listener.
+    let (tls, verdicts) = Activity::new(tls).0.gated();
+    let svc = gated_service(
+        verdicts,
+        {
             let shared = shared.clone();
             let dest = dest.clone();
-            let smuggled = conflict.load(Ordering::Relaxed);
-            async move {
-                if smuggled {
-                    return Ok::<_, Infallible>(framing_refusal(&shared, &req));
-                }
-                Ok::<_, Infallible>(inner(shared, dest, req).await)
-            }
-        })
-    };
-    let io = TokioIo::new(tls);
+            move |req| inner(shared.clone(), dest.clone(), req)
+        },
+        {
+            let shared = shared.clone();
+            let dest = dest.clone();
+            move |refusal, req| gate_refusal(&shared, Some(&dest), refusal, req)
+        },
+    );
     let _ = tracker;
-    if h2 {
-        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .max_header_list_size(MAX_HEAD as u32)
-            .serve_connection(io, svc);
-        tokio::select! {
-            _ = conn => {}
-            _ = activity.idle(IDLE_TIMEOUT) => {}
-        }
-    } else {
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEAD)
-            .serve_connection(io, svc)
-            .with_upgrades();
-        tokio::select! {
-            _ = conn => {}
-            _ = activity.idle(IDLE_TIMEOUT) => {}
-        }
+    let conn = http1_server()
+        .serve_connection(TokioIo::new(tls), svc)
+        .with_upgrades();
+    tokio::select! {
+        _ = conn => {}
+        _ = activity.idle(IDLE_TIMEOUT) => {}
     }
 }
 
@@ -962,6 +1052,15 @@ async fn intercept(
 async fn inner(shared: Arc<Shared>, dest: Destination, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let rec = || record(req.method(), "https", &dest.host, dest.port, &path);
+    if req.method() == Method::CONNECT {
+        return deny(
+            &shared,
+            rec(),
+            StatusCode::BAD_REQUEST,
+            "CONNECT inside an intercepted tunnel",
+            true,
+        );
+    }
     let mut named = Vec::new();
     if let Some(a) = req.uri().authority() {
         named.push(a.as_str().to_owned());
@@ -1161,8 +1260,14 @@ async fn pass(
         *r.headers_mut() = headers;
         r
     };
+    // Why: a body of unknown length (chunked) is read up to the bound
+    // before anything is sent, so a framing error in it (found by the
+    // gate) is refused before the head and its credential go upstream; a
+    // routed body of known small length is kept whole to replay on 401.
     let exact = body.size_hint().exact();
-    let keep = route.is_some() && !websocket && exact.is_some_and(|n| n <= MAX_REPLAY_BODY);
+    let gate = parts.extensions.get::<GateHandle>().cloned();
+    let buffer = !websocket
+        && (exact.is_none() || (route.is_some() && exact.is_some_and(|n| n <= MAX_REPLAY_BODY)));
     let worker = WORKER.with(|w| w.get());
     let upstream = &shared.upstreams[worker % shared.upstreams.len()];
     let pool = &shared.pools[worker % shared.pools.len()];
@@ -1181,24 +1286,23 @@ async fn pass(
                 .map_err(|e| upstream_error(dest, e.as_ref()))
         }
     };
-    let (first, kept) = if keep {
-        let bytes: Bytes = match body.collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) => {
-                return fail(
-                    pending,
-                    StatusCode::BAD_REQUEST,
-                    &format!("reading the request body: {e}"),
+    let (first, kept) = if buffer {
+        match super::body::prebuffer(body, MAX_REPLAY_BODY).await {
+            Ok(super::body::Buffered::Whole(bytes)) => {
+                pending
+                    .bytes_in
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                (
+                    build(headers.clone(), forward::full(bytes.clone())),
+                    Some((headers, bytes)),
                 )
             }
-        };
-        pending
-            .bytes_in
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        (
-            build(headers.clone(), forward::full(bytes.clone())),
-            Some((headers, bytes)),
-        )
+            Ok(super::body::Buffered::Partial(rest)) => (
+                build(headers, forward::counted(rest, pending.bytes_in.clone())),
+                None,
+            ),
+            Err(e) => return body_failed(pending, gate.as_ref(), &e.to_string()),
+        }
     } else {
         (
             build(headers, forward::counted(body, pending.bytes_in.clone())),
@@ -1207,6 +1311,9 @@ async fn pass(
     };
     let mut resp = match send(first).await {
         Ok(r) => r,
+        Err(e) if gate.as_ref().is_some_and(|g| g.refusal().is_some()) => {
+            return body_failed(pending, gate.as_ref(), &e)
+        }
         Err(e) => return fail(pending, StatusCode::BAD_GATEWAY, &e),
     };
     if resp.status() == StatusCode::UNAUTHORIZED {
@@ -1267,18 +1374,42 @@ fn upstream_error(dest: &Destination, e: &(dyn std::error::Error + 'static)) -> 
     )
 }
 
+/// The request body could not be read: a framing error the gate found
+/// (its status and rule, and the connection closes), or the client went.
+fn body_failed(mut pending: Pending, gate: Option<&GateHandle>, err: &str) -> Response<Body> {
+    let (status, reason, close) = match gate.and_then(GateHandle::refusal) {
+        Some(r) => (
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST),
+            format!("request framing: {}", r.rule),
+            true,
+        ),
+        None => (
+            StatusCode::BAD_REQUEST,
+            format!("reading the request body: {err}"),
+            false,
+        ),
+    };
+    pending.rec.decision = forward::decision_for(status);
+    pending.rec.reason = Some(reason.clone());
+    pending.finish(status, refusal(status, &reason, close))
+}
+
 fn fail(mut pending: Pending, status: StatusCode, reason: &str) -> Response<Body> {
     pending.rec.decision = forward::decision_for(status);
     pending.rec.reason = Some(reason.to_owned());
     pending.finish(status, refusal(status, reason, false))
 }
 
-/// IO that remembers when bytes last moved, for the idle timeout.
+/// IO that remembers when bytes last moved, for the idle timeout; with a
+/// gate, the client's bytes reach hyper only as the gate releases them.
 struct Activity<T> {
     inner: T,
     last: Arc<AtomicU64>,
     base: Instant,
-    tap: Option<super::framing::FramingTap>,
+    gate: Option<Gate>,
+    /// Released bytes that did not fit the caller's buffer yet.
+    out: Vec<u8>,
+    out_pos: usize,
 }
 
 struct IdleWatch {
@@ -1309,23 +1440,32 @@ impl<T> Activity<T> {
                 inner,
                 last: last.clone(),
                 base,
-                tap: None,
+                gate: None,
+                out: Vec::new(),
+                out_pos: 0,
             },
             IdleWatch { last, base },
         )
     }
 
-    /// Watch the client's request heads for CL+TE conflicts.
-    fn tapped(mut self) -> (Activity<T>, Arc<std::sync::atomic::AtomicBool>) {
-        let tap = super::framing::FramingTap::default();
-        let flag = tap.conflict.clone();
-        self.tap = Some(tap);
-        (self, flag)
+    /// Put the strict request gate in front of the reader.
+    fn gated(mut self) -> (Activity<T>, Arc<Verdicts>) {
+        let (gate, verdicts) = Gate::new();
+        self.gate = Some(gate);
+        (self, verdicts)
     }
 
     fn touch(&self) {
         self.last
             .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn set_out(&mut self, released: Released, from: &[u8]) {
+        self.out = match released {
+            Released::Prefix(n) => from[..n].to_vec(),
+            Released::Copied(v) => v,
+        };
+        self.out_pos = 0;
     }
 }
 
@@ -1335,15 +1475,82 @@ impl<T: AsyncRead + Unpin> AsyncRead for Activity<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) {
-            self.touch();
-            if let Some(tap) = &mut self.tap {
-                tap.feed(&buf.filled()[before..]);
+        let this = &mut *self;
+        let Some(mut gate) = this.gate.take() else {
+            let before = buf.filled().len();
+            let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+            if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+                this.touch();
+            }
+            return r;
+        };
+        let r = this.read_gated(&mut gate, cx, buf);
+        this.gate = Some(gate);
+        r
+    }
+}
+
+impl<T: AsyncRead + Unpin> Activity<T> {
+    fn read_gated(
+        &mut self,
+        gate: &mut Gate,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self;
+        loop {
+            if this.out_pos < this.out.len() {
+                let n = (this.out.len() - this.out_pos).min(buf.remaining());
+                buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
+                this.out_pos += n;
+                if this.out_pos == this.out.len() {
+                    this.out.clear();
+                    this.out_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            match gate.before_read(cx.waker()) {
+                None => return Poll::Pending,
+                Some(Err(e)) => return Poll::Ready(Err(e)),
+                Some(Ok(())) => {}
+            }
+            if let Some(stash) = gate.take_stash() {
+                let released = gate.feed(&stash);
+                this.set_out(released, &stash);
+                continue;
+            }
+            if gate.is_open() {
+                let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+                if matches!(r, Poll::Ready(Ok(()))) {
+                    this.touch();
+                }
+                return r;
+            }
+            let before = buf.filled().len();
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+            if buf.filled().len() == before {
+                return Poll::Ready(Ok(())); // end of stream
+            }
+            this.touch();
+            // Why: the gate decides what hyper sees; in the common case
+            // that is everything just read, left in place.
+            match gate.feed(&buf.filled()[before..]) {
+                Released::Prefix(n) => {
+                    buf.set_filled(before + n);
+                    if n > 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Released::Copied(v) => {
+                    buf.set_filled(before);
+                    this.out = v;
+                    this.out_pos = 0;
+                }
             }
         }
-        r
     }
 }
 

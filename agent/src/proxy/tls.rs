@@ -172,7 +172,7 @@ impl JobCa {
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(vec![CertificateDer::from(leaf.der().to_vec())], key_der)?;
-        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(cfg)
     }
 

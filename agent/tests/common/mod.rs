@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+pub mod job;
+
 /// Why: the peers answer in well under a second; a bound that is reached
 /// means a peer is broken, and the test says so instead of hanging.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);

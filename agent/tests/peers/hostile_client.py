@@ -1,0 +1,145 @@
+"""A hostile HTTP/1.1 client, run inside `lanyard run` (it reads the
+environment lanyard exports). It sends hand-made request bytes, each case on
+a new connection, and prints one JSON line per case:
+{"case", "statuses": [int...], "closed": bool, "body": str}.
+
+Modes:
+  tunnel   CONNECT to the routed upstream ($UP), TLS with lanyard's CA,
+           then the raw bytes inside the intercepted tunnel;
+  reverse  the raw bytes straight to the listener, on the reverse route
+           ($LANYARD_URL_API), as a tool that ignores proxy variables.
+
+Each case's path carries a marker `case-<name>`, so the test can look for it
+at the upstream and in the audit file.
+"""
+
+import base64
+import json
+import os
+import re
+import socket
+import ssl
+import sys
+
+
+def cases(p, h):
+    """p: the path prefix that reaches the route; h: the Host value."""
+    c = {}
+
+    def add(name, raw):
+        c[name] = raw if isinstance(raw, bytes) else raw.encode()
+
+    chunked = f"Host: {h}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    # Framing inside the body (item 1): nothing may reach the upstream.
+    add("ext-unterminated-quote",
+        f"POST {p}/case-equote HTTP/1.1\r\n{chunked}5;a=\"x\r\nhello\r\n0\r\n\r\n"
+        f"GET {p}/case-equote-smuggled HTTP/1.1\r\nHost: {h}\r\n\r\n")
+    add("lf-after-size", f"POST {p}/case-lfsize HTTP/1.1\r\n{chunked}5\nhello\r\n0\r\n\r\n")
+    add("lf-after-data", f"POST {p}/case-lfdata HTTP/1.1\r\n{chunked}5\r\nhello\n0\r\n\r\n")
+    add("size-21-digits",
+        f"POST {p}/case-size21 HTTP/1.1\r\n{chunked}000000000000000000005\r\nhello\r\n0\r\n\r\n")
+    add("ext-no-name", f"POST {p}/case-extnoname HTTP/1.1\r\n{chunked}5;=x\r\nhello\r\n0\r\n\r\n")
+    add("ext-too-long",
+        f"POST {p}/case-extlong HTTP/1.1\r\n{chunked}5;a={'b' * 5000}\r\nhello\r\n0\r\n\r\n")
+    add("cr-in-size-line", f"POST {p}/case-crsize HTTP/1.1\r\n{chunked}5\r\rhello\r\n0\r\n\r\n")
+    add("trailer-bare-lf",
+        f"POST {p}/case-trailerlf HTTP/1.1\r\n{chunked}5\r\nhello\r\n0\r\nX-T: a\n\r\n")
+    # Framing of the head (items 1 and 7).
+    add("header-bare-lf", f"GET {p}/case-hdrlf HTTP/1.1\r\nHost: {h}\nX-A: b\r\n\r\n")
+    add("request-line-bare-lf", f"GET {p}/case-rllf HTTP/1.1\nHost: {h}\r\n\r\n")
+    add("bare-cr-in-value", f"GET {p}/case-barecr HTTP/1.1\r\nHost: {h}\r\nX-A: a\rb\r\n\r\n")
+    add("ctl-in-path", f"GET {p}/case-ctl\x01\x1b[31m HTTP/1.1\r\nHost: {h}\r\n\r\n")
+    add("nul-in-value", f"GET {p}/case-nul HTTP/1.1\r\nHost: {h}\r\nX-A: a\x00b\r\n\r\n")
+    add("non-utf8-path", f"GET {p}/case-nonutf8".encode() + b"\xff\xfe\x80 HTTP/1.1\r\nHost: "
+        + h.encode() + b"\r\n\r\n")
+    add("long-header", f"GET {p}/case-long HTTP/1.1\r\nHost: {h}\r\nX-Long: {'a' * 20000}\r\n\r\n")
+    add("many-headers", f"GET {p}/case-many HTTP/1.1\r\nHost: {h}\r\n"
+        + "".join(f"X-H{i}: v\r\n" for i in range(150)) + "\r\n")
+    add("cl-te", f"POST {p}/case-clte HTTP/1.1\r\nHost: {h}\r\nContent-Length: 4\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    add("two-cl", f"POST {p}/case-twocl HTTP/1.1\r\nHost: {h}\r\nContent-Length: 4\r\n"
+        "Content-Length: 5\r\n\r\nabcde")
+    add("cl-plus-sign", f"POST {p}/case-clplus HTTP/1.1\r\nHost: {h}\r\nContent-Length: +4\r\n\r\nabcd")
+    add("te-gzip", f"POST {p}/case-tegzip HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n")
+    add("two-hosts", f"GET {p}/case-twohosts HTTP/1.1\r\nHost: {h}\r\nHost: {h}\r\n\r\n")
+    add("space-before-colon", f"GET {p}/case-spcolon HTTP/1.1\r\nHost: {h}\r\nX-A : b\r\n\r\n")
+    add("obs-fold", f"GET {p}/case-obsfold HTTP/1.1\r\nHost: {h}\r\nX-A: a\r\n b\r\n\r\n")
+    add("http-0.9-ish", f"GET {p}/case-version HTTP/1.2\r\nHost: {h}\r\n\r\n")
+    # A good request, then a bad one on the same connection: the first is
+    # answered, the second refused and the connection closed.
+    add("pipelined-then-bad",
+        f"GET {p}/case-pipegood HTTP/1.1\r\nHost: {h}\r\n\r\n"
+        f"GET {p}/case-pipebad HTTP/1.1\r\nHost: {h}\nX: y\r\n\r\n")
+    # Controls: strict, well-formed input still works.
+    add("good-chunked",
+        f"POST {p}/case-goodchunk HTTP/1.1\r\n{chunked}"
+        "5;name=val;q=\"a \\\" b\"\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
+    add("good-pipelined",
+        f"GET {p}/case-goodpipe1 HTTP/1.1\r\nHost: {h}\r\n\r\n"
+        f"POST {p}/case-goodpipe2 HTTP/1.1\r\nHost: {h}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+    return c
+
+
+def read_all(s, timeout):
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data, True
+            data += chunk
+    except socket.timeout:
+        return data, False
+    except (ConnectionResetError, ssl.SSLError, OSError):
+        return data, True
+
+
+def statuses(data):
+    # A pipelined answer follows the previous body directly (no CRLF).
+    return [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
+
+
+def main():
+    mode = sys.argv[1]
+    only = set(sys.argv[2:])
+    proxy = os.environ["LANYARD_PROXY"]
+    secret = proxy.split("@")[0].rsplit(":", 1)[1]
+    lhost, lport = proxy.rsplit("@", 1)[1].split(":")
+    up = os.environ["UP"]
+    if mode == "tunnel":
+        prefix, host = "/v1", f"127.0.0.1:{up}"
+    else:
+        base = os.environ["LANYARD_URL_API"]
+        hostport, path = base[len("http://"):].split("/", 1)
+        prefix, host = "/" + path, hostport
+    for name, raw in cases(prefix, host).items():
+        if only and name not in only:
+            continue
+        s = socket.create_connection((lhost, int(lport)))
+        if mode == "tunnel":
+            auth = base64.b64encode(f"lanyard:{secret}".encode()).decode()
+            s.sendall(f"CONNECT 127.0.0.1:{up} HTTP/1.1\r\nHost: 127.0.0.1:{up}\r\n"
+                      f"Proxy-Authorization: Basic {auth}\r\n\r\n".encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                got = s.recv(1)
+                if not got:
+                    break
+                head += got
+            assert head.startswith(b"HTTP/1.1 200"), head
+            ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+            s = ctx.wrap_socket(s, server_hostname="127.0.0.1")
+        s.sendall(raw)
+        data, closed = read_all(s, 10)
+        body = data.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in data else b""
+        print(json.dumps({
+            "case": name,
+            "statuses": statuses(data),
+            "closed": closed,
+            "body": body.decode("utf-8", "replace")[:2000],
+        }), flush=True)
+        s.close()
+
+
+main()
