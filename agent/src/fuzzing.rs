@@ -232,7 +232,8 @@ pub fn route_match(data: &[u8]) {
 
 /// The config parser: any text. Invariants: no panic; an invalid file
 /// reports at least one problem, each naming this file and a line and
-/// column inside it (1-based).
+/// column inside it (1-based); every route of a valid one has a host the
+/// proxy's canonical parse accepts and leaves unchanged.
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -247,6 +248,15 @@ pub fn config(data: &[u8]) {
                     r.credential
                 );
                 assert!(r.path_prefix.starts_with('/') && r.path_prefix.ends_with('/'));
+                // A route the proxy could never match is a config error.
+                let scheme = if r.scheme == "http" { "http" } else { "https" };
+                let host = match &r.host {
+                    HostPattern::Exact(h) => h.clone(),
+                    HostPattern::Suffix(s) => format!("x.{s}"),
+                };
+                let d = parse_authority(scheme, &format!("{host}:{}", r.port))
+                    .unwrap_or_else(|e| panic!("route {} can never match: {e}", r.display_url()));
+                assert_eq!(d.host, host, "route {} is not canonical", r.display_url());
             }
         }
         Err(ConfigErrors::Invalid(errs)) => {
