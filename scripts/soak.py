@@ -56,6 +56,9 @@ STATS = {
 }
 KINDS = {}
 ERRORS = {}
+# Each expired credential served: when, how late, and the token's iat/exp
+# as the STS states them (at most 50 kept).
+EXPIRED = []
 
 
 def bump(key, n=1):
@@ -106,7 +109,7 @@ class Introspector:
         )
         with urllib.request.urlopen(req, timeout=10) as r:
             answer = json.load(r)
-        exp = answer["exp"] if answer.get("active") else None
+        exp = (answer["exp"], answer.get("iat")) if answer.get("active") else None
         with self.lock:
             if token not in self.cache:
                 STATS["tokens_seen"] += 1
@@ -138,8 +141,9 @@ def upstream(name, tls_dir, introspector):
                 status = 401
             else:
                 token = auth[0][len("Bearer "):]
-                exp = introspector.exp(token)
+                known = introspector.exp(token)
                 now = time.time()
+                exp, iat = known if known else (None, None)
                 if exp is None:
                     bump("inactive_served")
                     status = 401
@@ -151,6 +155,10 @@ def upstream(name, tls_dir, introspector):
                     if now >= exp:
                         bump("expired_served")
                         status = 401
+                        with LOCK:
+                            if len(EXPIRED) < 50:
+                                EXPIRED.append({"at": round(now, 3), "late_ms": int((now - exp) * 1000),
+                                                "iat": iat, "exp": exp, "path": self.path})
             if status == 401:
                 bump("upstream_401")
             data = json.dumps({"ok": status == 200, "len": len(body)}).encode()
@@ -359,6 +367,7 @@ extra_ca = "upstream-ca.pem"
             "ttl_s": ttl,
             "per_kind": KINDS,
             "error_kinds": ERRORS,
+            "expired_events": EXPIRED,
             # the first sample after one minute of load (warm pools, caches), the last, the max
             "rss_kb": {"start": samples[0][1], "warm": warm(samples)[1], "last": samples[-1][1],
                        "max": max(s[1] for s in samples), "after_load": idle[0]},
