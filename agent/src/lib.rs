@@ -12,6 +12,8 @@ pub mod daemon;
 pub mod doctor;
 pub mod env;
 pub mod exchange;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod login_cmd;

@@ -474,7 +474,17 @@ pub fn parse_route_url(raw: &str) -> Result<(String, HostPattern, u16, String), 
         ));
     }
     let host = match u.host() {
-        Some(url::Host::Domain(d)) => d.trim_end_matches('.').to_owned(),
+        Some(url::Host::Domain(d)) => {
+            // Why: the proxy refuses a host with an empty label (IDNA can
+            // make one, e.g. from U+034F), so such a route could never match.
+            let d = d.strip_suffix('.').unwrap_or(d);
+            if d.is_empty() || d.split('.').any(str::is_empty) {
+                return Err(format!(
+                    "the host has an empty label (after IDNA mapping), got {raw:?}"
+                ));
+            }
+            d.to_owned()
+        }
         Some(url::Host::Ipv4(ip)) => ip.to_string(),
         Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
         None => return Err(format!("expected a host in {raw:?}")),

@@ -539,4 +539,30 @@ fn bad_upstream_limits_are_named_with_positions() {
             "{keys}: {all:?}"
         );
     }
+
+/// Found while fuzzing (the proxy's side of the same IDNA bug): a route
+/// whose host has an empty label after IDNA mapping (`a.\u{34f}.example.com`
+/// → `a..example.com`) or more than one trailing dot was accepted, though no
+/// request can ever match it: the proxy refuses such a host.
+#[test]
+fn route_hosts_with_an_empty_label_are_refused() {
+    for bad in [
+        "https://a.\u{34f}.example.com/",
+        "https://api.example.com../",
+        "https://api.example.com.\u{ad}./",
+        "https://*.example.com../",
+    ] {
+        let r = route::parse_route_url(bad);
+        assert!(
+            r.as_ref().is_err_and(|e| e.contains("empty label")),
+            "{bad:?} should be refused for an empty label, got {r:?}"
+        );
+    }
+    // One trailing dot is the root, as for requests.
+    assert_eq!(
+        route::parse_route_url("https://api.example.com./")
+            .expect("one dot")
+            .1,
+        HostPattern::Exact("api.example.com".into())
+    );
 }

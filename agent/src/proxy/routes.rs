@@ -96,7 +96,17 @@ pub fn parse_authority(scheme: &'static str, authority: &str) -> Result<Destinat
         return Err(TargetError::Host(format!("{host_part:?}: empty label")));
     }
     let host = match url::Host::parse(trimmed) {
-        Ok(url::Host::Domain(d)) => d.to_ascii_lowercase(),
+        Ok(url::Host::Domain(d)) => {
+            // Why again after IDNA: the mapping drops some code points
+            // (U+034F, U+00AD) and turns U+3002 into `.`, which can make an
+            // empty label the checks above could not see.
+            if d.is_empty() || d.starts_with('.') || d.ends_with('.') || d.contains("..") {
+                return Err(TargetError::Host(format!(
+                    "{host_part:?}: empty label after IDNA mapping"
+                )));
+            }
+            d.to_ascii_lowercase()
+        }
         Ok(url::Host::Ipv4(ip)) => {
             // Why: `url` accepts 0x7f.1 and 2130706433 as IPv4; refuse any
             // spelling that is not the canonical dotted quad, so a route for
@@ -344,6 +354,34 @@ credential = "gw"
                 "{bad:?} should be refused"
             );
         }
+    }
+
+    /// Found by the `authority` fuzz target: IDNA maps some code points to
+    /// nothing (U+034F, U+00AD) and the ideographic full stop to `.`, so the
+    /// empty-label checks done before the mapping let `!.\u{34f}` become
+    /// the host `!.`, whose canonical spelling does not parse back to itself.
+    #[test]
+    fn idna_mapping_cannot_leave_an_empty_label() {
+        for bad in [
+            "!.\u{34f}",
+            "api.example.com.\u{34f}",
+            "api.example.com.\u{ad}:443",
+            "api.example.com\u{3002}",
+            "api.\u{34f}.example.com",
+            "\u{ad}.example.com",
+            "api\u{3002}\u{3002}example.com",
+        ] {
+            assert!(
+                parse_authority("https", bad).is_err(),
+                "{bad:?} should be refused, got {:?}",
+                parse_authority("https", bad)
+            );
+        }
+        // A mapping that leaves every label non-empty is IDNA's business:
+        // the canonical host is the mapped one, and it re-parses to itself.
+        let d = dest("api.exa\u{34f}mple.com");
+        assert_eq!(d.host, "api.example.com");
+        assert_eq!(dest(&format!("{}:{}", d.host, d.port)), d);
     }
 
     #[test]
