@@ -614,7 +614,7 @@ fn gated_service<H, F, R>(
     Future = impl std::future::Future<Output = Result<Response<Body>, Infallible>>,
 >
 where
-    H: Fn(Request<Incoming>) -> F,
+    H: Fn(Request<Incoming>) -> F + Clone,
     F: std::future::Future<Output = Response<Body>>,
     R: Fn(Refusal, &Request<Incoming>) -> Response<Body>,
 {
@@ -630,12 +630,16 @@ where
         // Ok: answered at once (refused by the gate); Err: to be handled.
         let answer = match verdicts.refusal_for(index) {
             Some(r) => Ok(refuse(r, &req)),
-            None => Err(handle(req)),
+            None => Err(req),
         };
+        // Why: the handler's future is created inside this block, on its
+        // first poll; built out here it would be moved (kilobytes of state
+        // machine, copied) each time hyper moves this future.
+        let handle = handle.clone();
         async move {
             let resp = match answer {
                 Ok(r) => r,
-                Err(f) => f.await,
+                Err(req) => handle(req).await,
             };
             let s = resp.status();
             let open = s == StatusCode::SWITCHING_PROTOCOLS || (connect && s.is_success());

@@ -495,10 +495,20 @@ impl Gate {
     }
 }
 
+/// Where `needle` (a line end: `\r\n` or `\r\n\r\n`) ends in `hay`.
+/// Why: a scan for LF and a look back, not a slice compare per byte; this
+/// runs over every head on the hot path.
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + needle.len())
+    let n = needle.len();
+    let mut from = n - 1;
+    while from < hay.len() {
+        let i = from + hay[from..].iter().position(|&b| b == b'\n')?;
+        if i + 1 >= n && &hay[i + 1 - n..=i] == needle {
+            return Some(i + 1);
+        }
+        from = i + 1;
+    }
+    None
 }
 
 #[cfg(test)]

@@ -171,3 +171,15 @@ fn an_upgrade_request_with_a_body_waits_for_the_verdict_after_its_body() {
     let stash = gate.take_stash().expect("the frame waited");
     assert_eq!(stash, b"\x81\x05frame");
 }
+
+#[test]
+fn line_ends_are_found_where_they_end() {
+    assert_eq!(find(b"a\r\n\r\nb", b"\r\n\r\n"), Some(5));
+    assert_eq!(find(b"\r\n\r\n", b"\r\n\r\n"), Some(4));
+    assert_eq!(find(b"\n\r\n\r\n", b"\r\n\r\n"), Some(5));
+    assert_eq!(find(b"a\r\n\n\r\n", b"\r\n\r\n"), None);
+    assert_eq!(find(b"\r\n", b"\r\n"), Some(2));
+    assert_eq!(find(b"\n", b"\r\n"), None);
+    assert_eq!(find(b"ab\nc\r\n", b"\r\n"), Some(6));
+    assert_eq!(find(b"", b"\r\n"), None);
+}
