@@ -291,10 +291,6 @@ impl std::task::Wake for NoWake {
     fn wake(self: std::sync::Arc<Self>) {}
 }
 
-fn strict_audit() -> bool {
-    std::env::var_os("LANYARD_FUZZ_STRICT_AUDIT").is_some_and(|v| v == "1")
-}
-
 /// Before a read (and at the end of the stream), as `read_gated` does:
 /// return a body error, settle a pending tunnel with the handler's
 /// verdict, feed the stash. `false`: the gate reads nothing more.
@@ -369,17 +365,7 @@ fn run_gate(stream: &[u8], reads: &[usize], tunnel: bool) -> GateRun {
     if alive {
         gate_ready(&mut gate, &verdicts, tunnel, &mut released, &mut body_error);
     }
-    let mut refusal = (0..=stream.len() as u64 + 1).find_map(|i| verdicts.refusal_for(i));
-    if !strict_audit() {
-        // Known, reported (fuzz/README.md): for a head refused for a bare
-        // CR or LF, the method and target kept for the audit record depend
-        // on how the head was split into reads. Compared with
-        // LANYARD_FUZZ_STRICT_AUDIT=1.
-        if let Some(r) = refusal.as_mut().filter(|r| r.rule.contains("bare")) {
-            r.method.clear();
-            r.target.clear();
-        }
-    }
+    let refusal = (0..=stream.len() as u64 + 1).find_map(|i| verdicts.refusal_for(i));
     GateRun {
         released,
         refusal,

@@ -58,12 +58,13 @@ fn is_field_byte(b: u8) -> bool {
 
 /// Where a bare CR or LF is in `buf[from..]` (a CR must be followed by LF,
 /// a LF preceded by CR). A CR as the very last byte is not yet an error.
-pub fn bare_cr_or_lf(buf: &[u8], from: usize) -> Option<&'static str> {
+/// Returns its position and the rule.
+pub fn bare_cr_or_lf(buf: &[u8], from: usize) -> Option<(usize, &'static str)> {
     for i in from..buf.len() {
         match buf[i] {
-            b'\n' if i == 0 || buf[i - 1] != b'\r' => return Some("a line ends in a bare LF"),
+            b'\n' if i == 0 || buf[i - 1] != b'\r' => return Some((i, "a line ends in a bare LF")),
             b'\r' if i + 1 < buf.len() && buf[i + 1] != b'\n' => {
-                return Some("a bare CR that does not end a line")
+                return Some((i, "a bare CR that does not end a line"))
             }
             _ => {}
         }
@@ -447,7 +448,10 @@ mod tests {
 
     #[test]
     fn bare_line_ends_are_found_as_soon_as_they_arrive() {
-        assert!(bare_cr_or_lf(b"GET / HTTP/1.1\r\nHost: a\n", 0).is_some());
+        assert_eq!(
+            bare_cr_or_lf(b"GET / HTTP/1.1\r\nHost: a\n", 0).map(|b| b.0),
+            Some(23)
+        );
         assert!(bare_cr_or_lf(b"\n", 0).is_some());
         assert!(bare_cr_or_lf(b"a\rb", 0).is_some());
         assert!(

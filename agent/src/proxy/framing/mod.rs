@@ -43,8 +43,9 @@ pub struct Refusal {
     pub index: u64,
     pub status: u16,
     pub rule: String,
-    /// The method and request-target as far as they could be read (lossy,
-    /// for the audit record).
+    /// The method and request-target as far as they were read before the
+    /// error (lossy, for the audit record): the same however the bytes
+    /// were split into reads.
     pub method: String,
     pub target: String,
 }
@@ -322,8 +323,8 @@ impl Gate {
             match find(rest, end_marker).filter(|&e| e <= limit) {
                 Some(e) => {
                     let line = &rest[..e];
-                    if let Some(rule) = grammar::bare_cr_or_lf(line, 0) {
-                        self.refuse_line(line, bad(rule), out);
+                    if let Some((at, rule)) = grammar::bare_cr_or_lf(line, 0) {
+                        self.refuse_line(&line[..at], bad(rule), out);
                         return input.len();
                     }
                     self.complete(line, out, Some((i, i + e)));
@@ -342,9 +343,9 @@ impl Gate {
             (before.saturating_sub(1), end)
         };
         let checked_to = end.unwrap_or(self.held.len());
-        if let Some(rule) = grammar::bare_cr_or_lf(&self.held[..checked_to], start_in_held) {
+        if let Some((at, rule)) = grammar::bare_cr_or_lf(&self.held[..checked_to], start_in_held) {
             let held = std::mem::take(&mut self.held);
-            self.refuse_line(&held, bad(rule), out);
+            self.refuse_line(&held[..at], bad(rule), out);
             return input.len();
         }
         match end {
@@ -374,7 +375,9 @@ impl Gate {
                         grammar::MAX_CHUNK_LINE
                     ))
                 };
-                self.refuse_line(&held, refusal, out);
+                // What is audited of it must not depend on how it was split
+                // into reads: only the bytes up to the limit.
+                self.refuse_line(&held[..=limit], refusal, out);
                 input.len()
             }
             _ => input.len(),

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# User-space instructions per request of lanyard's proxy, counted by callgrind
+# (a count that does not depend on how busy the machine is).
+#
+#   bash bench/instructions.sh [LANYARD_BINARY ...]     # default: target/release/lanyard
+#   N=4000 bash bench/instructions.sh a/lanyard b/lanyard
+#
+# For each binary and mode (reverse, forward), `lanyard run` is started under
+# callgrind twice, with a client that sends N requests and 0 requests over one
+# keep-alive connection to a plain loopback upstream; the difference divided by N
+# is the cost of one request (start-up cancels out). One worker thread.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+N=${N:-2000}
+BINS=("$@")
+[ ${#BINS[@]} -gt 0 ] || BINS=("$ROOT/target/release/lanyard")
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+WORK=$(mktemp -d)
+trap 'kill "${UPID:-}" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
+
+cat >"$WORK/upstream.py" <<'EOF'
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        ok = self.headers.get("Authorization", "").startswith("Bearer ")
+        body = b"ok" if ok else b"no credential"
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+EOF
+cat >"$WORK/client.py" <<'EOF'
+import base64, http.client, os, sys
+n, mode = int(sys.argv[1]), sys.argv[2]
+proxy = os.environ["LANYARD_PROXY"]
+secret = proxy.split("@")[0].rsplit(":", 1)[1]
+lhost, lport = proxy.rsplit("@", 1)[1].split(":")
+up = os.environ["UP"]
+c = http.client.HTTPConnection(lhost, int(lport))
+auth = "Basic " + base64.b64encode(f"lanyard:{secret}".encode()).decode()
+for _ in range(n):
+    if mode == "reverse":
+        c.request("GET", f"/r/{secret}/api/x", headers={"Host": f"{lhost}:{lport}"})
+    else:
+        c.request("GET", f"http://127.0.0.1:{up}/x", headers={"Proxy-Authorization": auth})
+    r = c.getresponse()
+    r.read()
+    if r.status != 200:
+        sys.exit(f"status {r.status}")
+EOF
+python3 "$WORK/upstream.py" >"$WORK/up.port" &
+UPID=$!
+until [ -s "$WORK/up.port" ]; do kill -0 "$UPID" || exit 1; sleep 0.05; done
+UP=$(cat "$WORK/up.port")
+TOKEN=$(python3 - <<'EOF'
+import base64, json, time
+b = lambda d: base64.urlsafe_b64encode(json.dumps(d, separators=(",", ":")).encode()).rstrip(b"=").decode()
+print(b({"alg": "none", "typ": "JWT"}) + "." + b({"iss": "https://bench.invalid", "sub": "bench", "aud": "bench", "iat": int(time.time()), "exp": int(time.time()) + 3600}) + ".c2ln")
+EOF
+)
+cat >"$WORK/lanyard.toml" <<EOF
+[identity]
+source = "env"
+variable = "BENCH_TOKEN"
+
+[[credential]]
+name = "t"
+exchange = "passthrough"
+
+[[route]]
+name = "api"
+url = "http://127.0.0.1:$UP/"
+credential = "t"
+
+[audit]
+file = "$WORK/audit.jsonl"
+EOF
+
+count() { # binary mode n → total instructions of the lanyard process
+    local out="$WORK/cg-$(basename "$1")-$2-$3.out"
+    rm -f "$out"
+    (cd "$WORK" && BENCH_TOKEN="$TOKEN" UP="$UP" LANYARD_WORKER_THREADS=1 \
+        valgrind --tool=callgrind --callgrind-out-file="$out" --trace-children=no \
+        "$1" run --config "$WORK/lanyard.toml" -- python3 "$WORK/client.py" "$3" "$2" \
+        >"$WORK/run.log" 2>&1) || { cat "$WORK/run.log" >&2; return 1; }
+    awk '/^(summary|totals):/ { print $2; exit }' "$out"
+}
+
+printf '%-60s %-8s %12s\n' binary mode instr/request
+for bin in "${BINS[@]}"; do
+    for mode in reverse forward; do
+        base=$(count "$bin" "$mode" 0)
+        full=$(count "$bin" "$mode" "$N")
+        printf '%-60s %-8s %12d\n' "$bin" "$mode" $(((full - base) / N))
+    done
+done
