@@ -58,6 +58,18 @@ where
             format!("the upstream {what} ([proxy] upstream_header_timeout)"),
         ))
     };
+    // Why: most requests (every GET) are sent whole at once; they need no
+    // send tracking, only the head bound from now (the hot path).
+    if req.body().is_end_stream() {
+        let at = Instant::now();
+        return match tokio::time::timeout_at(at + head, go(req)).await {
+            Ok(r) => bounded(r, at, limits, cut),
+            Err(_) => late(format!(
+                "sent no response head within {} of the request",
+                human(head)
+            )),
+        };
+    }
     let (tx, mut sent) = watch::channel(None);
     let taken = Arc::new(AtomicBool::new(false));
     let req = req.map(|inner| {
@@ -104,6 +116,19 @@ where
             }
         }
     };
+    let at = (*sent.borrow()).unwrap_or_else(Instant::now);
+    bounded(resp, at, limits, cut)
+}
+
+/// The answer to a request sent at `at`: a transport failure is a 502, a
+/// response framed two ways is refused, the body streams under the total
+/// and rate bounds.
+fn bounded(
+    resp: Result<Response<Body>, String>,
+    at: Instant,
+    limits: &Limits,
+    cut: &Cut,
+) -> Result<Response<Body>, (StatusCode, String)> {
     let resp = resp.map_err(|e| (StatusCode::BAD_GATEWAY, e))?;
     if framed_two_ways(resp.headers()) {
         return Err((StatusCode::BAD_GATEWAY, TWO_WAYS.to_owned()));
@@ -111,13 +136,13 @@ where
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         return Ok(resp);
     }
-    let at = (*sent.borrow()).unwrap_or_else(Instant::now);
     let limits = *limits;
     let cut = cut.clone();
     Ok(resp.map(|inner| {
         Bounded {
             inner,
-            total: Box::pin(tokio::time::sleep_until(at + limits.total)),
+            deadline: at + limits.total,
+            total_timer: None,
             limits,
             waiting_since: None,
             waited: Duration::ZERO,
@@ -188,7 +213,11 @@ impl hyper::body::Body for SentMark {
 /// A response body under the total and rate bounds.
 struct Bounded {
     inner: Body,
-    total: Pin<Box<Sleep>>,
+    /// `upstream_response_timeout` ends here. Why a timer only once the
+    /// body waits: a response that arrives with its head (most) never
+    /// needs one.
+    deadline: Instant,
+    total_timer: Option<Pin<Box<Sleep>>>,
     limits: Limits,
     /// Since when the last poll has been waiting on the upstream.
     waiting_since: Option<Instant>,
@@ -248,7 +277,8 @@ impl hyper::body::Body for Bounded {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if this.total.as_mut().poll(cx).is_ready() {
+        let now = Instant::now();
+        if now >= this.deadline {
             let why = format!(
                 "the upstream's response took longer than {} in all \
                  ([proxy] upstream_response_timeout)",
@@ -256,7 +286,6 @@ impl hyper::body::Body for Bounded {
             );
             return this.fail(why);
         }
-        let now = Instant::now();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
@@ -273,6 +302,15 @@ impl hyper::body::Body for Bounded {
             }
             Poll::Ready(other) => Poll::Ready(other),
             Poll::Pending => {
+                let deadline = this.deadline;
+                let total = this
+                    .total_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if total.as_mut().poll(cx).is_ready() {
+                    // The deadline passed since `now`: fail on the next poll.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 if this.limits.min_rate == 0 {
                     return Poll::Pending;
                 }
