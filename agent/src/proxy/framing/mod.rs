@@ -342,7 +342,10 @@ impl Gate {
             let end = find(&self.held[from..], end_marker).map(|e| from + e);
             (before.saturating_sub(1), end)
         };
-        let checked_to = end.unwrap_or(self.held.len());
+        // Why: only the bytes up to the limit decide, so the verdict (bare
+        // CR/LF or too long) does not depend on how the line was split into
+        // reads (found by the request_stream fuzz target).
+        let checked_to = end.unwrap_or(self.held.len()).min(limit + 1);
         if let Some((at, rule)) = grammar::bare_cr_or_lf(&self.held[..checked_to], start_in_held) {
             let held = std::mem::take(&mut self.held);
             self.refuse_line(&held[..at], bad(rule), out);

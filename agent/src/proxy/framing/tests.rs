@@ -183,3 +183,22 @@ fn line_ends_are_found_where_they_end() {
     assert_eq!(find(b"ab\nc\r\n", b"\r\n"), Some(6));
     assert_eq!(find(b"", b"\r\n"), None);
 }
+
+/// Found by the request_stream fuzz target: a chunk-size line over the
+/// limit with a bare CR past the limit was refused as "bare CR" when it
+/// arrived whole and as "too long" when it arrived in pieces.
+#[test]
+fn a_long_line_is_refused_for_the_same_reason_however_it_is_split() {
+    let mut input =
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;a=".to_vec();
+    input.extend(std::iter::repeat_n(b'b', grammar::MAX_CHUNK_LINE + 10));
+    input.extend_from_slice(b"\rx\r\n");
+    same_for_every_split(&input);
+    let (_, refusal, _) = whole(&input);
+    assert!(refusal.expect("refused").rule.contains("longer than"));
+    let mut head = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
+    head.extend(std::iter::repeat_n(b'a', MAX_HEAD));
+    head.extend_from_slice(b"\n\r\n");
+    same_for_every_split(&head);
+    assert_eq!(whole(&head).1.expect("431").status, 431);
+}
