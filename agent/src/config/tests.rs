@@ -539,6 +539,7 @@ fn bad_upstream_limits_are_named_with_positions() {
             "{keys}: {all:?}"
         );
     }
+}
 
 /// Found while fuzzing (the proxy's side of the same IDNA bug): a route
 /// whose host has an empty label after IDNA mapping (`a.\u{34f}.example.com`
