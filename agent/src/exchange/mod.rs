@@ -17,12 +17,21 @@ use crate::http::{endpoint, HttpClient, HttpError};
 use crate::identity::{truncate, IdentityError, IdentityToken};
 use crate::secret::{redact, Secret};
 
+/// The granularity of a lifetime reported in whole seconds.
+pub const WHOLE_SECONDS: Duration = Duration::from_secs(1);
+
 /// A credential as issued.
 #[derive(Debug, Clone)]
 pub struct Issued {
     pub value: Secret,
     /// `None`: the service gave no expiry (a KV secret).
     pub lifetime: Option<Duration>,
+    /// How much sooner than `lifetime` the service may end it. `expires_in`
+    /// and Vault's `lease_duration` are whole seconds, and a server that
+    /// sets `exp = floor(now) + ttl` (oidc-provider; OpenBao batch tokens
+    /// count from a whole-second creation time) ends the token up to 1 s
+    /// early: [`WHOLE_SECONDS`]. Zero for an exact `exp` (a JWT's).
+    pub granularity: Duration,
     /// Vault: `renew-self` may extend it.
     pub renewable: bool,
 }
@@ -61,6 +70,9 @@ pub enum ExchangeError {
     MissingSecret { name: String, variable: String },
     #[error("credential {name:?}: {problem}")]
     Setup { name: String, problem: String },
+    /// The lifetime leaves no time in which the value could be served.
+    #[error("credential {name:?}: {detail}")]
+    TooShort { name: String, detail: String },
     #[error("credential {name:?} needs {parent:?}, which has no valid value: {reason}")]
     Parent {
         name: String,
@@ -299,7 +311,10 @@ impl Exchanger {
                 let id = need_id()?;
                 Ok(Issued {
                     value: id.jwt.clone(),
+                    // Counted from the absolute `exp`, read after the
+                    // request was sent: exact, no rounding to allow for.
                     lifetime: id.claims.remaining(),
+                    granularity: Duration::ZERO,
                     renewable: false,
                 })
             }

@@ -158,19 +158,21 @@ impl OAuth {
                 )));
             }
         }
-        let lifetime = match seconds(v.get("expires_in")) {
+        let (lifetime, granularity) = match seconds(v.get("expires_in")) {
             Some(0) => return Err(bad("expires_in 0")),
             Some(s) if Duration::from_secs(s) > MAX_LIFETIME => {
                 return Err(bad(&format!(
                     "expires_in {s}s, more than a day; refusing a long-lived token"
                 )))
             }
-            Some(s) => Duration::from_secs(s),
-            None => self.default_lifetime,
+            Some(s) => (Duration::from_secs(s), super::WHOLE_SECONDS),
+            // The configured lifetime is the user's own figure.
+            None => (self.default_lifetime, Duration::ZERO),
         };
         Ok(Issued {
             value: Secret::new(token),
             lifetime: Some(lifetime),
+            granularity,
             renewable: false,
         })
     }

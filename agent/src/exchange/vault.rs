@@ -69,6 +69,7 @@ fn auth_of(url: &Url, status: http::StatusCode, body: &[u8]) -> Result<Issued, E
         value: Secret::new(token),
         // lease_duration 0 is a root-like token without expiry.
         lifetime: (lease > 0).then(|| Duration::from_secs(lease)),
+        granularity: super::WHOLE_SECONDS,
         renewable,
     })
 }
@@ -174,6 +175,7 @@ pub(super) async fn read_kv(
     Ok(Issued {
         value: Secret::new(value.as_str()),
         lifetime: (lease > 0).then(|| Duration::from_secs(lease)),
+        granularity: super::WHOLE_SECONDS,
         renewable: false,
     })
 }

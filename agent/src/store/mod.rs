@@ -168,10 +168,14 @@ impl Store {
         source: Arc<dyn CredentialSource>,
     ) -> Result<(), StartError> {
         let started = Instant::now();
-        let issued = source.obtain().await.map_err(|e| StartError {
-            name: name.to_owned(),
-            source: e,
-        })?;
+        let issued = source
+            .obtain()
+            .await
+            .and_then(|i| usable(name, i))
+            .map_err(|e| StartError {
+                name: name.to_owned(),
+                source: e,
+            })?;
         let current = Arc::new(current_of(issued, started, 1, None));
         tracing::info!(credential = name, fingerprint = %current.fingerprint, lifetime_s = current.full_lifetime.map(|d| d.as_secs_f64()), "credential obtained");
         let (tx, _) = watch::channel(SlotState {
@@ -347,16 +351,55 @@ fn current_of(
     generation: u64,
     full_lifetime: Option<Option<Duration>>,
 ) -> Current {
+    let lifetime = counted(&issued);
     Current {
         fingerprint: issued.value.fingerprint(),
         value: issued.value,
         issued_at: started,
-        // Counted from when the request was sent: never later than the
-        // server's own clock would say.
-        expires_at: issued.lifetime.map(|l| started + l),
-        full_lifetime: full_lifetime.unwrap_or(issued.lifetime),
+        // Counted from when the request was sent, less the granularity of
+        // a whole-second lifetime: the server's `exp` is `floor(its now) +
+        // lifetime` at the earliest, which is not before `started +
+        // lifetime - 1 s` (clocks in step). Never later than that.
+        expires_at: lifetime.map(|l| started + l),
+        full_lifetime: full_lifetime.unwrap_or(lifetime),
         renewable: issued.renewable,
         generation,
+    }
+}
+
+/// The lifetime lanyard counts on: the reported one less its granularity.
+fn counted(issued: &Issued) -> Option<Duration> {
+    issued
+        .lifetime
+        .map(|l| l.saturating_sub(issued.granularity))
+}
+
+/// Refuses a value that could never be served: its counted lifetime is
+/// within [`EXPIRY_MARGIN`] (`expires_in: 1` may mean it is dead on
+/// arrival). As an error it fails the start or backs off, where accepting
+/// it would refresh again at once, in a loop.
+fn usable(name: &str, issued: Issued) -> Result<Issued, ExchangeError> {
+    match (issued.lifetime, counted(&issued)) {
+        (Some(given), Some(c)) if c <= EXPIRY_MARGIN => {
+            let rounding = if issued.granularity.is_zero() {
+                String::new()
+            } else {
+                format!(
+                    " in whole seconds, so it may end up to {} sooner",
+                    humantime::format_duration(issued.granularity)
+                )
+            };
+            Err(ExchangeError::TooShort {
+                name: name.to_owned(),
+                detail: format!(
+                    "the service gave a lifetime of {}{rounding}, which leaves nothing once \
+                     lanyard stops serving a value {} before it expires; configure a longer lifetime",
+                    humantime::format_duration(given),
+                    humantime::format_duration(EXPIRY_MARGIN)
+                ),
+            })
+        }
+        _ => Ok(issued),
     }
 }
 
@@ -410,7 +453,10 @@ async fn drive(slot: Arc<Slot>, rotation: RotationConfig, cancel: CancellationTo
             _ = sleep_until_opt(when) => {},
         }
         let started = Instant::now();
-        match refresh_once(&slot, current.as_deref(), &rotation).await {
+        let res = refresh_once(&slot, current.as_deref(), &rotation)
+            .await
+            .and_then(|(i, full)| Ok((usable(&slot.name, i)?, full)));
+        match res {
             Ok((issued, full)) => {
                 let gen = current.as_ref().map(|c| c.generation + 1).unwrap_or(1);
                 let new = Arc::new(current_of(issued, started, gen, full));
@@ -477,7 +523,7 @@ async fn refresh_once(
                 // Why: near the server's max TTL a renewal returns less and
                 // less time; once it gives under a third of the original
                 // lifetime, a fresh login is the better refresh.
-                let enough = match (r.lifetime, c.full_lifetime) {
+                let enough = match (counted(&r), c.full_lifetime) {
                     (Some(got), Some(full)) => got >= full / 3 && got > rotation.retry_min * 2,
                     _ => true,
                 };

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use super::*;
 
 struct Scripted {
-    lifetime: Duration,
+    lifetime: Mutex<Duration>,
+    /// As `Issued::granularity`: `WHOLE_SECONDS` for an `expires_in`.
+    granularity: Duration,
     obtains: AtomicU64,
     renews: AtomicU64,
     fail: AtomicBool,
@@ -17,7 +19,8 @@ struct Scripted {
 impl Scripted {
     fn new(lifetime: Duration) -> Arc<Self> {
         Arc::new(Scripted {
-            lifetime,
+            lifetime: Mutex::new(lifetime),
+            granularity: Duration::ZERO,
             obtains: AtomicU64::new(0),
             renews: AtomicU64::new(0),
             fail: AtomicBool::new(false),
@@ -41,7 +44,8 @@ impl CredentialSource for Scripted {
             let n = self.obtains.fetch_add(1, Ordering::SeqCst);
             Ok(Issued {
                 value: Secret::new(format!("token-{n}")),
-                lifetime: Some(self.lifetime),
+                lifetime: Some(*self.lifetime.lock().expect("lock")),
+                granularity: self.granularity,
                 renewable: self.renewable,
             })
         })
@@ -54,7 +58,8 @@ impl CredentialSource for Scripted {
             self.renews.fetch_add(1, Ordering::SeqCst);
             Ok(Some(Issued {
                 value: current.clone(),
-                lifetime: Some(self.lifetime),
+                lifetime: Some(*self.lifetime.lock().expect("lock")),
+                granularity: self.granularity,
                 renewable: true,
             }))
         })
@@ -66,6 +71,18 @@ impl CredentialSource for Scripted {
                 .expect("lock")
                 .push(value.expose().to_owned());
             Ok(Revoked::Done("scripted"))
+        })
+    }
+}
+
+impl Scripted {
+    /// A source reporting `secs` in whole seconds, like `expires_in`.
+    fn whole_seconds(secs: u64) -> Arc<Self> {
+        Arc::new(Scripted {
+            granularity: crate::exchange::WHOLE_SECONDS,
+            ..Arc::try_unwrap(Scripted::new(Duration::from_secs(secs)))
+                .ok()
+                .expect("unique")
         })
     }
 }
@@ -203,4 +220,101 @@ async fn teardown_revokes_current_and_superseded_values_then_refuses_reads() {
     assert_eq!(revoked, ["token-0", "token-1"]);
     assert_eq!(reports.len(), 2);
     assert!(matches!(store.get("c"), Err(StoreError::Closed(_))));
+}
+
+// A whole-second lifetime (`expires_in: 5`) from a server that sets
+// `exp = floor(now) + 5` may end as early as 4 s after the request was sent.
+// The soak served one token 30 ms past such an `exp`.
+
+#[tokio::test(start_paused = true)]
+async fn a_whole_second_lifetime_is_not_served_past_the_earliest_server_exp() {
+    let src = Scripted::whole_seconds(5);
+    let sent = Instant::now();
+    let store = store_with(src.clone()).await;
+    src.fail.store(true, Ordering::SeqCst);
+    let earliest_exp = sent + Duration::from_secs(4);
+    tokio::time::sleep_until(earliest_exp - EXPIRY_MARGIN - Duration::from_millis(10)).await;
+    assert_eq!(store.get("c").expect("valid").value.expose(), "token-0");
+    tokio::time::sleep_until(earliest_exp - EXPIRY_MARGIN).await;
+    let e = store.get("c").unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Expired { reason, .. } if reason.contains("sts down")),
+        "served {}ms before the server's earliest exp: {e:?}",
+        earliest_exp
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn whole_second_lifetimes_refresh_before_the_earliest_server_exp() {
+    // The soak's timing: a refresh as late as 0.8 of the lifetime.
+    let rotation = RotationConfig {
+        fraction: 0.8,
+        ..rotation()
+    };
+    let src = Scripted::whole_seconds(5);
+    let mut store = Store::new(rotation, CancellationToken::new());
+    store.add("c", src.clone()).await.expect("first obtain");
+    let start = Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    while Instant::now() < start + Duration::from_secs(30) {
+        let c = store.get("c").unwrap_or_else(|e| {
+            panic!(
+                "no value at {:?}: {e}",
+                Instant::now().saturating_duration_since(start)
+            )
+        });
+        // `issued_at` is when that value's request was sent.
+        let earliest_exp = c.issued_at + Duration::from_secs(4);
+        assert!(
+            Instant::now() + EXPIRY_MARGIN < earliest_exp,
+            "{} served {}ms before its earliest exp",
+            c.value.expose(),
+            earliest_exp
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+        );
+        seen.insert(c.generation);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Refreshed every 0.8 × 4 s (+ 50 ms) = 3.25 s: 10 values in 30 s.
+    assert!(seen.len() >= 10, "values seen: {}", seen.len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_one_second_whole_second_lifetime_is_refused_at_start() {
+    // `expires_in: 1` may mean the token is already dead: nothing to serve.
+    let mut store = Store::new(rotation(), CancellationToken::new());
+    let e = store
+        .add("c", Scripted::whole_seconds(1))
+        .await
+        .expect_err("a 1 s whole-second lifetime was accepted");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("\"c\"") && msg.contains("1s") && msg.contains("whole seconds"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_with_a_too_short_lifetime_backs_off_instead_of_spinning() {
+    let src = Scripted::whole_seconds(10);
+    let store = store_with(src.clone()).await;
+    // From now on the service hands out 1-second tokens (a misconfigured TTL).
+    *src.lifetime.lock().expect("lock") = Duration::from_secs(1);
+    // Refresh due at 0.5 × 9 s; then retries back off 0.2, 0.4, … 2 s.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let st = store.state("c").expect("state");
+    assert_eq!(
+        st.current.as_ref().expect("value").value.expose(),
+        "token-0"
+    );
+    let err = st.last_error.expect("the short lifetime is an error");
+    assert!(err.contains("whole seconds"), "{err}");
+    // 4.5 s to 8 s: about 5 attempts with backoff, not a hot loop.
+    let obtains = src.obtains.load(Ordering::SeqCst);
+    assert!((3..=8).contains(&obtains), "obtains: {obtains}");
+    // The old value is still served until its own earliest exp.
+    assert_eq!(store.get("c").expect("valid").value.expose(), "token-0");
 }
