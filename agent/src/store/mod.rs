@@ -412,7 +412,12 @@ fn due(
 ) -> Option<Instant> {
     match c.expires_at {
         Some(exp) => {
-            let life = exp.saturating_duration_since(c.issued_at);
+            // Why: a value stops being handed out EXPIRY_MARGIN before
+            // `exp`; the share is of the time it can be served, so a short
+            // credential (2 s, counted 1 s) is replaced before that point,
+            // not after it.
+            let usable = exp.checked_sub(EXPIRY_MARGIN).unwrap_or(exp);
+            let life = usable.saturating_duration_since(c.issued_at);
             let share =
                 (rotation.fraction + rotation.jitter * (2.0 * rand01 - 1.0)).clamp(0.05, 0.95);
             Some(c.issued_at + life.mul_f64(share))

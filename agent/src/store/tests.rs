@@ -278,8 +278,34 @@ async fn whole_second_lifetimes_refresh_before_the_earliest_server_exp() {
         seen.insert(c.generation);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // Refreshed every 0.8 × 4 s (+ 50 ms) = 3.25 s: 10 values in 30 s.
+    // Refreshed every 0.8 × (4 s − the 500 ms margin) + 50 ms = 2.85 s.
     assert!(seen.len() >= 10, "values seen: {}", seen.len());
+}
+
+/// Seen in a fresh-clone CI run: 2-second credentials (counted 1 s) were
+/// refreshed at 0.7 of 1 s, after they had stopped being served (500 ms
+/// before their expiry), so requests in between got 503.
+#[tokio::test(start_paused = true)]
+async fn short_credentials_are_replaced_before_the_margin_not_after() {
+    let rotation = RotationConfig {
+        fraction: 0.8,
+        ..rotation()
+    };
+    let mut store = Store::new(rotation, CancellationToken::new());
+    store
+        .add("c", Scripted::whole_seconds(2))
+        .await
+        .expect("first obtain");
+    let start = Instant::now();
+    while Instant::now() < start + Duration::from_secs(10) {
+        if let Err(e) = store.get("c") {
+            panic!(
+                "no value at {:?}: {e}",
+                Instant::now().saturating_duration_since(start)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -303,7 +329,7 @@ async fn a_refresh_with_a_too_short_lifetime_backs_off_instead_of_spinning() {
     let store = store_with(src.clone()).await;
     // From now on the service hands out 1-second tokens (a misconfigured TTL).
     *src.lifetime.lock().expect("lock") = Duration::from_secs(1);
-    // Refresh due at 0.5 × 9 s; then retries back off 0.2, 0.4, … 2 s.
+    // Refresh due at 0.5 × (9 s − 500 ms); then retries back off 0.2, 0.4, … 2 s.
     tokio::time::sleep(Duration::from_secs(8)).await;
     let st = store.state("c").expect("state");
     assert_eq!(
