@@ -601,7 +601,6 @@ impl GitServer {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        let port = free_port();
         let backend = [
             "/usr/lib/git-core/git-http-backend",
             "/usr/libexec/git-core/git-http-backend",
@@ -609,9 +608,25 @@ impl GitServer {
         .into_iter()
         .find(|p| Path::new(p).exists())
         .expect("git-http-backend");
+        let nginx_bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("nginx is not installed — run scripts/ensure-tools.sh");
         let user = if nix_is_root() { "user root;" } else { "" };
-        let conf = format!(
-            r#"{user}
+        // nginx cannot bind port 0, so a free port is picked first; another
+        // process may take it in between. nginx writes its pid file only
+        // after every listen socket is bound, so the pid file (not a connect,
+        // which another listener on that port would also answer) says it is
+        // up; a bind refusal picks a new port.
+        let mut attempt = 0;
+        let (nginx, port) = loop {
+            attempt += 1;
+            let port = free_port();
+            let pid_file = d.join("nginx.pid");
+            let _ = std::fs::remove_file(&pid_file);
+            let _ = std::fs::remove_file(d.join("error.log"));
+            let conf = format!(
+                r#"{user}
 daemon off;
 master_process off;
 worker_processes 1;
@@ -645,38 +660,62 @@ http {{
   }}
 }}
 "#,
-            d = d.display(),
-            cert = cert.display(),
-            key = key.display(),
-            sock = sock.display(),
-            repos = repos.display(),
-        );
-        let conf_path = d.join("nginx.conf");
-        std::fs::write(&conf_path, conf).expect("nginx.conf");
-        let nginx_bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("nginx is not installed — run scripts/ensure-tools.sh");
-        let log = d.join("nginx.stderr");
-        let child = Command::new(nginx_bin)
-            .args([
-                "-p",
-                &d.display().to_string(),
-                "-c",
-                &conf_path.display().to_string(),
-                "-e",
-                &d.join("error.log").display().to_string(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("nginx");
-        let nginx = Proc {
-            name: "nginx".into(),
-            child,
-            log: d.join("error.log"),
-            _dir: tempfile::tempdir().expect("tmp"),
+                d = d.display(),
+                cert = cert.display(),
+                key = key.display(),
+                sock = sock.display(),
+                repos = repos.display(),
+            );
+            let conf_path = d.join("nginx.conf");
+            std::fs::write(&conf_path, conf).expect("nginx.conf");
+            let log = d.join("nginx.stderr");
+            let child = Command::new(nginx_bin)
+                .args([
+                    "-p",
+                    &d.display().to_string(),
+                    "-c",
+                    &conf_path.display().to_string(),
+                    "-e",
+                    &d.join("error.log").display().to_string(),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log"))
+                .spawn()
+                .expect("nginx");
+            let nginx = Proc {
+                name: "nginx".into(),
+                child,
+                log: d.join("error.log"),
+                _dir: tempfile::tempdir().expect("tmp"),
+            };
+            let want = nginx.pid().to_string();
+            let end = std::time::Instant::now() + READY_TIMEOUT;
+            let up = loop {
+                let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+                if pid.trim() == want {
+                    break true;
+                }
+                if nginx.log_text().contains("Address already in use") {
+                    break false;
+                }
+                assert!(
+                    std::time::Instant::now() < end,
+                    "nginx never wrote its pid file; log:\n{}",
+                    nginx.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if up {
+                break (nginx, port);
+            }
+            assert!(
+                attempt < 5,
+                "nginx could not bind a free port in 5 attempts; log:\n{}",
+                nginx.log_text()
+            );
+            eprintln!("nginx: port {port} was taken before nginx bound it; picking another");
+            drop(nginx);
         };
         wait_port(port, &nginx);
         GitServer {
