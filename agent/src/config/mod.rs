@@ -6,7 +6,7 @@
 
 mod proxy;
 mod raw;
-pub mod route;
+mod route;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,9 +15,9 @@ use std::time::Duration;
 use url::Url;
 
 use crate::env::Env;
+use crate::route::Route;
 pub use proxy::{ProxyConfig, UpstreamLimits};
 use raw::{At, Diag, Table};
-pub use route::{HostPattern, IdentityKinds, RouteConfig, Template};
 
 /// Config file name looked up in the working directory when neither
 /// `--config` nor `$LANYARD_CONFIG` names one.
@@ -93,7 +93,7 @@ pub struct Config {
     pub path: PathBuf,
     pub identity: IdentityConfig,
     pub credentials: Vec<CredentialConfig>,
-    pub routes: Vec<RouteConfig>,
+    pub routes: Vec<Route>,
     pub proxy: ProxyConfig,
     pub upstream: UpstreamConfig,
     pub audit: AuditConfig,

@@ -1,7 +1,6 @@
 //! The proxy (data plane): the last stage of the flow. It reads credentials
 //! from the store and attaches them to the job's requests that match a
-//! route, and to nothing else.
-//! - `routes`: the one canonical parse of a destination and the matcher;
+//! route (`crate::route`), and to nothing else.
 //! - `inject`: replace-never-merge header injection;
 //! - `tls`: the per-job CA and per-host leaf certificates;
 //! - `peer`: who owns the connecting socket (Linux);
@@ -21,7 +20,6 @@ pub mod framing;
 pub mod inject;
 pub mod peer;
 pub mod pool;
-pub mod routes;
 pub mod server;
 pub mod tls;
 

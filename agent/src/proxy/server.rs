@@ -28,10 +28,13 @@ use super::conn::{gated_service, http1_server, Activity, GateHandle};
 use super::forward::{self, empty, refusal, strip_hop_by_hop, Body, Pending, Upstream};
 use super::framing::Refusal;
 use super::inject;
-use super::routes::{check_path, parse_authority, Decision, Destination, RouteTable};
 use super::tls::JobCa;
 use crate::audit::{self, Audit, Record};
-use crate::config::{Egress, HostPattern, RouteConfig};
+use crate::config::Egress;
+use crate::route::{
+    check_path, parse_authority, Decision, Destination, HostPattern, Route, RouteTable, Scheme,
+    SessionIdentity,
+};
 use crate::secret::Secret;
 use crate::store::Store;
 
@@ -99,7 +102,7 @@ pub enum ProxyError {
 /// What the proxy needs, built by the caller.
 pub struct ProxyOptions {
     pub listen: SocketAddr,
-    pub routes: Vec<RouteConfig>,
+    pub routes: Vec<Route>,
     pub egress: Egress,
     pub max_connections: usize,
     /// Worker threads (`LANYARD_WORKER_THREADS`).
@@ -113,14 +116,14 @@ pub struct ProxyOptions {
     pub same_user: bool,
     /// Who the session acts as; routes limited to another identity kind
     /// are refused with 403.
-    pub identity: super::routes::SessionIdentity,
+    pub identity: SessionIdentity,
     /// How long an upstream may take (`[proxy] upstream_*`).
     pub limits: super::deadline::Limits,
 }
 
 struct Shared {
     routes: RouteTable,
-    named: HashMap<String, RouteConfig>,
+    named: HashMap<String, Route>,
     store: Arc<Store>,
     secret: Secret,
     ca: JobCa,
@@ -164,7 +167,7 @@ impl std::fmt::Debug for Proxy {
 
 /// The path segment that names a reverse route: the env name's suffix,
 /// lowercase (`LANYARD_URL_MY_API` → `my_api`).
-fn reverse_key(r: &RouteConfig) -> Option<String> {
+fn reverse_key(r: &Route) -> Option<String> {
     r.env_name()
         .map(|n| n.trim_start_matches("LANYARD_URL_").to_ascii_lowercase())
 }
@@ -653,8 +656,8 @@ async fn outer(
     }
     if let Some(auth) = req.uri().authority() {
         let scheme = match req.uri().scheme_str() {
-            Some("http") => "http",
-            Some("https") => "https",
+            Some("http") => Scheme::Http,
+            Some("https") => Scheme::Https,
             _ => {
                 return deny(
                     &shared,
@@ -685,7 +688,7 @@ async fn outer(
         if let Err(rule) = proxy_auth(&shared, req.headers()) {
             let rec = record(
                 req.method(),
-                scheme,
+                scheme.as_str(),
                 &dest.host,
                 dest.port,
                 req.uri().path(),
@@ -701,7 +704,7 @@ async fn outer(
             if !agrees {
                 let rec = record(
                     req.method(),
-                    scheme,
+                    scheme.as_str(),
                     &dest.host,
                     dest.port,
                     req.uri().path(),
@@ -727,7 +730,7 @@ async fn outer(
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| parse_authority("http", h).ok())
+        .and_then(|h| parse_authority(Scheme::Http, h).ok())
         .is_some_and(|d| dest_is_self(&shared, &d));
     if !host_ok {
         return deny(
@@ -793,13 +796,8 @@ async fn reverse(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
             false,
         );
     };
-    let scheme = if route.scheme == "https" {
-        "https"
-    } else {
-        "http"
-    };
     let dest = Destination {
-        scheme,
+        scheme: route.scheme,
         host: host.clone(),
         port: route.port,
     };
@@ -821,7 +819,7 @@ async fn connect(
         .authority()
         .map(|a| a.as_str().to_owned())
         .unwrap_or_default();
-    let dest = match parse_authority("https", &authority) {
+    let dest = match parse_authority(Scheme::Https, &authority) {
         Ok(d) => d,
         Err(e) => {
             let rec = record(req.method(), "https", "", 0, "");
@@ -942,7 +940,7 @@ async fn intercept(
     match start.client_hello().server_name() {
         Some(sni) => {
             let agrees = !sni.contains(':')
-                && parse_authority("https", sni).is_ok_and(|d| d.host == dest.host);
+                && parse_authority(Scheme::Https, sni).is_ok_and(|d| d.host == dest.host);
             if !agrees {
                 return deny_tls(format!(
                     "TLS SNI {:?} does not match the CONNECT host {}",
@@ -1025,7 +1023,7 @@ async fn inner(shared: Arc<Shared>, dest: Destination, req: Request<Incoming>) -
         );
     }
     for n in &named {
-        if !parse_authority("https", n).is_ok_and(|d| d == dest) {
+        if !parse_authority(Scheme::Https, n).is_ok_and(|d| d == dest) {
             let rule = format!(
                 "the request's host {:?} does not match the CONNECT host {}:{}",
                 audit::escape_controls(n),
@@ -1063,7 +1061,13 @@ async fn dispatch(
         .split_once('?')
         .map_or(pq.as_str(), |(p, _)| p)
         .to_owned();
-    let mut rec = record(req.method(), dest.scheme, &dest.host, dest.port, &path);
+    let mut rec = record(
+        req.method(),
+        dest.scheme.as_str(),
+        &dest.host,
+        dest.port,
+        &path,
+    );
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
@@ -1126,7 +1130,7 @@ async fn dispatch(
     pass(shared.clone(), req, dest, pq, rec, Some(route)).await
 }
 
-fn route_label(r: &RouteConfig) -> String {
+fn route_label(r: &Route) -> String {
     r.name.clone().unwrap_or_else(|| r.display_url())
 }
 
@@ -1139,7 +1143,7 @@ async fn pass(
     dest: Destination,
     pq: String,
     rec: Record,
-    route: Option<&RouteConfig>,
+    route: Option<&Route>,
 ) -> Response<Body> {
     let websocket = req.headers().contains_key(header::UPGRADE);
     // The pool names the destination itself (Host, :authority); only the
