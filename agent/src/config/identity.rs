@@ -3,14 +3,18 @@
 
 use std::path::PathBuf;
 
-use super::model::{IdentityConfig, LoginConfig, LoginFlow, SourceKind};
+use super::keyword;
+use super::model::{IdentityConfig, LoginConfig, LoginFlow, Platform};
 use super::raw::{Diag, Table};
-use super::values::{is_env_name, url};
+use super::values::{is_env_name, one_of, url};
+
+/// `source = "auto"`: detect the platform from the environment.
+const AUTO: &str = "auto";
 
 pub(super) fn identity(d: &mut Diag<'_>, t: Option<Table<'_>>) -> Option<IdentityConfig> {
     let Some(mut t) = t else {
         return Some(IdentityConfig {
-            source: SourceKind::Auto,
+            source: None,
             audience: None,
             variable: None,
             path: None,
@@ -26,20 +30,21 @@ pub(super) fn identity(d: &mut Diag<'_>, t: Option<Table<'_>>) -> Option<Identit
     let agent = t.string(d, "buildkite_agent");
     let scrub = t.bool(d, "scrub_request_env");
     let kind = match &source {
-        None => SourceKind::Auto,
-        Some(s) => match SourceKind::parse(&s.v) {
-            Some(k) => k,
+        None => None,
+        Some(s) if s.v == AUTO => None,
+        Some(s) => match keyword::parse::<Platform>(&s.v) {
+            Some(k) => Some(k),
             None => {
                 d.err(
                     &s.span,
                     &t.key("source"),
                     format!(
-                        "unknown identity source {:?}; expected one of: {}",
+                        "unknown identity source {:?}; expected one of: {AUTO}, {}",
                         s.v,
-                        SourceKind::NAMES.join(", ")
+                        keyword::names::<Platform>().join(", ")
                     ),
                 );
-                SourceKind::Auto
+                None
             }
         },
     };
@@ -48,7 +53,7 @@ pub(super) fn identity(d: &mut Diag<'_>, t: Option<Table<'_>>) -> Option<Identit
             d.err(&a.span, &t.key("audience"), "expected a non-empty audience");
         }
     }
-    if kind == SourceKind::Env && variable.is_none() {
+    if kind == Some(Platform::Env) && variable.is_none() {
         d.err(
             &t.span.clone(),
             &t.key("variable"),
@@ -67,7 +72,7 @@ pub(super) fn identity(d: &mut Diag<'_>, t: Option<Table<'_>>) -> Option<Identit
             );
         }
     }
-    if kind == SourceKind::File && path.is_none() {
+    if kind == Some(Platform::File) && path.is_none() {
         d.err(
             &t.span.clone(),
             &t.key("path"),
@@ -155,19 +160,9 @@ pub(super) fn login(d: &mut Diag<'_>, t: Option<Table<'_>>) -> Option<Option<Log
             }
         }
     }
-    let flow = match flow.as_ref().map(|f| f.v.as_str()) {
-        None | Some("device") => Some(LoginFlow::Device),
-        Some("pkce") => Some(LoginFlow::Pkce),
-        Some(other) => {
-            if let Some(f) = &flow {
-                d.err(
-                    &f.span,
-                    &t.key("flow"),
-                    format!("expected \"device\" or \"pkce\", got {other:?}"),
-                );
-            }
-            None
-        }
+    let flow = match &flow {
+        None => Some(LoginFlow::Device),
+        Some(f) => one_of::<LoginFlow>(d, &t.key("flow"), f),
     };
     Some(Some(LoginConfig {
         issuer: issuer?,

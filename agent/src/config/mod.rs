@@ -12,6 +12,7 @@
 
 mod credential;
 mod identity;
+mod keyword;
 mod model;
 mod proxy;
 mod raw;
@@ -27,7 +28,7 @@ use crate::env::Env;
 use crate::route::Route;
 pub use model::{
     AuditConfig, ClientAuth, CredentialConfig, CredentialKind, Egress, IdentityConfig, LoginConfig,
-    LoginFlow, OAuthEndpoint, RotationConfig, SourceKind, SubjectTokenType, UpstreamConfig,
+    LoginFlow, OAuthEndpoint, Platform, RotationConfig, SubjectTokenType, UpstreamConfig,
 };
 pub use proxy::{ProxyConfig, UpstreamLimits};
 use raw::{Diag, Table};
@@ -245,7 +246,7 @@ fn build(d: &mut Diag<'_>, path: &Path, mut doc: Table<'_>) -> Option<Config> {
     route::check_names(d, &routes);
     let mut identity = identity?;
     identity.login = login?;
-    if identity.source == SourceKind::Login && identity.login.is_none() {
+    if identity.source == Some(Platform::Login) && identity.login.is_none() {
         d.err(
             &identity_span.unwrap_or(0..0),
             "identity.source",

@@ -4,13 +4,17 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::Deserialize;
 use url::Url;
 
+use super::keyword;
 use super::{DEFAULT_JITTER, DEFAULT_REFRESH_FRACTION, DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceKind {
-    Auto,
+/// Where the identity token comes from: a CI platform, a file, a variable,
+/// or a developer login. Spelt in the config as `source = "github"` etc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
     Github,
     Gitlab,
     Bitbucket,
@@ -18,41 +22,27 @@ pub enum SourceKind {
     Buildkite,
     File,
     Env,
+    /// A developer's own login (`lanyard login`), on a laptop.
     Login,
 }
 
-impl SourceKind {
-    pub const NAMES: &'static [&'static str] = &[
-        "auto",
-        "github",
-        "gitlab",
-        "bitbucket",
-        "circleci",
-        "buildkite",
-        "file",
-        "env",
-        "login",
-    ];
+impl Platform {
+    /// A developer login, as opposed to a CI automation identity; routes
+    /// may be limited to one kind (`identities`).
+    pub fn is_developer(self) -> bool {
+        self == Platform::Login
+    }
 
-    pub(super) fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "auto" => Self::Auto,
-            "github" => Self::Github,
-            "gitlab" => Self::Gitlab,
-            "bitbucket" => Self::Bitbucket,
-            "circleci" => Self::Circleci,
-            "buildkite" => Self::Buildkite,
-            "file" => Self::File,
-            "env" => Self::Env,
-            "login" => Self::Login,
-            _ => return None,
-        })
+    /// As in `source = "..."`.
+    pub fn name(self) -> &'static str {
+        keyword::name(&self)
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct IdentityConfig {
-    pub source: SourceKind,
+    /// `None`: `source = "auto"`, detected from the environment.
+    pub source: Option<Platform>,
     /// Audience requested where the platform mints on demand (GitHub, Buildkite).
     pub audience: Option<String>,
     /// GitLab / env: the variable holding the token.
@@ -68,7 +58,8 @@ pub struct IdentityConfig {
 }
 
 /// How `lanyard login` gets the developer's identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LoginFlow {
     /// RFC 8628 device authorization grant (default: works over SSH too).
     Device,
@@ -89,13 +80,18 @@ pub struct LoginConfig {
     pub flow: LoginFlow,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `subject_token_type`: `jwt` or `id_token` (or the RFC 8693 URN of either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SubjectTokenType {
     Jwt,
     IdToken,
 }
 
 impl SubjectTokenType {
+    /// RFC 8693's token type URNs are this followed by the config spelling.
+    pub(super) const URN_PREFIX: &'static str = "urn:ietf:params:oauth:token-type:";
+
     pub fn urn(self) -> &'static str {
         match self {
             SubjectTokenType::Jwt => "urn:ietf:params:oauth:token-type:jwt",
@@ -169,15 +165,27 @@ pub enum CredentialKind {
 }
 
 impl CredentialKind {
+    /// The `exchange` it was configured with, or `vault-kv` for a `from` read.
     pub fn label(&self) -> &'static str {
-        match self {
-            CredentialKind::TokenExchange { .. } => "token-exchange",
-            CredentialKind::JwtBearer { .. } => "jwt-bearer",
-            CredentialKind::Vault { .. } => "vault",
-            CredentialKind::VaultKv { .. } => "vault-kv",
-            CredentialKind::Passthrough { .. } => "passthrough",
-        }
+        let exchange = match self {
+            CredentialKind::TokenExchange { .. } => ExchangeKind::TokenExchange,
+            CredentialKind::JwtBearer { .. } => ExchangeKind::JwtBearer,
+            CredentialKind::Vault { .. } => ExchangeKind::Vault,
+            CredentialKind::VaultKv { .. } => return "vault-kv",
+            CredentialKind::Passthrough { .. } => ExchangeKind::Passthrough,
+        };
+        keyword::name(&exchange)
     }
+}
+
+/// `exchange = "..."`: how a credential is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExchangeKind {
+    TokenExchange,
+    JwtBearer,
+    Vault,
+    Passthrough,
 }
 
 #[derive(Debug, Clone)]
@@ -186,7 +194,9 @@ pub struct CredentialConfig {
     pub kind: CredentialKind,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `[proxy] egress`: what happens to a request no route covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Egress {
     Allow,
     Deny,

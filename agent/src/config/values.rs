@@ -72,3 +72,24 @@ pub(super) fn duration(d: &mut Diag<'_>, key: &str, v: &At<String>) -> Option<Du
         }
     }
 }
+
+/// A keyword (see `keyword`), or a message listing the accepted ones.
+pub(super) fn one_of<T: serde::de::DeserializeOwned>(
+    d: &mut Diag<'_>,
+    key: &str,
+    v: &At<String>,
+) -> Option<T> {
+    let parsed = super::keyword::parse::<T>(&v.v);
+    if parsed.is_none() {
+        d.err(
+            &v.span,
+            key,
+            format!(
+                "expected {}, got {:?}",
+                super::keyword::quoted_or::<T>(),
+                v.v
+            ),
+        );
+    }
+    parsed
+}

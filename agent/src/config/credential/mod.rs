@@ -7,7 +7,8 @@ mod vault;
 
 use std::ops::Range;
 
-use super::model::{CredentialConfig, CredentialKind};
+use super::keyword;
+use super::model::{CredentialConfig, CredentialKind, ExchangeKind};
 use super::raw::{At, Diag, Table};
 use super::values::is_name;
 
@@ -54,7 +55,6 @@ const TOKEN_EXCHANGE_KEYS: &[&str] = &[
     "client_secret_env",
     "client_auth",
 ];
-const EXCHANGES: &[&str] = &["token-exchange", "jwt-bearer", "vault", "passthrough"];
 
 /// Every key a `[[credential]]` may have, read once whatever the kind, so
 /// that each wrong type is reported.
@@ -164,22 +164,23 @@ pub(super) fn credential(
             return None;
         }
         (None, None) => {
-            d.err(&t.span, &t.key("exchange"), format!("every [[credential]] needs `exchange` (one of: {}) or `from` (a vault credential, with `secret`)", EXCHANGES.join(", ")));
+            d.err(&t.span, &t.key("exchange"), format!("every [[credential]] needs `exchange` (one of: {}) or `from` (a vault credential, with `secret`)", keyword::names::<ExchangeKind>().join(", ")));
             return None;
         }
         (None, Some(f)) => vault::kv_read(d, &t, &k, f, earlier),
-        (Some(e), None) => match e.v.as_str() {
-            "token-exchange" => oauth::token_exchange(d, &t, &k),
-            "jwt-bearer" => oauth::jwt_bearer(d, &t, &k),
-            "vault" => vault::login(d, &t, &k),
-            "passthrough" => passthrough(d, &t, &k),
-            other => {
+        (Some(e), None) => match keyword::parse::<ExchangeKind>(&e.v) {
+            Some(ExchangeKind::TokenExchange) => oauth::token_exchange(d, &t, &k),
+            Some(ExchangeKind::JwtBearer) => oauth::jwt_bearer(d, &t, &k),
+            Some(ExchangeKind::Vault) => vault::login(d, &t, &k),
+            Some(ExchangeKind::Passthrough) => passthrough(d, &t, &k),
+            None => {
                 d.err(
                     &e.span,
                     &t.key("exchange"),
                     format!(
-                        "unknown exchange {other:?}; expected one of: {}",
-                        EXCHANGES.join(", ")
+                        "unknown exchange {:?}; expected one of: {}",
+                        e.v,
+                        keyword::names::<ExchangeKind>().join(", ")
                     ),
                 );
                 return None;
@@ -227,13 +228,18 @@ fn name(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys, earlier: &[CredentialConfig])
 
 /// Keys that were given but mean nothing for this kind.
 fn refuse_keys_that_do_not_apply(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) {
-    let applicable: &[&[&str]] = match (k.exchange.as_ref().map(|e| e.v.as_str()), k.from.is_some())
-    {
+    let exchange = k
+        .exchange
+        .as_ref()
+        .map(|e| keyword::parse::<ExchangeKind>(&e.v));
+    let applicable: &[&[&str]] = match (exchange, k.from.is_some()) {
         (None, true) => &[&["name", "from", "secret", "refresh"]],
-        (Some("token-exchange"), false) => &[OAUTH_KEYS, TOKEN_EXCHANGE_KEYS],
-        (Some("jwt-bearer"), false) => &[OAUTH_KEYS],
-        (Some("vault"), false) => &[&["name", "exchange", "address", "mount", "role", "namespace"]],
-        (Some("passthrough"), false) => &[&["name", "exchange", "audience"]],
+        (Some(Some(ExchangeKind::TokenExchange)), false) => &[OAUTH_KEYS, TOKEN_EXCHANGE_KEYS],
+        (Some(Some(ExchangeKind::JwtBearer)), false) => &[OAUTH_KEYS],
+        (Some(Some(ExchangeKind::Vault)), false) => {
+            &[&["name", "exchange", "address", "mount", "role", "namespace"]]
+        }
+        (Some(Some(ExchangeKind::Passthrough)), false) => &[&["name", "exchange", "audience"]],
         _ => &[CREDENTIAL_KEYS],
     };
     let kind_label = match (&k.exchange, &k.from) {

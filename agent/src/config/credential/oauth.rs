@@ -1,32 +1,26 @@
 //! `exchange = "token-exchange"` (RFC 8693) and `exchange = "jwt-bearer"`
 //! (RFC 7523): an OAuth token endpoint and how lanyard authenticates to it.
 
+use serde::Deserialize;
 use url::Url;
 
 use super::Keys;
+use crate::config::keyword;
 use crate::config::model::{ClientAuth, CredentialKind, OAuthEndpoint, SubjectTokenType};
 use crate::config::raw::{Diag, Table};
-use crate::config::values::{duration, is_env_name, url};
+use crate::config::values::{duration, is_env_name, one_of, url};
 use crate::config::DEFAULT_LIFETIME;
 
 pub(super) fn token_exchange(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) -> Option<CredentialKind> {
     let endpoint = endpoint(d, t, k);
     let stt = match &k.subject_token_type {
         None => Some(SubjectTokenType::Jwt),
-        Some(s) => match s.v.as_str() {
-            "jwt" | "urn:ietf:params:oauth:token-type:jwt" => Some(SubjectTokenType::Jwt),
-            "id_token" | "urn:ietf:params:oauth:token-type:id_token" => {
-                Some(SubjectTokenType::IdToken)
-            }
-            _ => {
-                d.err(
-                    &s.span,
-                    &t.key("subject_token_type"),
-                    format!("expected \"jwt\" or \"id_token\", got {:?}", s.v),
-                );
-                None
-            }
-        },
+        Some(s) => {
+            let short = s.v.strip_prefix(SubjectTokenType::URN_PREFIX);
+            // The URN itself is no keyword: a bad one is reported as given.
+            keyword::parse::<SubjectTokenType>(short.unwrap_or(&s.v))
+                .or_else(|| one_of(d, &t.key("subject_token_type"), s))
+        }
     };
     let client = client_auth(d, t, k);
     Some(CredentialKind::TokenExchange {
@@ -107,55 +101,47 @@ fn client_auth(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) -> Option<ClientAuth> 
             return None;
         }
     }
-    let m = method
-        .as_ref()
-        .map(|m| m.v.as_str())
-        .unwrap_or(if secret_env.is_some() {
-            "basic"
-        } else {
-            "none"
-        });
-    let span = method
-        .as_ref()
-        .map(|m| m.span.clone())
-        .unwrap_or(t.span.clone());
+    let m = match method {
+        Some(m) => one_of::<Method>(d, &t.key("client_auth"), m)?,
+        None if secret_env.is_some() => Method::Basic,
+        None => Method::None,
+    };
     match (m, client_id, secret_env) {
-        ("none", cid, None) => Some(ClientAuth::None {
+        (Method::None, cid, None) => Some(ClientAuth::None {
             client_id: cid.as_ref().map(|c| c.v.clone()),
         }),
-        ("none", _, Some(s)) => {
+        (Method::None, _, Some(s)) => {
             d.err(&s.span, &t.key("client_secret_env"), "client_auth = \"none\" sends no secret; remove client_secret_env or pick \"basic\"/\"post\"");
             None
         }
-        ("basic" | "post", Some(cid), Some(s)) => {
-            let (client_id, secret_env) = (cid.v.clone(), s.v.clone());
-            Some(if m == "basic" {
-                ClientAuth::Basic {
-                    client_id,
-                    secret_env,
-                }
-            } else {
-                ClientAuth::Post {
-                    client_id,
-                    secret_env,
-                }
-            })
-        }
-        ("basic" | "post", _, _) => {
+        (Method::Basic, Some(cid), Some(s)) => Some(ClientAuth::Basic {
+            client_id: cid.v.clone(),
+            secret_env: s.v.clone(),
+        }),
+        (Method::Post, Some(cid), Some(s)) => Some(ClientAuth::Post {
+            client_id: cid.v.clone(),
+            secret_env: s.v.clone(),
+        }),
+        (Method::Basic | Method::Post, _, _) => {
+            let span = method.as_ref().map_or(t.span.clone(), |m| m.span.clone());
             d.err(
                 &span,
                 &t.key("client_auth"),
-                format!("client_auth = {m:?} needs both `client_id` and `client_secret_env`"),
-            );
-            None
-        }
-        (other, _, _) => {
-            d.err(
-                &span,
-                &t.key("client_auth"),
-                format!("expected \"basic\", \"post\" or \"none\", got {other:?}"),
+                format!(
+                    "client_auth = {:?} needs both `client_id` and `client_secret_env`",
+                    keyword::name(&m)
+                ),
             );
             None
         }
     }
+}
+
+/// `client_auth`: how lanyard authenticates to the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Method {
+    Basic,
+    Post,
+    None,
 }
