@@ -4,9 +4,11 @@
 //! Flow (one way): `identity` → `exchange` → `store` → proxy; `audit` is a
 //! sink. `config` is read first, `app` wires the stages, `cli` is the edge.
 
+pub(crate) mod accept;
 pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod doctor;
