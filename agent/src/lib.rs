@@ -11,6 +11,7 @@ pub mod cli;
 pub mod command;
 pub mod config;
 pub mod daemon;
+pub mod discovery;
 pub mod doctor;
 pub mod env;
 pub mod exchange;

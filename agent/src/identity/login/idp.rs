@@ -1,55 +1,25 @@
-//! The IdP as discovered: OIDC discovery (with its JWKS) and the flows
+//! The IdP as discovered (`crate::discovery`, with its JWKS) and the flows
 //! against it: the RFC 8628 device grant, authorization code + PKCE with a
 //! loopback redirect, refresh, and RFC 7009 revocation.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use openidconnect::core::{
-    CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
-    CoreClientAuthMethod, CoreDeviceAuthorizationResponse, CoreGrantType, CoreIdTokenVerifier,
-    CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
-    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType, CoreTokenResponse,
+    CoreAuthenticationFlow, CoreClient, CoreDeviceAuthorizationResponse, CoreIdTokenVerifier,
+    CoreTokenResponse,
 };
 use openidconnect::{
-    AdditionalProviderMetadata, AsyncHttpClient, AuthorizationCode, ClientId, CsrfToken,
-    DeviceAuthorizationUrl, EndpointMaybeSet, EndpointNotSet, EndpointSet, HttpRequest,
-    HttpResponse, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, ProviderMetadata,
-    RedirectUrl, RefreshToken, RequestTokenError, RevocationUrl, Scope,
+    AuthorizationCode, ClientId, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, RefreshToken,
+    RequestTokenError, RevocationUrl, Scope,
 };
-use serde::{Deserialize, Serialize};
 
 use super::verify::{verifier, verify_id_token, LoginIdentity, NonceRule};
 use super::{callback, server_words, LoginError, PKCE_TIMEOUT};
 use crate::config::LoginConfig;
+use crate::discovery::Transport;
+pub use crate::discovery::{ExtraMetadata, Metadata};
 use crate::env::Env;
 use crate::http::{HttpClient, HttpError};
 use crate::secret::{redact, Secret};
-
-/// What the IdP answers in discovery besides the core fields.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct ExtraMetadata {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    device_authorization_endpoint: Option<DeviceAuthorizationUrl>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    revocation_endpoint: Option<RevocationUrl>,
-}
-impl AdditionalProviderMetadata for ExtraMetadata {}
-
-pub type Metadata = ProviderMetadata<
-    ExtraMetadata,
-    CoreAuthDisplay,
-    CoreClientAuthMethod,
-    CoreClaimName,
-    CoreClaimType,
-    CoreGrantType,
-    CoreJweContentEncryptionAlgorithm,
-    CoreJweKeyManagementAlgorithm,
-    CoreJsonWebKey,
-    CoreResponseMode,
-    CoreResponseType,
-    CoreSubjectIdentifierType,
->;
 
 type Oidc = CoreClient<
     EndpointSet,
@@ -59,18 +29,6 @@ type Oidc = CoreClient<
     EndpointMaybeSet,
     EndpointMaybeSet,
 >;
-
-/// `openidconnect` over our HTTP client.
-struct Transport<'a>(&'a HttpClient);
-
-impl<'c> AsyncHttpClient<'c> for Transport<'_> {
-    type Error = HttpError;
-    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send + 'c>>;
-
-    fn call(&'c self, request: HttpRequest) -> Self::Future {
-        Box::pin(self.0.request_raw(request))
-    }
-}
 
 /// The IdP as discovered, with the client built from it.
 pub struct Idp {
@@ -95,7 +53,7 @@ impl Idp {
             issuer: issuer_text.clone(),
             reason: e.to_string(),
         })?;
-        let metadata = Metadata::discover_async(issuer, &Transport(http))
+        let metadata = crate::discovery::discover(http, issuer)
             .await
             .map_err(|e| LoginError::Discovery {
                 issuer: issuer_text.clone(),
