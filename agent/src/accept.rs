@@ -175,4 +175,104 @@ mod tests {
         cancel.cancel();
         assert!(next(&l, &mut Backoff::default(), &cancel).await.is_none());
     }
+
+    /// Counts accept calls on a real listener.
+    struct Counting<'a> {
+        inner: &'a tokio::net::UnixListener,
+        calls: Cell<u32>,
+    }
+
+    impl Accept for Counting<'_> {
+        type Conn = tokio::net::UnixStream;
+        async fn accept_conn(&self) -> std::io::Result<Self::Conn> {
+            self.calls.set(self.calls.get() + 1);
+            self.inner.accept_conn().await
+        }
+    }
+
+    const EMFILE_CHILD: &str = "LANYARD_TEST_EMFILE_CHILD";
+
+    /// A real EMFILE: in a child process (its own descriptor limit, so no
+    /// other test loses descriptors), a connection waits in the backlog
+    /// while every descriptor is taken. Accept fails at once each time it
+    /// is tried; the loop must wait, and take the connection once
+    /// descriptors are free again.
+    #[test]
+    fn a_real_emfile_is_waited_out_and_the_connection_taken_after() {
+        if std::env::var_os(EMFILE_CHILD).is_some() {
+            return emfile_child();
+        }
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -n 128 && exec \"$0\" \"$@\"")
+            .arg(exe)
+            .args([
+                "accept::tests::a_real_emfile_is_waited_out_and_the_connection_taken_after",
+                "--exact",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env(EMFILE_CHILD, "1")
+            .output()
+            .expect("run the child");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "child failed:\n{text}");
+        assert!(
+            text.contains("emfile-child: ok"),
+            "child did not run:\n{text}"
+        );
+    }
+
+    fn emfile_child() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("s");
+            let l = tokio::net::UnixListener::bind(&path).expect("bind");
+            let _client = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+            let mut hog = Vec::new();
+            loop {
+                match std::fs::File::open("/dev/null") {
+                    Ok(f) => hog.push(f),
+                    Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EMFILE as i32) => break,
+                    Err(e) => panic!("unexpected error while taking descriptors: {e}"),
+                }
+            }
+            let counting = Counting {
+                inner: &l,
+                calls: Cell::new(0),
+            };
+            let mut b = Backoff::default();
+            let cancel = CancellationToken::new();
+            let stop = cancel.clone();
+            let window = async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                stop.cancel();
+            };
+            let (got, ()) = tokio::join!(next(&counting, &mut b, &cancel), window);
+            assert!(got.is_none(), "no descriptor, no connection");
+            let calls = counting.calls.get();
+            // 0, 5, 15, 35, 75, 155, 315, 635 ms: 8 tries in the second.
+            assert!((2..=12).contains(&calls), "{calls} accept calls in 1 s");
+            drop(hog);
+            let took = tokio::time::Instant::now();
+            let conn = tokio::time::timeout(
+                Duration::from_secs(5),
+                next(&counting, &mut b, &CancellationToken::new()),
+            )
+            .await
+            .expect("the connection is taken once descriptors are free");
+            assert!(conn.is_some());
+            assert!(took.elapsed() <= MAX + Duration::from_millis(500));
+            println!("emfile-child: ok ({calls} tries while out of descriptors)");
+        });
+    }
 }
