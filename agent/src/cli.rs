@@ -1,11 +1,12 @@
 //! The command line: parses arguments, sets up logging, runs a command.
-//! The only place with `anyhow`-style reporting; exit codes are documented
-//! in README.
+//! The only place that prints a command's error and turns the outcome into
+//! the exit status (the codes: [`ExitCode`], documented in README).
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::command::{CommandError, ExitCode};
 use crate::config::{Config, ConfigErrors};
 use crate::doctor;
 use crate::env::ProcessEnv;
@@ -128,15 +129,64 @@ pub fn main() -> i32 {
     }
     let cli = Cli::parse();
     init_logging();
-    // Checked here so that a bad value stops every command at once.
-    if let Err(e) = crate::proxy::server::worker_threads(&ProcessEnv) {
-        eprintln!("lanyard: {e}");
-        return match cli.command {
-            Command::Run { .. } => crate::run::EXIT_START_FAILED,
-            _ => doctor::EXIT_CONFIG,
-        };
+    let name = cli.command.name();
+    let is_run = matches!(cli.command, Command::Run { .. });
+    match execute(cli.command) {
+        Ok(code) => code.code(),
+        Err(e) => {
+            match &e {
+                CommandError::Config(_) | CommandError::Workers(_) | CommandError::Runtime(_) => {
+                    eprintln!("lanyard: {e}")
+                }
+                _ => eprintln!("lanyard {name}: {e}"),
+            }
+            exit_code(&e, is_run).code()
+        }
     }
-    if matches!(cli.command, Command::Daemon { .. } | Command::Run { .. }) {
+}
+
+/// The exit code for an error (the codes themselves: [`ExitCode`]).
+fn exit_code(e: &CommandError, is_run: bool) -> ExitCode {
+    match e {
+        CommandError::Config(_) | CommandError::NoCommand | CommandError::NoLogin { .. } => {
+            ExitCode::Usage
+        }
+        CommandError::Workers(_) if is_run => ExitCode::StartFailed,
+        CommandError::Workers(_) => ExitCode::Usage,
+        CommandError::RunDir(_) | CommandError::NotStarted { .. } => ExitCode::StartFailed,
+        CommandError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            ExitCode::NotFound
+        }
+        CommandError::Spawn { .. } => ExitCode::NotExecutable,
+        CommandError::Runtime(_)
+        | CommandError::Start(_)
+        | CommandError::BadAnswer(_)
+        | CommandError::Signals(_)
+        | CommandError::Http(_)
+        | CommandError::Login(_) => ExitCode::Failed,
+    }
+}
+
+impl Command {
+    /// The name in error lines: `lanyard <name>: ...`.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Doctor { .. } => "doctor",
+            Command::Run { .. } => "run",
+            Command::Start { .. } => "start",
+            Command::Login { .. } => "login",
+            Command::Logout { .. } => "logout",
+            Command::Stop => "stop",
+            Command::Status { .. } => "status",
+            Command::Daemon { .. } => "daemon",
+        }
+    }
+}
+
+fn execute(command: Command) -> Result<ExitCode, CommandError> {
+    // Checked here so that a bad value stops every command at once.
+    crate::proxy::server::worker_threads(&ProcessEnv).map_err(CommandError::Workers)?;
+    if matches!(command, Command::Daemon { .. } | Command::Run { .. }) {
         // Why: reading the system roots overlaps the config, the exchange
         // and the per-job CA instead of delaying readiness.
         std::thread::spawn(|| {
@@ -145,28 +195,19 @@ pub fn main() -> i32 {
     }
     // Why: the control plane (exchange, rotation, the child process) is
     // light; the proxy runs on its own worker threads (proxy::server).
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("lanyard: cannot start the async runtime: {e}");
-            return doctor::EXIT_FAILED;
-        }
-    };
+        .map_err(CommandError::Runtime)?;
     rt.block_on(async move {
-        match cli.command {
+        match command {
             Command::Doctor {
                 config,
                 no_exchange,
                 url,
                 method,
             } => {
-                let cfg = match load(config) {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                };
+                let cfg = load(config)?;
                 let mut out = String::new();
                 let code = doctor::run(
                     &cfg,
@@ -188,10 +229,7 @@ pub fn main() -> i32 {
                 max_lifetime,
                 command,
             } => {
-                let cfg = match load(config) {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                };
+                let cfg = load(config)?;
                 crate::run::run(
                     &cfg,
                     &ProcessEnv,
@@ -211,17 +249,9 @@ pub fn main() -> i32 {
                 max_lifetime,
                 watch_pid,
             } => {
-                let path = match Config::locate(config.as_deref(), &ProcessEnv) {
-                    Ok(p) => std::path::absolute(&p).unwrap_or(p),
-                    Err(e) => {
-                        eprintln!("lanyard: {e}");
-                        return doctor::EXIT_CONFIG;
-                    }
-                };
-                if let Err(e) = Config::load(&path) {
-                    eprintln!("lanyard: {e}");
-                    return doctor::EXIT_CONFIG;
-                }
+                let path = Config::locate(config.as_deref(), &ProcessEnv)?;
+                let path = std::path::absolute(&path).unwrap_or(path);
+                Config::load(&path)?;
                 crate::daemon::start(
                     &ProcessEnv,
                     crate::daemon::StartOptions {
@@ -236,10 +266,7 @@ pub fn main() -> i32 {
                 .await
             }
             Command::Login { config, flow } => {
-                let cfg = match load(config) {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                };
+                let cfg = load(config)?;
                 let flow = flow.map(|f| match f {
                     FlowArg::Device => crate::config::LoginFlow::Device,
                     FlowArg::Pkce => crate::config::LoginFlow::Pkce,
@@ -247,10 +274,7 @@ pub fn main() -> i32 {
                 crate::login_cmd::login(&cfg, flow, &ProcessEnv).await
             }
             Command::Logout { config } => {
-                let cfg = match load(config) {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                };
+                let cfg = load(config)?;
                 crate::login_cmd::logout(&cfg, &ProcessEnv).await
             }
             Command::Stop => crate::daemon::stop(&ProcessEnv).await,
@@ -283,15 +307,9 @@ pub fn main() -> i32 {
     })
 }
 
-fn load(flag: Option<PathBuf>) -> Result<Config, i32> {
-    let path = Config::locate(flag.as_deref(), &ProcessEnv).map_err(|e| {
-        eprintln!("lanyard: {e}");
-        doctor::EXIT_CONFIG
-    })?;
-    Config::load(&path).map_err(|e: ConfigErrors| {
-        eprintln!("lanyard: {e}");
-        doctor::EXIT_CONFIG
-    })
+fn load(flag: Option<PathBuf>) -> Result<Config, ConfigErrors> {
+    let path = Config::locate(flag.as_deref(), &ProcessEnv)?;
+    Config::load(&path)
 }
 
 /// Logs go to stderr; `LANYARD_LOG` takes a tracing filter (default `warn`).

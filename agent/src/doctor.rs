@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::command::{CommandError, ExitCode};
 use crate::config::Config;
 use crate::env::Env;
 use crate::exchange::{ExchangeError, Exchanger, Issued, Revoked};
@@ -15,19 +16,20 @@ use crate::identity::{format_time, IdentitySource, IdentityToken, UnverifiedClai
 use crate::route::{Route, SessionIdentity};
 use crate::secret::Secret;
 
-/// Exit codes (documented in README).
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_FAILED: i32 = 1;
-pub const EXIT_CONFIG: i32 = 2;
-
 pub struct Options {
     pub exchange: bool,
     pub url: Option<String>,
     pub method: String,
 }
 
-/// Runs the checks, writing the report to `out`. Returns the exit code.
-pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) -> i32 {
+/// Runs the checks, writing the report to `out` (a failed check is part of
+/// the report, and exit code 1).
+pub async fn run(
+    cfg: &Config,
+    env: &dyn Env,
+    opts: &Options,
+    out: &mut String,
+) -> Result<ExitCode, CommandError> {
     let _ = writeln!(
         out,
         "config: {} is valid ({} credential{}, {} route{})",
@@ -37,7 +39,7 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
         cfg.routes.len(),
         plural(cfg.routes.len())
     );
-    let mut code = EXIT_OK;
+    let mut code = ExitCode::Ok;
 
     if !opts.exchange {
         // Nothing is contacted; a login's stored file still says who.
@@ -52,14 +54,14 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
             explain_url(cfg, u, &opts.method, who.as_ref(), out);
         }
         let _ = writeln!(out, "exchange: skipped (--no-exchange)");
-        return code;
+        return Ok(code);
     }
 
     let http = match HttpClient::new(cfg.upstream.extra_ca.as_deref()) {
         Ok(h) => h,
         Err(e) => {
             let _ = writeln!(out, "upstream TLS: FAILED: {e}");
-            return EXIT_FAILED;
+            return Ok(ExitCode::Failed);
         }
     };
     let _ = writeln!(out, "\nidentity");
@@ -70,7 +72,7 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
             if let Some(u) = &opts.url {
                 explain_url(cfg, u, &opts.method, None, out);
             }
-            return EXIT_FAILED;
+            return Ok(ExitCode::Failed);
         }
     };
     if source.platform.is_developer() {
@@ -106,7 +108,7 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
             if let Some(u) = &opts.url {
                 explain_url(cfg, u, &opts.method, Some(&offline_identity(&source)), out);
             }
-            return EXIT_FAILED;
+            return Ok(ExitCode::Failed);
         }
     };
     let who = crate::app::session_identity(&source, &token.claims);
@@ -168,7 +170,7 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
             Ok(x) => x,
             Err(e) => {
                 let _ = writeln!(out, "  {}: FAILED to set up: {e}", c.name);
-                code = EXIT_FAILED;
+                code = ExitCode::Failed;
                 continue;
             }
         };
@@ -181,7 +183,7 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
                     Ok(t) => Some(t),
                     Err(e) => {
                         let _ = writeln!(out, "    FAILED: {e}");
-                        code = EXIT_FAILED;
+                        code = ExitCode::Failed;
                         continue;
                     }
                 }
@@ -200,7 +202,7 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
                 "    FAILED: its vault credential {:?} was not obtained",
                 ex.parent().unwrap_or_default()
             );
-            code = EXIT_FAILED;
+            code = ExitCode::Failed;
             continue;
         }
         match ex.obtain(&http, id.as_ref(), parent.as_ref()).await {
@@ -218,7 +220,7 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
                 obtained.push((ex, issued));
             }
             Err(e) => {
-                code = EXIT_FAILED;
+                code = ExitCode::Failed;
                 let _ = writeln!(out, "    FAILED: {e}");
                 let claims = id.as_ref().map(|t| &t.claims).unwrap_or(&token.claims);
                 for h in hints(&e, &ex.sent_audience(source.audience.as_deref()), claims) {
@@ -263,7 +265,7 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
                 }
                 Err(e) => {
                     let _ = writeln!(out, "  {}: revocation FAILED: {e}", ex.name);
-                    code = EXIT_FAILED;
+                    code = ExitCode::Failed;
                 }
             }
         }
@@ -271,13 +273,13 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
     let _ = writeln!(
         out,
         "\nresult: {}",
-        if code == EXIT_OK {
+        if code == ExitCode::Ok {
             "ok"
         } else {
             "FAILED (see above)"
         }
     );
-    code
+    Ok(code)
 }
 
 fn print_claims(c: &UnverifiedClaims, verified: bool, out: &mut String) {

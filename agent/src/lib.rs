@@ -5,11 +5,14 @@
 //! sink. `config` is read first and builds the `route` model the proxy
 //! matches against, `app` wires the stages, `cli` is the edge.
 
+pub(crate) mod accept;
 pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod command;
 pub mod config;
 pub mod daemon;
+pub mod discovery;
 pub mod doctor;
 pub mod env;
 pub mod exchange;

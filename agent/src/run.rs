@@ -11,14 +11,10 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::command::{CommandError, ExitCode};
 use crate::config::Config;
 use crate::env::Env;
 use crate::session::{self, Session, SessionOptions};
-
-/// Exit codes, documented in the README (the `env`/`docker run` convention).
-pub const EXIT_START_FAILED: i32 = 125;
-pub const EXIT_NOT_EXECUTABLE: i32 = 126;
-pub const EXIT_NOT_FOUND: i32 = 127;
 
 pub struct RunOptions {
     pub command: Vec<String>,
@@ -60,18 +56,13 @@ pub fn exit_code(status: ExitStatus) -> i32 {
     }
 }
 
-pub async fn run(cfg: &Config, env: &dyn Env, opts: RunOptions) -> i32 {
+/// `lanyard run`: CMD's status when it ran; a failure to start (CMD not
+/// run) or to spawn CMD is the error, said after the teardown.
+pub async fn run(cfg: &Config, env: &dyn Env, opts: RunOptions) -> Result<ExitCode, CommandError> {
     let Some((program, args)) = opts.command.split_first() else {
-        eprintln!("lanyard run: no command given (usage: lanyard run [--config F] -- CMD...)");
-        return 2;
+        return Err(CommandError::NoCommand);
     };
-    let dir = match RunDir::new() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("lanyard run: cannot make a private folder: {e}");
-            return EXIT_START_FAILED;
-        }
-    };
+    let dir = RunDir::new().map_err(CommandError::RunDir)?;
     let session = match Session::start(
         cfg,
         env,
@@ -84,9 +75,11 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: RunOptions) -> i32 {
     .await
     {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("lanyard run: not running {program}: {e}");
-            return EXIT_START_FAILED;
+        Err(source) => {
+            return Err(CommandError::NotStarted {
+                program: program.clone(),
+                source: Box::new(source),
+            })
         }
     };
     for name in &session.control.skipped {
@@ -109,16 +102,12 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: RunOptions) -> i32 {
             if let Some(g) = group {
                 end_group(g).await;
             }
-            code
+            Ok(ExitCode::Child(code))
         }
-        Err(e) => {
-            eprintln!("lanyard run: cannot run {program}: {e}");
-            if e.kind() == std::io::ErrorKind::NotFound {
-                EXIT_NOT_FOUND
-            } else {
-                EXIT_NOT_EXECUTABLE
-            }
-        }
+        Err(source) => Err(CommandError::Spawn {
+            program: program.clone(),
+            source,
+        }),
     };
     let done = session.teardown().await;
     eprint!("{}", session::revoke_lines(&done.revoked));

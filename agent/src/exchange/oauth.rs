@@ -1,7 +1,7 @@
 //! OAuth token endpoints: RFC 8693 token exchange and RFC 7523 client
 //! assertions (`client_credentials` with the job's JWT as the client's
 //! proof, as Entra ID federated credentials use), RFC 7009 revocation, and
-//! RFC 8414 / OIDC discovery of the endpoints.
+//! OpenID discovery of the endpoints, with RFC 8414 as the fallback.
 
 use std::time::Duration;
 
@@ -247,52 +247,217 @@ pub(super) struct Metadata {
     revocation_endpoint: Option<Url>,
 }
 
-/// OIDC discovery, then RFC 8414. The document's `issuer` must be the one
-/// configured (RFC 8414 §3.3: protects against mix-up).
+/// OpenID discovery (`crate::discovery`, the same as the login IdP's),
+/// then RFC 8414 for a token service that is no OpenID provider. The
+/// document's `issuer` must be the one configured (RFC 8414 §3.3: protects
+/// against mix-up).
 async fn discover(http: &HttpClient, issuer: &Url) -> Result<Metadata, ExchangeError> {
     let base = issuer.as_str().trim_end_matches('/');
-    let mut last = None;
-    for suffix in [
-        "/.well-known/openid-configuration",
-        "/.well-known/oauth-authorization-server",
-    ] {
-        let url = Url::parse(&format!("{base}{suffix}")).map_err(|e| ExchangeError::Setup {
-            name: String::new(),
-            problem: e.to_string(),
-        })?;
-        let resp = http.get(&url, &[]).await?;
-        if !resp.status.is_success() {
-            last = Some(refusal(&url, resp.status, &resp.body, &[]));
-            continue;
-        }
-        let bad = |p: String| ExchangeError::BadAnswer {
-            service: endpoint(&url),
-            status: resp.status.as_u16(),
-            problem: p,
-        };
-        let v: Value = serde_json::from_slice(&resp.body)
-            .map_err(|_| bad("a body that is not JSON".into()))?;
-        let got = v.get("issuer").and_then(Value::as_str).unwrap_or("");
-        if got.trim_end_matches('/') != base {
-            return Err(bad(format!("issuer {got:?}, not the configured {base:?}")));
-        }
-        let url_of = |k: &str| -> Result<Option<Url>, ExchangeError> {
-            match v.get(k).and_then(Value::as_str) {
-                None => Ok(None),
-                Some(s) => {
-                    let u = Url::parse(s).map_err(|_| bad(format!("{k} that is not a URL")))?;
-                    crate::http::check_transport(&u)?;
-                    Ok(Some(u))
-                }
+    if let Ok(oidc_issuer) = openidconnect::IssuerUrl::new(base.to_owned()) {
+        match crate::discovery::discover(http, oidc_issuer).await {
+            Ok(m) => {
+                let revocation = m.additional_metadata().revocation_endpoint.as_ref();
+                return Ok(Metadata {
+                    token_endpoint: checked(m.token_endpoint().map(|u| u.url()))?,
+                    revocation_endpoint: checked(revocation.map(|u| u.url()))?,
+                });
             }
-        };
-        return Ok(Metadata {
-            token_endpoint: url_of("token_endpoint")?,
-            revocation_endpoint: url_of("revocation_endpoint")?,
-        });
+            Err(openidconnect::DiscoveryError::Request(e)) => return Err(e.into()),
+            // Mix-up protection: a document for another issuer is an answer,
+            // not a missing one.
+            Err(openidconnect::DiscoveryError::Validation(why)) => {
+                return Err(ExchangeError::BadAnswer {
+                    service: format!("{base}/.well-known/openid-configuration"),
+                    status: 200,
+                    problem: why,
+                })
+            }
+            Err(e) => tracing::debug!(
+                "OpenID discovery at {base}: {}; trying RFC 8414",
+                crate::http::error_chain(&e)
+            ),
+        }
     }
-    Err(last.unwrap_or_else(|| ExchangeError::Setup {
-        name: String::new(),
-        problem: "discovery failed".into(),
-    }))
+    rfc8414(http, base).await
+}
+
+/// An endpoint from discovery, held to the transport rule.
+fn checked(u: Option<&Url>) -> Result<Option<Url>, ExchangeError> {
+    match u {
+        None => Ok(None),
+        Some(u) => {
+            crate::http::check_transport(u)?;
+            Ok(Some(u.clone()))
+        }
+    }
+}
+
+/// RFC 8414 authorization server metadata.
+async fn rfc8414(http: &HttpClient, base: &str) -> Result<Metadata, ExchangeError> {
+    let url =
+        Url::parse(&format!("{base}/.well-known/oauth-authorization-server")).map_err(|e| {
+            ExchangeError::Setup {
+                name: String::new(),
+                problem: e.to_string(),
+            }
+        })?;
+    let resp = http.get(&url, &[]).await?;
+    if !resp.status.is_success() {
+        return Err(refusal(&url, resp.status, &resp.body, &[]));
+    }
+    let bad = |p: String| ExchangeError::BadAnswer {
+        service: endpoint(&url),
+        status: resp.status.as_u16(),
+        problem: p,
+    };
+    let v: Value =
+        serde_json::from_slice(&resp.body).map_err(|_| bad("a body that is not JSON".into()))?;
+    let got = v.get("issuer").and_then(Value::as_str).unwrap_or("");
+    if got.trim_end_matches('/') != base {
+        return Err(bad(format!("issuer {got:?}, not the configured {base:?}")));
+    }
+    let url_of = |k: &str| -> Result<Option<Url>, ExchangeError> {
+        match v.get(k).and_then(Value::as_str) {
+            None => Ok(None),
+            Some(s) => {
+                let u = Url::parse(s).map_err(|_| bad(format!("{k} that is not a URL")))?;
+                checked(Some(&u))
+            }
+        }
+    };
+    Ok(Metadata {
+        token_endpoint: url_of("token_endpoint")?,
+        revocation_endpoint: url_of("revocation_endpoint")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A loopback server answering fixed JSON per path (404 otherwise);
+    /// returns the issuer URL and the paths asked for.
+    async fn serve(docs: Vec<(&'static str, String)>) -> (Url, Arc<Mutex<Vec<String>>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", l.local_addr().expect("addr"));
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        let docs: Vec<(&str, String)> = docs
+            .into_iter()
+            .map(|(p, d)| (p, d.replace("{base}", &base)))
+            .collect();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req);
+                let path = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+                seen.lock().expect("lock").push(path.clone());
+                let (status, body) = match docs.iter().find(|(p, _)| *p == path) {
+                    Some((_, d)) => ("200 OK", d.clone()),
+                    None => ("404 Not Found", "{}".to_owned()),
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            }
+        });
+        (Url::parse(&base).expect("url"), asked)
+    }
+
+    fn openid_doc(issuer: &str) -> String {
+        serde_json::json!({
+            "issuer": issuer,
+            "authorization_endpoint": "{base}/auth",
+            "token_endpoint": "{base}/token",
+            "revocation_endpoint": "{base}/revoke",
+            "jwks_uri": "{base}/jwks",
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        })
+        .to_string()
+    }
+
+    async fn mix_up_refusal(issuer: &Url) -> String {
+        let http = HttpClient::new(None).expect("client");
+        let e = discover(&http, issuer).await.err();
+        e.expect("a mix-up is refused").to_string()
+    }
+
+    const PLAIN: &str = r#"{"issuer":"{base}","token_endpoint":"{base}/token"}"#;
+    const OIDC: &str = "/.well-known/openid-configuration";
+    const RFC8414: &str = "/.well-known/oauth-authorization-server";
+
+    #[tokio::test]
+    async fn an_openid_provider_is_discovered_with_the_login_discovery() {
+        let (issuer, asked) = serve(vec![
+            (OIDC, openid_doc("{base}")),
+            ("/jwks", r#"{"keys":[]}"#.to_owned()),
+        ])
+        .await;
+        let http = HttpClient::new(None).expect("client");
+        let m = discover(&http, &issuer).await.expect("discovered");
+        let base = issuer.as_str().trim_end_matches('/');
+        assert_eq!(
+            m.token_endpoint.expect("token").as_str(),
+            format!("{base}/token")
+        );
+        assert_eq!(
+            m.revocation_endpoint.expect("revoke").as_str(),
+            format!("{base}/revoke")
+        );
+        assert!(!asked.lock().expect("lock").iter().any(|p| p == RFC8414));
+    }
+
+    #[tokio::test]
+    async fn a_plain_oauth_server_falls_back_to_rfc8414() {
+        let (issuer, asked) = serve(vec![(RFC8414, PLAIN.to_owned())]).await;
+        let http = HttpClient::new(None).expect("client");
+        let m = discover(&http, &issuer).await.expect("discovered");
+        assert!(m
+            .token_endpoint
+            .expect("token")
+            .as_str()
+            .ends_with("/token"));
+        assert!(m.revocation_endpoint.is_none());
+        assert_eq!(*asked.lock().expect("lock"), [OIDC, RFC8414]);
+    }
+
+    #[tokio::test]
+    async fn a_document_for_another_issuer_is_refused_not_skipped() {
+        let (issuer, asked) = serve(vec![
+            (OIDC, openid_doc("https://evil.example")),
+            (RFC8414, PLAIN.to_owned()),
+        ])
+        .await;
+        let e = mix_up_refusal(&issuer).await;
+        assert!(e.contains("https://evil.example"), "{e}");
+        assert!(!asked.lock().expect("lock").iter().any(|p| p == RFC8414));
+    }
+
+    #[tokio::test]
+    async fn rfc8414_checks_the_issuer_too() {
+        let (issuer, _) = serve(vec![(
+            RFC8414,
+            r#"{"issuer":"https://evil.example","token_endpoint":"{base}/token"}"#.to_owned(),
+        )])
+        .await;
+        let e = mix_up_refusal(&issuer).await;
+        assert!(e.contains("not the configured"), "{e}");
+    }
 }
