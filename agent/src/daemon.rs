@@ -171,7 +171,7 @@ fn parent_of(pid: i32) -> Option<i32> {
     after.split_whitespace().nth(1)?.parse().ok()
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)] // no Debug: `secret` and `env` carry the proxy secret
 struct Ready {
     ok: bool,
     #[serde(default)]

@@ -13,7 +13,7 @@ use crate::exchange::{ExchangeError, Exchanger, Issued, Revoked};
 use crate::http::HttpClient;
 use crate::identity::{format_time, IdentitySource, IdentityToken, UnverifiedClaims};
 use crate::proxy::routes::SessionIdentity;
-use crate::secret::Secret;
+use crate::secret::Credential;
 
 /// Exit codes (documented in README).
 pub const EXIT_OK: i32 = 0;
@@ -188,7 +188,7 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
             } else {
                 Some(token.clone())
             };
-        let parent: Option<Secret> = ex.parent().and_then(|p| {
+        let parent: Option<Credential> = ex.parent().and_then(|p| {
             obtained
                 .iter()
                 .find(|(x, _)| x.name == p)

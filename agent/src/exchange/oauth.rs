@@ -9,12 +9,12 @@ use base64::Engine;
 use serde_json::Value;
 use url::Url;
 
+use super::answer::{self, Loose, TokenAnswer};
 use super::{refusal, seconds, Client, ExchangeError, Issued, Revoked};
 use crate::config::{OAuthEndpoint, SubjectTokenType};
 use crate::http::{endpoint, FormValue, Header, HttpClient};
 use crate::identity::IdentityToken;
-use crate::secret::Secret;
-use crate::wipe::WipedJson;
+use crate::secret::{Credential, Secret};
 
 const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -104,7 +104,7 @@ impl OAuth {
                 requested_token_type,
             } => {
                 form.push(("grant_type", FormValue::Plain(GRANT_TOKEN_EXCHANGE)));
-                form.push(("subject_token", FormValue::Secret(&id.jwt)));
+                form.push(("subject_token", FormValue::Secret(id.jwt.as_secret())));
                 form.push((
                     "subject_token_type",
                     FormValue::Plain(subject_token_type.urn()),
@@ -116,7 +116,7 @@ impl OAuth {
             Grant::ClientAssertion => {
                 form.push(("grant_type", FormValue::Plain("client_credentials")));
                 form.push(("client_assertion_type", FormValue::Plain(ASSERTION_TYPE)));
-                form.push(("client_assertion", FormValue::Secret(&id.jwt)));
+                form.push(("client_assertion", FormValue::Secret(id.jwt.as_secret())));
             }
         }
         for a in &self.audience {
@@ -130,7 +130,7 @@ impl OAuth {
         }
         let (headers, secrets) = self.client_auth(&mut form);
         let resp = http.post_form(&self.token_url, &headers, &form).await?;
-        let mut known: Vec<&Secret> = vec![&id.jwt];
+        let mut known: Vec<&Secret> = vec![id.jwt.as_secret()];
         known.extend(secrets.iter());
         if !resp.status.is_success() {
             return Err(refusal(&self.token_url, resp.status, &resp.body, &known));
@@ -144,13 +144,13 @@ impl OAuth {
             status: status.as_u16(),
             problem: problem.into(),
         };
-        let v = WipedJson::parse(body).map_err(|_| bad("a body that is not JSON"))?;
+        let v: TokenAnswer = answer::parse(body).map_err(bad)?;
         let token = v
-            .get("access_token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
+            .access_token
+            .and_then(|t| t.0)
+            .filter(|t| !t.as_secret().is_empty())
             .ok_or_else(|| bad("no access_token"))?;
-        if let Some(tt) = v.get("token_type").and_then(Value::as_str) {
+        if let Some(Loose(Some(tt))) = &v.token_type {
             // RFC 8693 §2.2.1: "Bearer", or "N_A" when the token is not an access token.
             if !tt.eq_ignore_ascii_case("bearer") && !tt.eq_ignore_ascii_case("n_a") {
                 return Err(bad(&format!(
@@ -158,7 +158,7 @@ impl OAuth {
                 )));
             }
         }
-        let (lifetime, granularity) = match seconds(v.get("expires_in")) {
+        let (lifetime, granularity) = match seconds(v.expires_in.as_ref()) {
             Some(0) => return Err(bad("expires_in 0")),
             Some(s) if Duration::from_secs(s) > MAX_LIFETIME => {
                 return Err(bad(&format!(
@@ -170,7 +170,7 @@ impl OAuth {
             None => (self.default_lifetime, Duration::ZERO),
         };
         Ok(Issued {
-            value: Secret::new(token),
+            value: token,
             lifetime: Some(lifetime),
             granularity,
             renewable: false,
@@ -219,7 +219,7 @@ impl OAuth {
     pub(super) async fn revoke(
         &self,
         http: &HttpClient,
-        value: &Secret,
+        value: &Credential,
     ) -> Result<Revoked, ExchangeError> {
         let Some(url) = &self.revocation_url else {
             return Ok(Revoked::NotRevocable(
@@ -227,7 +227,7 @@ impl OAuth {
             ));
         };
         let mut form: Vec<(&str, FormValue<'_>)> = vec![
-            ("token", FormValue::Secret(value)),
+            ("token", FormValue::Secret(value.as_secret())),
             ("token_type_hint", FormValue::Plain("access_token")),
         ];
         let (headers, secrets) = self.client_auth(&mut form);
@@ -235,7 +235,7 @@ impl OAuth {
         if resp.status.is_success() {
             Ok(Revoked::Done("RFC 7009 revocation"))
         } else {
-            let mut known = vec![value];
+            let mut known = vec![value.as_secret()];
             known.extend(secrets);
             Err(refusal(url, resp.status, &resp.body, &known))
         }
@@ -256,9 +256,10 @@ async fn discover(http: &HttpClient, issuer: &Url) -> Result<Metadata, ExchangeE
         "/.well-known/openid-configuration",
         "/.well-known/oauth-authorization-server",
     ] {
-        let url = Url::parse(&format!("{base}{suffix}")).map_err(|e| ExchangeError::Setup {
+        let url = Url::parse(&format!("{base}{suffix}")).map_err(|e| ExchangeError::BadUrl {
             name: String::new(),
-            problem: e.to_string(),
+            context: String::new(),
+            cause: e,
         })?;
         let resp = http.get(&url, &[]).await?;
         if !resp.status.is_success() {

@@ -236,7 +236,7 @@ pub fn verify_id_token(
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::secret::ct_eq(a, b)
 }
 
 /// The IdP as discovered, with the client built from it.

@@ -32,7 +32,7 @@ use super::routes::{check_path, parse_authority, Decision, Destination, RouteTab
 use super::tls::JobCa;
 use crate::audit::{self, Audit, Record};
 use crate::config::{Egress, HostPattern, RouteConfig};
-use crate::secret::Secret;
+use crate::secret::{ProxySecret, Secret};
 use crate::store::Store;
 
 /// Limits, documented in the README (*Limits*).
@@ -122,7 +122,7 @@ struct Shared {
     routes: RouteTable,
     named: HashMap<String, RouteConfig>,
     store: Arc<Store>,
-    secret: Secret,
+    secret: ProxySecret,
     ca: JobCa,
     audit: Arc<Audit>,
     /// One pool per worker thread: a pooled connection's task lives on the
@@ -188,7 +188,7 @@ impl Proxy {
             addr: opts.listen,
             source,
         })?;
-        let secret = Secret::random(24).map_err(|e| ProxyError::Random(e.to_string()))?;
+        let secret = ProxySecret::random(24).map_err(|e| ProxyError::Random(e.to_string()))?;
         let ca = JobCa::new(&opts.routes, opts.ca_lifetime)?;
         let tls = crate::http::tls_config(opts.extra_ca.as_deref())?;
         let workers = opts.workers.clamp(1, MAX_WORKER_THREADS);
@@ -270,7 +270,7 @@ impl Proxy {
         ))
     }
 
-    pub fn secret(&self) -> &Secret {
+    pub fn secret(&self) -> &ProxySecret {
         &self.shared.secret
     }
 
@@ -1177,7 +1177,7 @@ async fn pass(
     if let Some(r) = route {
         match shared.store.get(&r.credential) {
             Ok(c) => {
-                if inject::inject(&mut headers, r, c.value.expose()).is_err() {
+                if inject::inject(&mut headers, r, &c.value).is_err() {
                     return fail(
                         pending,
                         StatusCode::BAD_GATEWAY,
@@ -1271,7 +1271,7 @@ async fn pass(
         if let (Some(r), Some(c), Some((mut headers, bytes))) = (route, &cred, kept) {
             match shared.store.refresh(&r.credential, c.generation).await {
                 Ok(fresh) if fresh.generation != c.generation => {
-                    if inject::inject(&mut headers, r, fresh.value.expose()).is_ok() {
+                    if inject::inject(&mut headers, r, &fresh.value).is_ok() {
                         for (k, v) in &shared.trace {
                             headers.insert(k.clone(), v.clone());
                         }
