@@ -464,6 +464,34 @@ mod tests {
     }
 
     #[test]
+    fn extra_ca_errors_keep_their_cause() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let e = tls_config(Some(&empty)).expect_err("no certs");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "could not load TLS roots: {}: no PEM certificates found",
+                empty.display()
+            )
+        );
+        let missing = dir.path().join("missing.pem");
+        let e = tls_config(Some(&missing)).expect_err("missing");
+        let cause = std::error::Error::source(&e).expect("source");
+        let io = std::error::Error::source(cause).expect("io");
+        assert_eq!(
+            io.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+            Some(std::io::ErrorKind::NotFound)
+        );
+        // A real certificate is read (the per-job CA's own PEM).
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).expect("cert");
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, ca.cert.pem()).expect("write");
+        assert!(tls_config(Some(&good)).is_ok());
+    }
+
+    #[test]
     fn endpoint_drops_query_and_userinfo() {
         let u =
             Url::parse("https://user:pw@sts.example.com:8443/oauth/token?secret=1").expect("url");

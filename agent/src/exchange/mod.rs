@@ -480,32 +480,4 @@ pub(crate) fn seconds(v: Option<&Value>) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals_show_the_services_own_words_without_tokens() {
-        let u = Url::parse("https://sts.example.com/token?x=1").expect("url");
-        let s = Secret::new("eyJhbGciOi.subject.tokenvalue-canary");
-        let e = refusal(&u, http::StatusCode::BAD_REQUEST, br#"{"error":"invalid_grant","error_description":"bad token eyJhbGciOi.subject.tokenvalue-canary"}"#, &[&s]).to_string();
-        assert_eq!(
-            e,
-            "https://sts.example.com/token refused (400): invalid_grant: bad token [redacted]"
-        );
-        let e = refusal(&u, http::StatusCode::BAD_REQUEST, br#"{"errors":["claim \"repository\" does not match any associated bound claim values"]}"#, &[]).to_string();
-        assert!(
-            e.ends_with("claim \"repository\" does not match any associated bound claim values"),
-            "{e}"
-        );
-        let e = refusal(&u, http::StatusCode::BAD_GATEWAY, b"<html>oops</html>", &[]).to_string();
-        assert!(e.ends_with("(502): <html>oops</html>"), "{e}");
-    }
-
-    #[test]
-    fn seconds_accepts_numbers_and_numeric_strings() {
-        assert_eq!(seconds(Some(&serde_json::json!(30))), Some(30));
-        assert_eq!(seconds(Some(&serde_json::json!("3600"))), Some(3600));
-        assert_eq!(seconds(Some(&serde_json::json!(-1))), None);
-        assert_eq!(seconds(None), None);
-    }
-}
+mod tests;

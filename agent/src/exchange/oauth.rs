@@ -297,3 +297,69 @@ async fn discover(http: &HttpClient, issuer: &Url) -> Result<Metadata, ExchangeE
         problem: "discovery failed".into(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CANARY: &str = "canary-access-token-0123456789";
+
+    fn oauth() -> OAuth {
+        OAuth {
+            grant: Grant::ClientAssertion,
+            token_url: Url::parse("https://sts.test/token").expect("url"),
+            revocation_url: None,
+            audience: Vec::new(),
+            resource: Vec::new(),
+            scope: None,
+            default_lifetime: Duration::from_secs(60),
+            client: Client::None { client_id: None },
+        }
+    }
+
+    #[test]
+    fn answers_are_read_into_a_credential_and_errors_never_show_it() {
+        let ok = oauth()
+            .parse(
+                http::StatusCode::OK,
+                format!(r#"{{"access_token":"{CANARY}","expires_in":"30"}}"#).as_bytes(),
+            )
+            .expect("issued");
+        assert_eq!(ok.value.expose(), CANARY);
+        assert_eq!(ok.lifetime, Some(Duration::from_secs(30)));
+        assert!(!format!("{ok:?}").contains(CANARY), "{ok:?}");
+        for (body, problem) in [
+            (
+                format!(r#"{{"access_token":"{CANARY}","token_type":"mac"}}"#),
+                "token_type \"mac\"",
+            ),
+            (
+                format!(r#"{{"access_token":"{CANARY}","access_token":"x"}}"#),
+                "an object that repeats a field",
+            ),
+            (
+                format!(r#"{{"access_token":"{CANARY}""#),
+                "a body that is not JSON",
+            ),
+            (format!(r#"["{CANARY}","Bearer",60]"#), "no access_token"),
+            (
+                format!(r#"{{"access_token":["{CANARY}"]}}"#),
+                "no access_token",
+            ),
+            (
+                format!(r#"{{"access_token":"{CANARY}","expires_in":0}}"#),
+                "expires_in 0",
+            ),
+        ] {
+            let e = oauth()
+                .parse(http::StatusCode::OK, body.as_bytes())
+                .expect_err("refused");
+            let (shown, debug) = (e.to_string(), format!("{e:?}"));
+            assert!(shown.contains(problem), "{shown}");
+            assert!(
+                !shown.contains(CANARY) && !debug.contains(CANARY),
+                "{debug}"
+            );
+        }
+    }
+}

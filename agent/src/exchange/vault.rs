@@ -191,3 +191,52 @@ pub(super) async fn read_kv(
         renewable: false,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CANARY: &str = "hvs.canary-vault-token-0123456789";
+
+    #[test]
+    fn auth_blocks_are_read_into_a_credential_and_errors_never_show_it() {
+        let url = Url::parse("http://127.0.0.1:8200/v1/auth/jwt/login").expect("url");
+        let ok = auth_of(
+            &url,
+            http::StatusCode::OK,
+            format!(
+                r#"{{"auth":{{"client_token":"{CANARY}","lease_duration":"60","renewable":true}}}}"#
+            )
+            .as_bytes(),
+        )
+        .expect("issued");
+        assert_eq!(ok.value.expose(), CANARY);
+        assert_eq!(ok.lifetime, Some(Duration::from_secs(60)));
+        assert!(ok.renewable);
+        assert!(!format!("{ok:?}").contains(CANARY), "{ok:?}");
+        for (body, problem) in [
+            (format!(r#"{{"data":"{CANARY}"}}"#), "no auth block"),
+            (
+                format!(r#"{{"auth":null,"x":"{CANARY}"}}"#),
+                "no auth.client_token",
+            ),
+            (format!(r#"{{"auth":"{CANARY}"}}"#), "no auth.client_token"),
+            (
+                format!(r#"{{"auth":{{"client_token":"{CANARY}","client_token":"y"}}}}"#),
+                "an object that repeats a field",
+            ),
+            (
+                format!(r#"{{"auth":{{"client_token":"{CANARY}"}}"#),
+                "a body that is not JSON",
+            ),
+        ] {
+            let e = auth_of(&url, http::StatusCode::OK, body.as_bytes()).expect_err("refused");
+            let (shown, debug) = (e.to_string(), format!("{e:?}"));
+            assert!(shown.contains(problem), "{shown}");
+            assert!(
+                !shown.contains(CANARY) && !debug.contains(CANARY),
+                "{debug}"
+            );
+        }
+    }
+}

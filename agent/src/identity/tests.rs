@@ -147,3 +147,42 @@ fn formats_rfc3339() {
         "2023-11-14T22:13:20Z"
     );
 }
+
+#[tokio::test]
+async fn token_errors_keep_their_cause_and_never_show_the_token() {
+    let canary = "canary-not-a-jwt-0123456789";
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("token");
+    std::fs::write(&file, canary).expect("write");
+    let mut c = cfg();
+    c.source = SourceKind::File;
+    c.path = Some(file.clone());
+    let http = HttpClient::new(None).expect("http");
+    let source = IdentitySource::from_config(&c, &MapEnv::new([])).expect("file source");
+    let e = source.token(&http, None).await.expect_err("not a JWT");
+    let (shown, debug) = (e.to_string(), format!("{e:?}"));
+    assert!(shown.contains("is not a JWT"), "{shown}");
+    assert!(
+        !shown.contains(canary) && !debug.contains(canary),
+        "{debug}"
+    );
+    let cause = std::error::Error::source(&e).expect("source");
+    assert!(matches!(
+        cause.downcast_ref::<InvalidToken>(),
+        Some(InvalidToken::Claims(ClaimsError::Shape))
+    ));
+
+    std::fs::remove_file(&file).expect("rm");
+    let e = source.token(&http, None).await.expect_err("missing");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("cannot read token file {}: ", file.display())),
+        "{e}"
+    );
+    let cause = std::error::Error::source(&e).expect("source");
+    let io = std::error::Error::source(cause).expect("io source");
+    assert_eq!(
+        io.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+        Some(std::io::ErrorKind::NotFound)
+    );
+}
