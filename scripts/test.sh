@@ -10,6 +10,9 @@ scripts/install-peers.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# Licences, duplicates, wildcards, sources; advisories when the database
+# can be fetched (deny.sh says when it cannot).
+scripts/deny.sh
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 status=0

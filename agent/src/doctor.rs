@@ -14,7 +14,7 @@ use crate::exchange::{ExchangeError, Exchanger, Issued, Revoked};
 use crate::http::HttpClient;
 use crate::identity::{format_time, IdentitySource, IdentityToken, UnverifiedClaims};
 use crate::route::{Route, SessionIdentity};
-use crate::secret::Secret;
+use crate::secret::Credential;
 
 pub struct Options {
     pub exchange: bool,
@@ -190,7 +190,7 @@ pub async fn run(
             } else {
                 Some(token.clone())
             };
-        let parent: Option<Secret> = ex.parent().and_then(|p| {
+        let parent: Option<Credential> = ex.parent().and_then(|p| {
             obtained
                 .iter()
                 .find(|(x, _)| x.name == p)

@@ -32,16 +32,48 @@ pub enum HttpError {
     Insecure(String),
     #[error("unsupported url scheme in {0}: expected https (or http to a loopback host)")]
     Scheme(String),
-    #[error("could not reach {endpoint}: {reason}")]
-    Transport { endpoint: String, reason: String },
+    /// `cause` shown with its own sources (hyper's top-level message alone
+    /// says only "client error (Connect)").
+    #[error("could not reach {endpoint}: {}", error_chain(.cause.as_ref()))]
+    Transport {
+        endpoint: String,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The answer broke off while its body was read.
+    #[error("could not reach {endpoint}: {cause}")]
+    Body {
+        endpoint: String,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{endpoint} did not answer within {}s", REQUEST_TIMEOUT.as_secs())]
     Timeout { endpoint: String },
     #[error("{endpoint} sent a response larger than {MAX_RESPONSE_BYTES} bytes")]
     TooLarge { endpoint: String },
     #[error("invalid request to {endpoint}: {reason}")]
     Request { endpoint: String, reason: String },
+    #[error("could not load TLS roots: {}: {cause}", path.display())]
+    RootsFile {
+        path: std::path::PathBuf,
+        #[source]
+        cause: RootsProblem,
+    },
     #[error("could not load TLS roots: {0}")]
-    Roots(String),
+    Roots(#[source] rustls::Error),
+}
+
+/// Why an extra CA bundle could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RootsProblem {
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    #[error("{0}")]
+    Pem(#[from] rustls::pki_types::pem::Error),
+    #[error("{0}")]
+    Add(#[from] rustls::Error),
+    #[error("no PEM certificates found")]
+    Empty,
 }
 
 /// A response: status and the (size-capped) body. Token answers carry
@@ -138,30 +170,33 @@ pub fn native_roots() -> &'static (
 pub fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, HttpError> {
     let mut roots = native_roots().1.clone();
     if let Some(path) = extra_ca {
-        let pem = std::fs::read(path)
-            .map_err(|e| HttpError::Roots(format!("{}: {e}", path.display())))?;
-        let mut n = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| HttpError::Roots(format!("{}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| HttpError::Roots(format!("{}: {e}", path.display())))?;
-            n += 1;
-        }
-        if n == 0 {
-            return Err(HttpError::Roots(format!(
-                "{}: no PEM certificates found",
-                path.display()
-            )));
-        }
+        add_pem_roots(&mut roots, path).map_err(|cause| HttpError::RootsFile {
+            path: path.to_owned(),
+            cause,
+        })?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| HttpError::Roots(e.to_string()))?
+        .map_err(HttpError::Roots)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(cfg)
+}
+
+/// Every certificate of a PEM bundle (other sections are skipped).
+fn add_pem_roots(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), RootsProblem> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let pem = std::fs::read(path)?;
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert?)?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(RootsProblem::Empty);
+    }
+    Ok(())
 }
 
 impl HttpClient {
@@ -326,7 +361,7 @@ impl HttpClient {
                 .await
                 .map_err(|e| HttpError::Transport {
                     endpoint: ep.clone(),
-                    reason: error_chain(&e),
+                    cause: Box::new(e),
                 })?;
             let status = resp.status();
             let content_type = resp.headers().get(CONTENT_TYPE).cloned();
@@ -342,9 +377,9 @@ impl HttpClient {
                             endpoint: ep.clone(),
                         }
                     } else {
-                        HttpError::Transport {
+                        HttpError::Body {
                             endpoint: ep.clone(),
-                            reason: e.to_string(),
+                            cause: e,
                         }
                     }
                 })?;
@@ -426,6 +461,34 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn extra_ca_errors_keep_their_cause() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let e = tls_config(Some(&empty)).expect_err("no certs");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "could not load TLS roots: {}: no PEM certificates found",
+                empty.display()
+            )
+        );
+        let missing = dir.path().join("missing.pem");
+        let e = tls_config(Some(&missing)).expect_err("missing");
+        let cause = std::error::Error::source(&e).expect("source");
+        let io = std::error::Error::source(cause).expect("io");
+        assert_eq!(
+            io.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+            Some(std::io::ErrorKind::NotFound)
+        );
+        // A real certificate is read (the per-job CA's own PEM).
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).expect("cert");
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, ca.cert.pem()).expect("write");
+        assert!(tls_config(Some(&good)).is_ok());
     }
 
     #[test]

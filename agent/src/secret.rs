@@ -50,18 +50,7 @@ impl Secret {
     /// Constant-time equality, for comparing a presented secret (the proxy
     /// secret) with the expected one.
     pub fn ct_eq(&self, presented: &[u8]) -> bool {
-        let expected = self.expose().as_bytes();
-        // Why: length is not secret (our secrets have a fixed length), the
-        // content is; fold every byte so timing does not depend on where the
-        // first difference is.
-        if expected.len() != presented.len() {
-            return false;
-        }
-        expected
-            .iter()
-            .zip(presented)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        ct_eq(self.expose().as_bytes(), presented)
     }
 
     /// A new random secret: `bytes` random bytes, hex encoded.
@@ -86,6 +75,136 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(PLACEHOLDER)
+    }
+}
+
+/// Constant-time equality of two byte strings (`subtle`). Length is not
+/// secret (our secrets and nonces have a fixed length), the content is: the
+/// time taken does not depend on where the first difference is.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    /// A JSON string straight into a `Secret`: the value is never held in a
+    /// `serde_json::Value` or a plain `String` that outlives the parse.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret::new(v))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
+                Ok(Secret::new(v))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl From<String> for Secret {
+    fn from(v: String) -> Self {
+        Secret::new(v)
+    }
+}
+
+/// One role of a secret as its own type, so that a value cannot be handed to
+/// the wrong sink: the compiler refuses an [`IdentityJwt`] where a
+/// [`Credential`] is wanted. Debug and Display redact like [`Secret`].
+macro_rules! typed_secret {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name(Secret);
+
+        impl $name {
+            pub fn new(value: impl Into<String>) -> Self {
+                $name(Secret::new(value))
+            }
+
+            /// The value, for the one place that must send it.
+            pub fn expose(&self) -> &str {
+                self.0.expose()
+            }
+
+            /// As the untyped [`Secret`], for [`redact`] lists and form fields.
+            pub fn as_secret(&self) -> &Secret {
+                &self.0
+            }
+
+            pub fn fingerprint(&self) -> String {
+                self.0.fingerprint()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({PLACEHOLDER})", stringify!($name))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(PLACEHOLDER)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(v: String) -> Self {
+                $name::new(v)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Secret::deserialize(d).map($name)
+            }
+        }
+    };
+}
+
+typed_secret!(
+    /// The job's OIDC identity token (a JWT from the CI platform, a token
+    /// file or a developer login). It goes to token services only: it is
+    /// the subject of an exchange, never a header on a routed request
+    /// (passthrough turns it into a [`Credential`] by an explicit call).
+    IdentityJwt
+);
+
+typed_secret!(
+    /// A credential value as issued by a token service: what routes attach
+    /// (`proxy::inject` takes only this type) and what teardown revokes.
+    Credential
+);
+
+typed_secret!(
+    /// The per-job proxy secret: the password in the proxy URL and the
+    /// `<secret>` of reverse routes. Compared, never forwarded.
+    ProxySecret
+);
+
+impl Credential {
+    /// Passthrough: the identity token itself is the credential. The one
+    /// place an identity token becomes something a route may attach, so
+    /// that it happens only where a `passthrough` credential is configured.
+    pub fn passthrough(id: &IdentityJwt) -> Self {
+        Credential(id.0.clone())
+    }
+}
+
+impl ProxySecret {
+    /// A new random proxy secret: `bytes` random bytes, hex encoded.
+    pub fn random(bytes: usize) -> Result<Self, getrandom::Error> {
+        Secret::random(bytes).map(ProxySecret)
+    }
+
+    /// Constant-time comparison with what a client presented.
+    pub fn ct_eq(&self, presented: &[u8]) -> bool {
+        self.0.ct_eq(presented)
     }
 }
 
@@ -199,6 +318,56 @@ mod tests {
             redact("role \"ci\" not found. see docs.example.com", &[]),
             "role \"ci\" not found. see docs.example.com"
         );
+    }
+
+    #[test]
+    fn typed_secrets_never_show_the_value() {
+        let canary = "canary-typed-secret-value-42";
+        let shown = [
+            format!("{:?}", IdentityJwt::new(canary)),
+            format!("{}", IdentityJwt::new(canary)),
+            format!("{:?}", Credential::new(canary)),
+            format!("{}", Credential::new(canary)),
+            format!("{:?}", ProxySecret::new(canary)),
+            format!("{}", ProxySecret::new(canary)),
+            format!("{:?}", Credential::passthrough(&IdentityJwt::new(canary))),
+            format!("{:?}", Some(Credential::new(canary))),
+        ];
+        for s in &shown {
+            assert!(!s.contains(canary) && s.contains(PLACEHOLDER), "{s}");
+        }
+        assert_eq!(shown[0], "IdentityJwt([redacted])");
+        assert_eq!(shown[2], "Credential([redacted])");
+        assert_eq!(shown[4], "ProxySecret([redacted])");
+    }
+
+    #[test]
+    fn secrets_deserialize_from_json_strings_only() {
+        #[derive(serde::Deserialize, Debug)]
+        struct Answer {
+            token: Credential,
+            other: Option<Secret>,
+        }
+        let a: Answer =
+            serde_json::from_slice(br#"{"token":"canary-tok\u0041","other":"x"}"#).expect("json");
+        assert_eq!(a.token.expose(), "canary-tokA");
+        assert_eq!(a.other.as_ref().map(Secret::expose), Some("x"));
+        assert!(!format!("{a:?}").contains("canary"), "{a:?}");
+        // A number is not a token.
+        let e = serde_json::from_slice::<Answer>(br#"{"token":12345678}"#)
+            .expect_err("number")
+            .to_string();
+        assert!(e.contains("expected a string"), "{e}");
+    }
+
+    #[test]
+    fn ct_eq_is_subtle_and_proxy_secrets_compare_whole_values() {
+        assert!(ct_eq(b"nonce-1", b"nonce-1"));
+        assert!(!ct_eq(b"nonce-1", b"nonce-2") && !ct_eq(b"nonce", b"nonce-1"));
+        let p = ProxySecret::random(24).expect("random");
+        assert_eq!(p.expose().len(), 48);
+        assert!(p.ct_eq(p.expose().as_bytes()));
+        assert!(!p.ct_eq(&p.expose().as_bytes()[1..]));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! and it knows how to renew and revoke what it issued. It does not schedule
 //! anything; the store does.
 
+mod answer;
 mod oauth;
 mod vault;
 
@@ -15,7 +16,8 @@ use crate::config::{ClientAuth, CredentialConfig, CredentialKind};
 use crate::env::Env;
 use crate::http::{endpoint, HttpClient, HttpError};
 use crate::identity::{truncate, IdentityError, IdentityToken};
-use crate::secret::{redact, Secret};
+use crate::secret::{redact, Credential, Secret};
+use crate::wipe::WipedJson;
 
 /// The granularity of a lifetime reported in whole seconds.
 pub const WHOLE_SECONDS: Duration = Duration::from_secs(1);
@@ -23,7 +25,7 @@ pub const WHOLE_SECONDS: Duration = Duration::from_secs(1);
 /// A credential as issued.
 #[derive(Debug, Clone)]
 pub struct Issued {
-    pub value: Secret,
+    pub value: Credential,
     /// `None`: the service gave no expiry (a KV secret).
     pub lifetime: Option<Duration>,
     /// How much sooner than `lifetime` the service may end it. `expires_in`
@@ -70,6 +72,14 @@ pub enum ExchangeError {
     MissingSecret { name: String, variable: String },
     #[error("credential {name:?}: {problem}")]
     Setup { name: String, problem: String },
+    /// A URL built from configuration did not parse; `context` says which.
+    #[error("credential {name:?}: {context}{cause}")]
+    BadUrl {
+        name: String,
+        context: String,
+        #[source]
+        cause: url::ParseError,
+    },
     /// The lifetime leaves no time in which the value could be served.
     #[error("credential {name:?}: {detail}")]
     TooShort { name: String, detail: String },
@@ -77,9 +87,17 @@ pub enum ExchangeError {
     Parent {
         name: String,
         parent: String,
-        reason: String,
+        /// The store's error (the stage after this one, so held as a
+        /// boxed error), or [`NotObtained`].
+        #[source]
+        reason: Box<dyn std::error::Error + Send + Sync>,
     },
 }
+
+/// The parent credential was never obtained.
+#[derive(Debug, thiserror::Error)]
+#[error("not obtained")]
+pub struct NotObtained;
 
 impl ExchangeError {
     /// True when the service itself said no (as opposed to not answering).
@@ -281,7 +299,7 @@ impl Exchanger {
         &self,
         http: &HttpClient,
         identity: Option<&IdentityToken>,
-        parent: Option<&Secret>,
+        parent: Option<&Credential>,
     ) -> Result<Issued, ExchangeError> {
         let need_id = || {
             identity.ok_or_else(|| ExchangeError::Setup {
@@ -303,14 +321,15 @@ impl Exchanger {
                 let token = parent.ok_or_else(|| ExchangeError::Parent {
                     name: self.name.clone(),
                     parent: pname.clone(),
-                    reason: "not obtained".into(),
+                    reason: Box::new(NotObtained),
                 })?;
                 vault::read_kv(http, address, namespace.as_deref(), token, path, field).await
             }
             Kind::Passthrough { .. } => {
                 let id = need_id()?;
                 Ok(Issued {
-                    value: id.jwt.clone(),
+                    // The one place an identity token becomes a credential.
+                    value: Credential::passthrough(&id.jwt),
                     // Counted from the absolute `exp`, read after the
                     // request was sent: exact, no rounding to allow for.
                     lifetime: id.claims.remaining(),
@@ -326,7 +345,7 @@ impl Exchanger {
     pub async fn renew(
         &self,
         http: &HttpClient,
-        current: &Secret,
+        current: &Credential,
     ) -> Result<Option<Issued>, ExchangeError> {
         match &self.kind {
             Kind::Vault(v) => v.renew(http, current).await.map(Some),
@@ -337,7 +356,7 @@ impl Exchanger {
     pub async fn revoke(
         &self,
         http: &HttpClient,
-        value: &Secret,
+        value: &Credential,
     ) -> Result<Revoked, ExchangeError> {
         match &self.kind {
             Kind::OAuth(o) => o.revoke(http, value).await,
@@ -392,8 +411,9 @@ pub(crate) fn refusal(
     secrets: &[&Secret],
 ) -> ExchangeError {
     let service = endpoint(service);
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let (code, detail) = match &parsed {
+    // An error body may echo a token; its strings are wiped with it.
+    let parsed = WipedJson::parse(body).ok();
+    let (code, detail) = match parsed.as_deref() {
         Some(Value::Object(m)) if m.contains_key("error") => {
             let code = m.get("error").and_then(Value::as_str).map(str::to_owned);
             let desc = m.get("error_description").and_then(Value::as_str);
@@ -460,32 +480,4 @@ pub(crate) fn seconds(v: Option<&Value>) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals_show_the_services_own_words_without_tokens() {
-        let u = Url::parse("https://sts.example.com/token?x=1").expect("url");
-        let s = Secret::new("eyJhbGciOi.subject.tokenvalue-canary");
-        let e = refusal(&u, http::StatusCode::BAD_REQUEST, br#"{"error":"invalid_grant","error_description":"bad token eyJhbGciOi.subject.tokenvalue-canary"}"#, &[&s]).to_string();
-        assert_eq!(
-            e,
-            "https://sts.example.com/token refused (400): invalid_grant: bad token [redacted]"
-        );
-        let e = refusal(&u, http::StatusCode::BAD_REQUEST, br#"{"errors":["claim \"repository\" does not match any associated bound claim values"]}"#, &[]).to_string();
-        assert!(
-            e.ends_with("claim \"repository\" does not match any associated bound claim values"),
-            "{e}"
-        );
-        let e = refusal(&u, http::StatusCode::BAD_GATEWAY, b"<html>oops</html>", &[]).to_string();
-        assert!(e.ends_with("(502): <html>oops</html>"), "{e}");
-    }
-
-    #[test]
-    fn seconds_accepts_numbers_and_numeric_strings() {
-        assert_eq!(seconds(Some(&serde_json::json!(30))), Some(30));
-        assert_eq!(seconds(Some(&serde_json::json!("3600"))), Some(3600));
-        assert_eq!(seconds(Some(&serde_json::json!(-1))), None);
-        assert_eq!(seconds(None), None);
-    }
-}
+mod tests;

@@ -7,11 +7,11 @@ use http::HeaderName;
 use serde_json::Value;
 use url::Url;
 
+use super::answer::{self, KvAnswer, Loose, VaultAnswer};
 use super::{refusal, seconds, ExchangeError, Issued, Revoked};
 use crate::http::{endpoint, Header, HttpClient};
 use crate::identity::IdentityToken;
-use crate::secret::Secret;
-use crate::wipe::WipedJson;
+use crate::secret::Credential;
 
 const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-vault-token");
 const NAMESPACE_HEADER: HeaderName = HeaderName::from_static("x-vault-namespace");
@@ -26,13 +26,14 @@ pub(super) struct Vault {
 
 fn api(address: &Url, path: &str) -> Result<Url, ExchangeError> {
     let base = address.as_str().trim_end_matches('/');
-    Url::parse(&format!("{base}/v1/{path}")).map_err(|e| ExchangeError::Setup {
+    Url::parse(&format!("{base}/v1/{path}")).map_err(|e| ExchangeError::BadUrl {
         name: String::new(),
-        problem: format!("bad vault path {path:?}: {e}"),
+        context: format!("bad vault path {path:?}: "),
+        cause: e,
     })
 }
 
-fn headers<'a>(namespace: Option<&'a str>, token: Option<&Secret>) -> Vec<Header<'a>> {
+fn headers<'a>(namespace: Option<&'a str>, token: Option<&Credential>) -> Vec<Header<'a>> {
     let mut h = Vec::new();
     if let Some(ns) = namespace {
         h.push(Header::Plain(NAMESPACE_HEADER, ns));
@@ -53,20 +54,25 @@ fn auth_of(url: &Url, status: http::StatusCode, body: &[u8]) -> Result<Issued, E
         status: status.as_u16(),
         problem: p.into(),
     };
-    let v = WipedJson::parse(body).map_err(|_| bad("a body that is not JSON"))?;
-    let auth = v.get("auth").ok_or_else(|| bad("no auth block"))?;
+    let v: VaultAnswer = answer::parse(body).map_err(bad)?;
+    let auth = v
+        .auth
+        .ok_or_else(|| bad("no auth block"))?
+        .0
+        .unwrap_or_default();
     let token = auth
-        .get("client_token")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
+        .client_token
+        .and_then(|t| t.0)
+        .filter(|t| !t.as_secret().is_empty())
         .ok_or_else(|| bad("no auth.client_token"))?;
-    let lease = seconds(auth.get("lease_duration")).unwrap_or(0);
+    let lease = seconds(auth.lease_duration.as_ref()).unwrap_or(0);
     let renewable = auth
-        .get("renewable")
+        .renewable
+        .as_ref()
         .and_then(Value::as_bool)
         .unwrap_or(false);
     Ok(Issued {
-        value: Secret::new(token),
+        value: token,
         // lease_duration 0 is a root-like token without expiry.
         lifetime: (lease > 0).then(|| Duration::from_secs(lease)),
         granularity: super::WHOLE_SECONDS,
@@ -89,7 +95,12 @@ impl Vault {
             .post_json(&url, &headers(self.namespace.as_deref(), None), Some(&body))
             .await?;
         if !resp.status.is_success() {
-            return Err(refusal(&url, resp.status, &resp.body, &[&id.jwt]));
+            return Err(refusal(
+                &url,
+                resp.status,
+                &resp.body,
+                &[id.jwt.as_secret()],
+            ));
         }
         auth_of(&url, resp.status, &resp.body)
     }
@@ -97,7 +108,7 @@ impl Vault {
     pub(super) async fn renew(
         &self,
         http: &HttpClient,
-        token: &Secret,
+        token: &Credential,
     ) -> Result<Issued, ExchangeError> {
         let url = api(&self.address, "auth/token/renew-self")?;
         let resp = http
@@ -108,7 +119,7 @@ impl Vault {
             )
             .await?;
         if !resp.status.is_success() {
-            return Err(refusal(&url, resp.status, &resp.body, &[token]));
+            return Err(refusal(&url, resp.status, &resp.body, &[token.as_secret()]));
         }
         auth_of(&url, resp.status, &resp.body)
     }
@@ -116,7 +127,7 @@ impl Vault {
     pub(super) async fn revoke(
         &self,
         http: &HttpClient,
-        token: &Secret,
+        token: &Credential,
     ) -> Result<Revoked, ExchangeError> {
         let url = api(&self.address, "auth/token/revoke-self")?;
         let resp = http
@@ -125,7 +136,7 @@ impl Vault {
         if resp.status.is_success() {
             Ok(Revoked::Done("vault revoke-self"))
         } else {
-            Err(refusal(&url, resp.status, &resp.body, &[token]))
+            Err(refusal(&url, resp.status, &resp.body, &[token.as_secret()]))
         }
     }
 }
@@ -135,28 +146,29 @@ pub(super) async fn read_kv(
     http: &HttpClient,
     address: &Url,
     namespace: Option<&str>,
-    token: &Secret,
+    token: &Credential,
     path: &str,
     field: &str,
 ) -> Result<Issued, ExchangeError> {
     let url = api(address, path)?;
     let resp = http.get(&url, &headers(namespace, Some(token))).await?;
     if !resp.status.is_success() {
-        return Err(refusal(&url, resp.status, &resp.body, &[token]));
+        return Err(refusal(&url, resp.status, &resp.body, &[token.as_secret()]));
     }
     let bad = |p: String| ExchangeError::BadAnswer {
         service: endpoint(&url),
         status: resp.status.as_u16(),
         problem: p,
     };
-    let v = WipedJson::parse(&resp.body).map_err(|_| bad("a body that is not JSON".into()))?;
+    let v: KvAnswer = answer::parse(&resp.body).map_err(|p| bad(p.into()))?;
     let data = v
-        .get("data")
-        .and_then(|d| d.get("data"))
-        .and_then(Value::as_object)
+        .data
+        .and_then(|d| d.0)
+        .and_then(|d| d.data)
+        .and_then(|d| d.0)
         .ok_or_else(|| bad("no data.data object (is this a KV v2 path with /data/?)".into()))?;
     let value = match data.get(field) {
-        Some(Value::String(s)) if !s.is_empty() => s,
+        Some(Loose(Some(s))) if !s.is_empty() => Credential::new(s.expose()),
         Some(_) => {
             return Err(bad(format!(
                 "field {field:?} that is not a non-empty string"
@@ -171,11 +183,60 @@ pub(super) async fn read_kv(
             )));
         }
     };
-    let lease = seconds(v.get("lease_duration")).unwrap_or(0);
+    let lease = seconds(v.lease_duration.as_ref()).unwrap_or(0);
     Ok(Issued {
-        value: Secret::new(value.as_str()),
+        value,
         lifetime: (lease > 0).then(|| Duration::from_secs(lease)),
         granularity: super::WHOLE_SECONDS,
         renewable: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CANARY: &str = "hvs.canary-vault-token-0123456789";
+
+    #[test]
+    fn auth_blocks_are_read_into_a_credential_and_errors_never_show_it() {
+        let url = Url::parse("http://127.0.0.1:8200/v1/auth/jwt/login").expect("url");
+        let ok = auth_of(
+            &url,
+            http::StatusCode::OK,
+            format!(
+                r#"{{"auth":{{"client_token":"{CANARY}","lease_duration":"60","renewable":true}}}}"#
+            )
+            .as_bytes(),
+        )
+        .expect("issued");
+        assert_eq!(ok.value.expose(), CANARY);
+        assert_eq!(ok.lifetime, Some(Duration::from_secs(60)));
+        assert!(ok.renewable);
+        assert!(!format!("{ok:?}").contains(CANARY), "{ok:?}");
+        for (body, problem) in [
+            (format!(r#"{{"data":"{CANARY}"}}"#), "no auth block"),
+            (
+                format!(r#"{{"auth":null,"x":"{CANARY}"}}"#),
+                "no auth.client_token",
+            ),
+            (format!(r#"{{"auth":"{CANARY}"}}"#), "no auth.client_token"),
+            (
+                format!(r#"{{"auth":{{"client_token":"{CANARY}","client_token":"y"}}}}"#),
+                "an object that repeats a field",
+            ),
+            (
+                format!(r#"{{"auth":{{"client_token":"{CANARY}"}}"#),
+                "a body that is not JSON",
+            ),
+        ] {
+            let e = auth_of(&url, http::StatusCode::OK, body.as_bytes()).expect_err("refused");
+            let (shown, debug) = (e.to_string(), format!("{e:?}"));
+            assert!(shown.contains(problem), "{shown}");
+            assert!(
+                !shown.contains(CANARY) && !debug.contains(CANARY),
+                "{debug}"
+            );
+        }
+    }
 }

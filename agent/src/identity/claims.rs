@@ -74,9 +74,12 @@ impl UnverifiedClaims {
         }
     }
 
+    /// `exp`, capped at the last second RFC 3339 can write (year 9999):
+    /// the claim is unverified input, and `SystemTime` panics on overflow.
     pub fn exp(&self) -> Option<SystemTime> {
+        const LAST: u64 = 253_402_300_799;
         let secs = self.0.get("exp")?.as_f64()?;
-        (secs > 0.0).then(|| UNIX_EPOCH + Duration::from_secs(secs as u64))
+        (secs > 0.0).then(|| UNIX_EPOCH + Duration::from_secs((secs as u64).min(LAST)))
     }
 
     /// Time left before `exp`, zero when past; `None` without `exp`.
@@ -175,6 +178,15 @@ mod tests {
             e.encode(r#"{"alg":"RS256"}"#),
             e.encode(payload)
         )
+    }
+
+    #[test]
+    fn an_absurd_exp_is_capped_not_a_panic() {
+        let c = UnverifiedClaims::decode(&jwt(r#"{"exp":1e300}"#)).expect("decode");
+        let exp = c.exp().expect("exp");
+        assert!(!c.is_expired());
+        assert!(c.remaining().expect("remaining") > Duration::from_secs(1 << 30));
+        assert_eq!(crate::identity::format_time(exp), "9999-12-31T23:59:59Z");
     }
 
     #[test]

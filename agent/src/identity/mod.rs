@@ -5,7 +5,10 @@
 //! rotates), and the variable-based platforms give the one token they have.
 
 pub mod claims;
+mod fetch;
 pub mod login;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,14 +18,12 @@ use url::Url;
 use crate::config::IdentityConfig;
 pub use crate::config::Platform;
 use crate::env::Env;
-use crate::http::{Header, HttpClient, HttpError};
-use crate::secret::{redact, Secret};
+use crate::http::{HttpClient, HttpError};
+use crate::secret::{IdentityJwt, Secret};
 pub use claims::{ClaimsError, JobInfo, UnverifiedClaims};
+use fetch::{buildkite, github, read_file};
+pub use fetch::{BuildkiteProblem, FileProblem, InvalidToken};
 
-/// Why: `buildkite-agent` talks to the Buildkite API; it must not hang a job.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
-/// Token files and variables are small; anything larger is not a JWT.
-const MAX_TOKEN_BYTES: usize = 64 * 1024;
 /// GitHub's documented request variables.
 pub const GITHUB_REQUEST_VARS: [&str; 2] = [
     "ACTIONS_ID_TOKEN_REQUEST_URL",
@@ -48,11 +49,23 @@ pub enum IdentityError {
     #[error("{0}")]
     Http(#[from] HttpError),
     #[error("`{command} oidc request-token` failed: {reason}")]
-    Buildkite { command: String, reason: String },
+    Buildkite {
+        command: String,
+        #[source]
+        reason: BuildkiteProblem,
+    },
     #[error("cannot read token file {}: {reason}", path.display())]
-    File { path: PathBuf, reason: String },
+    File {
+        path: PathBuf,
+        #[source]
+        reason: FileProblem,
+    },
     #[error("the identity token from {origin} is {problem}")]
-    Invalid { origin: String, problem: String },
+    Invalid {
+        origin: String,
+        #[source]
+        problem: InvalidToken,
+    },
     #[error("the identity token from {origin} expired at {exp} ({ago}s ago){hint}")]
     Expired {
         origin: String,
@@ -69,7 +82,7 @@ pub enum IdentityError {
 /// A job identity token and its (unverified) claims.
 #[derive(Debug, Clone)]
 pub struct IdentityToken {
-    pub jwt: Secret,
+    pub jwt: IdentityJwt,
     pub claims: UnverifiedClaims,
 }
 
@@ -82,7 +95,7 @@ enum Kind {
     /// A token handed over in a variable, fixed for the job.
     Fixed {
         variable: String,
-        token: Secret,
+        token: IdentityJwt,
     },
     Buildkite {
         agent: String,
@@ -125,7 +138,7 @@ impl IdentitySource {
             Ok((
                 Kind::Fixed {
                     variable: var.to_owned(),
-                    token: Secret::new(token),
+                    token: IdentityJwt::new(token),
                 },
                 vec![var.to_owned()],
             ))
@@ -145,7 +158,7 @@ impl IdentitySource {
                     .ok_or_else(|| missing(GITHUB_REQUEST_VARS[1]))?;
                 let url = Url::parse(&url).map_err(|e| IdentityError::Invalid {
                     origin: GITHUB_REQUEST_VARS[0].into(),
-                    problem: format!("not a URL ({e})"),
+                    problem: e.into(),
                 })?;
                 let consumed = if cfg.scrub_request_env {
                     GITHUB_REQUEST_VARS.iter().map(|s| s.to_string()).collect()
@@ -187,7 +200,7 @@ impl IdentitySource {
             Platform::File => {
                 let path = cfg.path.clone().ok_or_else(|| IdentityError::File {
                     path: PathBuf::new(),
-                    reason: "no [identity] path configured".into(),
+                    reason: FileProblem::NotConfigured,
                 })?;
                 (Kind::File { path }, Vec::new())
             }
@@ -265,16 +278,16 @@ impl IdentitySource {
             Kind::File { path } => read_file(path).await?,
             // Verified here (signature, iss, aud, exp, nonce) and refreshed
             // near expiry; the exchange verifies it again.
-            Kind::Login(l) => l.token(http).await?.id_token,
+            Kind::Login(l) => IdentityJwt::new(l.token(http).await?.id_token.expose()),
         };
         self.check(jwt)
     }
 
-    fn check(&self, jwt: Secret) -> Result<IdentityToken, IdentityError> {
+    fn check(&self, jwt: IdentityJwt) -> Result<IdentityToken, IdentityError> {
         let claims =
             UnverifiedClaims::decode(jwt.expose()).map_err(|e| IdentityError::Invalid {
                 origin: self.origin(),
-                problem: e.to_string(),
+                problem: e.into(),
             })?;
         if let Some(exp) = claims.exp() {
             if claims.is_expired() {
@@ -333,100 +346,6 @@ fn detect(env: &dyn Env, cfg: &IdentityConfig) -> Result<(Platform, String), Ide
     Err(IdentityError::NotDetected)
 }
 
-async fn github(
-    http: &HttpClient,
-    base: &Url,
-    bearer: &Secret,
-    audience: Option<&str>,
-) -> Result<Secret, IdentityError> {
-    // The documented URL already carries `?api-version=...`; append.
-    let mut url = base.clone();
-    if let Some(a) = audience {
-        url.query_pairs_mut().append_pair("audience", a);
-    }
-    let resp = http
-        .get(
-            &url,
-            &[Header::Secret(
-                http::header::AUTHORIZATION,
-                zeroize::Zeroizing::new(format!("bearer {}", bearer.expose())),
-            )],
-        )
-        .await?;
-    if !resp.status.is_success() {
-        let body = redact(&resp.text_lossy(), &[bearer]);
-        return Err(IdentityError::GithubRefused {
-            status: resp.status.as_u16(),
-            body: truncate(&body, 300),
-        });
-    }
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        value: Option<String>,
-    }
-    let a: Answer =
-        serde_json::from_slice(&resp.body).map_err(|_| IdentityError::GithubBadAnswer {
-            status: resp.status.as_u16(),
-        })?;
-    match a.value {
-        Some(v) if !v.is_empty() => Ok(Secret::new(v)),
-        _ => Err(IdentityError::GithubBadAnswer {
-            status: resp.status.as_u16(),
-        }),
-    }
-}
-
-async fn buildkite(agent: &str, audience: Option<&str>) -> Result<Secret, IdentityError> {
-    let mut cmd = tokio::process::Command::new(agent);
-    cmd.args(["oidc", "request-token"]);
-    if let Some(a) = audience {
-        cmd.args(["--audience", a]);
-    }
-    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
-    let fail = |reason: String| IdentityError::Buildkite {
-        command: agent.to_owned(),
-        reason,
-    };
-    let out = tokio::time::timeout(COMMAND_TIMEOUT, cmd.output())
-        .await
-        .map_err(|_| fail(format!("no answer within {}s", COMMAND_TIMEOUT.as_secs())))?
-        .map_err(|e| fail(e.to_string()))?;
-    let stdout = zeroize::Zeroizing::new(out.stdout);
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(fail(format!(
-            "{}: {}",
-            out.status,
-            truncate(&redact(stderr.trim(), &[]), 300)
-        )));
-    }
-    let text = std::str::from_utf8(&stdout).map_err(|_| fail("output is not UTF-8".into()))?;
-    Ok(Secret::new(text.trim()))
-}
-
-async fn read_file(path: &PathBuf) -> Result<Secret, IdentityError> {
-    let fail = |reason: String| IdentityError::File {
-        path: path.clone(),
-        reason,
-    };
-    let bytes = zeroize::Zeroizing::new(
-        tokio::fs::read(path)
-            .await
-            .map_err(|e| fail(e.to_string()))?,
-    );
-    if bytes.len() > MAX_TOKEN_BYTES {
-        return Err(fail(format!(
-            "larger than {MAX_TOKEN_BYTES} bytes; not a token"
-        )));
-    }
-    let text = std::str::from_utf8(&bytes).map_err(|_| fail("not UTF-8".into()))?;
-    let t = text.trim();
-    if t.is_empty() {
-        return Err(fail("empty".into()));
-    }
-    Ok(Secret::new(t))
-}
-
 pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_owned()
@@ -437,164 +356,14 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-/// RFC 3339 UTC, seconds precision, without a date crate.
+/// RFC 3339 UTC, seconds precision (`2023-11-14T22:13:20Z`). Times outside
+/// what RFC 3339 can write (before 1970 here, after 9999) are clamped to the
+/// nearest end: `exp` comes from an unverified token and must not panic.
 pub fn format_time(t: std::time::SystemTime) -> String {
-    let secs = t
+    const LAST: Duration = Duration::from_secs(253_402_300_799); // 9999-12-31T23:59:59Z
+    let since = t
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::env::MapEnv;
-
-    fn cfg() -> IdentityConfig {
-        IdentityConfig {
-            source: None,
-            audience: Some("https://sts.test".into()),
-            variable: None,
-            path: None,
-            buildkite_agent: "buildkite-agent".into(),
-            scrub_request_env: true,
-            login: None,
-        }
-    }
-
-    #[test]
-    fn auto_detects_each_platform_from_its_documented_variables() {
-        let cases: [(MapEnv, Platform); 5] = [
-            (
-                MapEnv::new([
-                    ("GITHUB_ACTIONS", "true"),
-                    (
-                        "ACTIONS_ID_TOKEN_REQUEST_URL",
-                        "http://127.0.0.1:1/x?api-version=2.0",
-                    ),
-                    ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "b"),
-                ]),
-                Platform::Github,
-            ),
-            (
-                MapEnv::new([("GITLAB_CI", "true"), ("LANYARD_ID_TOKEN", "t")]),
-                Platform::Gitlab,
-            ),
-            (
-                MapEnv::new([
-                    ("BITBUCKET_BUILD_NUMBER", "7"),
-                    ("BITBUCKET_STEP_OIDC_TOKEN", "t"),
-                ]),
-                Platform::Bitbucket,
-            ),
-            (
-                MapEnv::new([("CIRCLECI", "true"), ("CIRCLE_OIDC_TOKEN_V2", "t")]),
-                Platform::Circleci,
-            ),
-            (MapEnv::new([("BUILDKITE", "true")]), Platform::Buildkite),
-        ];
-        for (env, want) in cases {
-            let s = IdentitySource::from_config(&cfg(), &env).expect("detect");
-            assert_eq!(s.platform, want);
-        }
-        assert!(matches!(
-            IdentitySource::from_config(&cfg(), &MapEnv::default()),
-            Err(IdentityError::NotDetected)
-        ));
-    }
-
-    #[test]
-    fn auto_picks_the_developer_login_only_when_no_ci_platform_is_detected() {
-        let mut c = cfg();
-        c.login = Some(crate::config::LoginConfig {
-            issuer: Url::parse("https://login.acme.test").expect("url"),
-            client_id: "lanyard-cli".into(),
-            scopes: Vec::new(),
-            flow: crate::config::LoginFlow::Device,
-        });
-        let home = tempfile::tempdir().expect("tmp");
-        let laptop = MapEnv::new([("HOME", home.path().to_str().expect("utf8"))]);
-        // Chosen, and without a stored login it says what to do.
-        let e = IdentitySource::from_config(&c, &laptop)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("not logged in to https://login.acme.test") && e.contains("lanyard login"),
-            "{e}"
-        );
-        // In CI the platform wins: a [login] table never replaces the job's identity.
-        let ci = MapEnv::new([("BUILDKITE", "true")]);
-        assert_eq!(
-            IdentitySource::from_config(&c, &ci).expect("ci").platform,
-            Platform::Buildkite
-        );
-        assert!(!Platform::Buildkite.is_developer() && Platform::Login.is_developer());
-    }
-
-    #[test]
-    fn github_without_id_token_permission_says_how_to_fix_it() {
-        let env = MapEnv::new([("GITHUB_ACTIONS", "true")]);
-        let e = IdentitySource::from_config(&cfg(), &env)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("ACTIONS_ID_TOKEN_REQUEST_URL is not set") && e.contains("id-token: write"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn gitlab_names_the_id_tokens_variable() {
-        let env = MapEnv::new([("GITLAB_CI", "true")]);
-        let e = IdentitySource::from_config(&cfg(), &env)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("LANYARD_ID_TOKEN is not set") && e.contains("id_tokens"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn consumed_variables_cover_the_identity_inputs() {
-        let env = MapEnv::new([
-            ("GITHUB_ACTIONS", "true"),
-            ("ACTIONS_ID_TOKEN_REQUEST_URL", "http://127.0.0.1:1/"),
-            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "b"),
-        ]);
-        let s = IdentitySource::from_config(&cfg(), &env).expect("github");
-        assert_eq!(s.consumed_variables(), GITHUB_REQUEST_VARS);
-        let mut c = cfg();
-        c.scrub_request_env = false;
-        assert!(IdentitySource::from_config(&c, &env)
-            .expect("github")
-            .consumed_variables()
-            .is_empty());
-    }
-
-    #[test]
-    fn formats_rfc3339() {
-        assert_eq!(
-            format_time(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
-            "2023-11-14T22:13:20Z"
-        );
-    }
+        .unwrap_or_default()
+        .min(LAST);
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + since).to_string()
 }

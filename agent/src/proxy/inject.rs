@@ -5,6 +5,7 @@
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::route::Route;
+use crate::secret::Credential;
 
 /// Headers never forwarded upstream.
 const STRIPPED: &[&str] = &[
@@ -55,11 +56,20 @@ pub fn strip(headers: &mut HeaderMap, target: Option<&HeaderName>) {
 
 /// Replace, never merge: afterwards the request carries exactly one value
 /// of the route's header, the rendered credential, marked sensitive.
-pub fn inject(headers: &mut HeaderMap, route: &Route, token: &str) -> Result<(), InjectError> {
+///
+/// Why `&Credential` and not `&str`: the job's identity token (an
+/// `IdentityJwt`) and the proxy secret are secrets of other types, so
+/// attaching either to an upstream request does not compile. Only
+/// `Credential::passthrough` turns an identity token into a credential.
+pub fn inject(
+    headers: &mut HeaderMap,
+    route: &Route,
+    credential: &Credential,
+) -> Result<(), InjectError> {
     strip(headers, Some(&route.header));
     // The header value's memory is the rendered string itself, wiped when
     // the last clone of the value (hyper's, after the request) is dropped.
-    let rendered = crate::wipe::bytes(route.template.render(token).into_bytes());
+    let rendered = crate::wipe::bytes(route.template.render(credential.expose()).into_bytes());
     let mut v = HeaderValue::from_maybe_shared(rendered).map_err(|_| InjectError::BadValue)?;
     v.set_sensitive(true);
     headers.insert(route.header.clone(), v);
@@ -87,6 +97,10 @@ mod tests {
         }
     }
 
+    fn cred(v: &str) -> Credential {
+        Credential::new(v)
+    }
+
     fn bearer() -> Template {
         Template::Format {
             before: "Bearer ".into(),
@@ -109,7 +123,7 @@ mod tests {
         );
         h.append("x-lanyard-internal", HeaderValue::from_static("1"));
         h.append("accept", HeaderValue::from_static("*/*"));
-        inject(&mut h, &route("authorization", bearer()), "tok").expect("inject");
+        inject(&mut h, &route("authorization", bearer()), &cred("tok")).expect("inject");
         let all: Vec<_> = h.get_all("authorization").iter().collect();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0], "Bearer tok");
@@ -133,7 +147,7 @@ mod tests {
                     after: String::new(),
                 },
             ),
-            "k",
+            &cred("k"),
         )
         .expect("inject");
         assert_eq!(h.len(), 1, "{h:?}");
@@ -147,7 +161,7 @@ mod tests {
             inject(
                 &mut h,
                 &route("authorization", bearer()),
-                "tok\r\nx-evil: 1"
+                &cred("tok\r\nx-evil: 1")
             ),
             Err(InjectError::BadValue)
         );
@@ -165,7 +179,7 @@ mod tests {
                     username: "x-access-token".into(),
                 },
             ),
-            "t",
+            &cred("t"),
         )
         .expect("inject");
         assert_eq!(

@@ -35,7 +35,7 @@ use crate::route::{
     check_path, parse_authority, Decision, Destination, HostPattern, Route, RouteTable, Scheme,
     SessionIdentity,
 };
-use crate::secret::Secret;
+use crate::secret::{ProxySecret, Secret};
 use crate::store::Store;
 
 /// Limits, documented in the README (*Limits*).
@@ -125,7 +125,7 @@ struct Shared {
     routes: RouteTable,
     named: HashMap<String, Route>,
     store: Arc<Store>,
-    secret: Secret,
+    secret: ProxySecret,
     ca: JobCa,
     audit: Arc<Audit>,
     /// One pool per worker thread: a pooled connection's task lives on the
@@ -191,7 +191,7 @@ impl Proxy {
             addr: opts.listen,
             source,
         })?;
-        let secret = Secret::random(24).map_err(|e| ProxyError::Random(e.to_string()))?;
+        let secret = ProxySecret::random(24).map_err(|e| ProxyError::Random(e.to_string()))?;
         let ca = JobCa::new(&opts.routes, opts.ca_lifetime)?;
         let tls = crate::http::tls_config(opts.extra_ca.as_deref())?;
         let workers = opts.workers.clamp(1, MAX_WORKER_THREADS);
@@ -273,7 +273,7 @@ impl Proxy {
         ))
     }
 
-    pub fn secret(&self) -> &Secret {
+    pub fn secret(&self) -> &ProxySecret {
         &self.shared.secret
     }
 
@@ -1181,7 +1181,7 @@ async fn pass(
     if let Some(r) = route {
         match shared.store.get(&r.credential) {
             Ok(c) => {
-                if inject::inject(&mut headers, r, c.value.expose()).is_err() {
+                if inject::inject(&mut headers, r, &c.value).is_err() {
                     return fail(
                         pending,
                         StatusCode::BAD_GATEWAY,
@@ -1275,7 +1275,7 @@ async fn pass(
         if let (Some(r), Some(c), Some((mut headers, bytes))) = (route, &cred, kept) {
             match shared.store.refresh(&r.credential, c.generation).await {
                 Ok(fresh) if fresh.generation != c.generation => {
-                    if inject::inject(&mut headers, r, fresh.value.expose()).is_ok() {
+                    if inject::inject(&mut headers, r, &fresh.value).is_ok() {
                         for (k, v) in &shared.trace {
                             headers.insert(k.clone(), v.clone());
                         }

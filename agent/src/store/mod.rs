@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RotationConfig;
 use crate::exchange::{ExchangeError, Issued, Revoked};
-use crate::secret::Secret;
+use crate::secret::Credential;
 pub use source::ExchangeSource;
 
 /// Why: a value that expires while a request is on the wire is as bad as an
@@ -42,9 +42,9 @@ pub trait CredentialSource: Send + Sync + 'static {
     /// Extend in place; `Ok(None)` when the kind does not renew.
     fn renew<'a>(
         &'a self,
-        current: &'a Secret,
+        current: &'a Credential,
     ) -> BoxFut<'a, Result<Option<Issued>, ExchangeError>>;
-    fn revoke<'a>(&'a self, value: &'a Secret) -> BoxFut<'a, Result<Revoked, ExchangeError>>;
+    fn revoke<'a>(&'a self, value: &'a Credential) -> BoxFut<'a, Result<Revoked, ExchangeError>>;
     /// Re-read period for values without expiry.
     fn reread_interval(&self) -> Option<Duration> {
         None
@@ -54,7 +54,7 @@ pub trait CredentialSource: Send + Sync + 'static {
 /// A credential's current value.
 #[derive(Debug)]
 pub struct Current {
-    pub value: Secret,
+    pub value: Credential,
     pub fingerprint: String,
     pub issued_at: Instant,
     pub expires_at: Option<Instant>,

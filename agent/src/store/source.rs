@@ -10,7 +10,7 @@ use super::{BoxFut, CredentialSource, SlotState};
 use crate::exchange::{ExchangeError, Exchanger, Issued, Revoked};
 use crate::http::HttpClient;
 use crate::identity::IdentitySource;
-use crate::secret::Secret;
+use crate::secret::Credential;
 
 pub struct ExchangeSource {
     pub exchanger: Exchanger,
@@ -40,7 +40,7 @@ impl CredentialSource for ExchangeSource {
                             return Err(ExchangeError::Parent {
                                 name: self.exchanger.name.clone(),
                                 parent: pname.to_owned(),
-                                reason: e.to_string(),
+                                reason: Box::new(e),
                             })
                         }
                     }
@@ -55,12 +55,12 @@ impl CredentialSource for ExchangeSource {
 
     fn renew<'a>(
         &'a self,
-        current: &'a Secret,
+        current: &'a Credential,
     ) -> BoxFut<'a, Result<Option<Issued>, ExchangeError>> {
         Box::pin(self.exchanger.renew(&self.http, current))
     }
 
-    fn revoke<'a>(&'a self, value: &'a Secret) -> BoxFut<'a, Result<Revoked, ExchangeError>> {
+    fn revoke<'a>(&'a self, value: &'a Credential) -> BoxFut<'a, Result<Revoked, ExchangeError>> {
         Box::pin(self.exchanger.revoke(&self.http, value))
     }
 

@@ -43,7 +43,7 @@ impl CredentialSource for Scripted {
             }
             let n = self.obtains.fetch_add(1, Ordering::SeqCst);
             Ok(Issued {
-                value: Secret::new(format!("token-{n}")),
+                value: Credential::new(format!("token-{n}")),
                 lifetime: Some(*self.lifetime.lock().expect("lock")),
                 granularity: self.granularity,
                 renewable: self.renewable,
@@ -52,7 +52,7 @@ impl CredentialSource for Scripted {
     }
     fn renew<'a>(
         &'a self,
-        current: &'a Secret,
+        current: &'a Credential,
     ) -> BoxFut<'a, Result<Option<Issued>, ExchangeError>> {
         Box::pin(async move {
             self.renews.fetch_add(1, Ordering::SeqCst);
@@ -64,7 +64,7 @@ impl CredentialSource for Scripted {
             }))
         })
     }
-    fn revoke<'a>(&'a self, value: &'a Secret) -> BoxFut<'a, Result<Revoked, ExchangeError>> {
+    fn revoke<'a>(&'a self, value: &'a Credential) -> BoxFut<'a, Result<Revoked, ExchangeError>> {
         Box::pin(async move {
             self.revoked
                 .lock()

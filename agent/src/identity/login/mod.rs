@@ -71,7 +71,7 @@ pub enum LoginError {
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::secret::ct_eq(a, b)
 }
 
 fn server_words(code: &str, description: Option<&String>) -> String {

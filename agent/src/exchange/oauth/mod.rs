@@ -9,12 +9,12 @@ use base64::Engine;
 use serde_json::Value;
 use url::Url;
 
+use super::answer::{self, Loose, TokenAnswer};
 use super::{refusal, seconds, Client, ExchangeError, Issued, Revoked};
 use crate::config::{OAuthEndpoint, SubjectTokenType};
 use crate::http::{endpoint, FormValue, Header, HttpClient};
 use crate::identity::IdentityToken;
-use crate::secret::Secret;
-use crate::wipe::WipedJson;
+use crate::secret::{Credential, Secret};
 
 const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -104,7 +104,7 @@ impl OAuth {
                 requested_token_type,
             } => {
                 form.push(("grant_type", FormValue::Plain(GRANT_TOKEN_EXCHANGE)));
-                form.push(("subject_token", FormValue::Secret(&id.jwt)));
+                form.push(("subject_token", FormValue::Secret(id.jwt.as_secret())));
                 form.push((
                     "subject_token_type",
                     FormValue::Plain(subject_token_type.urn()),
@@ -116,7 +116,7 @@ impl OAuth {
             Grant::ClientAssertion => {
                 form.push(("grant_type", FormValue::Plain("client_credentials")));
                 form.push(("client_assertion_type", FormValue::Plain(ASSERTION_TYPE)));
-                form.push(("client_assertion", FormValue::Secret(&id.jwt)));
+                form.push(("client_assertion", FormValue::Secret(id.jwt.as_secret())));
             }
         }
         for a in &self.audience {
@@ -130,7 +130,7 @@ impl OAuth {
         }
         let (headers, secrets) = self.client_auth(&mut form);
         let resp = http.post_form(&self.token_url, &headers, &form).await?;
-        let mut known: Vec<&Secret> = vec![&id.jwt];
+        let mut known: Vec<&Secret> = vec![id.jwt.as_secret()];
         known.extend(secrets.iter());
         if !resp.status.is_success() {
             return Err(refusal(&self.token_url, resp.status, &resp.body, &known));
@@ -144,13 +144,13 @@ impl OAuth {
             status: status.as_u16(),
             problem: problem.into(),
         };
-        let v = WipedJson::parse(body).map_err(|_| bad("a body that is not JSON"))?;
+        let v: TokenAnswer = answer::parse(body).map_err(bad)?;
         let token = v
-            .get("access_token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
+            .access_token
+            .and_then(|t| t.0)
+            .filter(|t| !t.as_secret().is_empty())
             .ok_or_else(|| bad("no access_token"))?;
-        if let Some(tt) = v.get("token_type").and_then(Value::as_str) {
+        if let Some(Loose(Some(tt))) = &v.token_type {
             // RFC 8693 §2.2.1: "Bearer", or "N_A" when the token is not an access token.
             if !tt.eq_ignore_ascii_case("bearer") && !tt.eq_ignore_ascii_case("n_a") {
                 return Err(bad(&format!(
@@ -158,7 +158,7 @@ impl OAuth {
                 )));
             }
         }
-        let (lifetime, granularity) = match seconds(v.get("expires_in")) {
+        let (lifetime, granularity) = match seconds(v.expires_in.as_ref()) {
             Some(0) => return Err(bad("expires_in 0")),
             Some(s) if Duration::from_secs(s) > MAX_LIFETIME => {
                 return Err(bad(&format!(
@@ -170,7 +170,7 @@ impl OAuth {
             None => (self.default_lifetime, Duration::ZERO),
         };
         Ok(Issued {
-            value: Secret::new(token),
+            value: token,
             lifetime: Some(lifetime),
             granularity,
             renewable: false,
@@ -219,7 +219,7 @@ impl OAuth {
     pub(super) async fn revoke(
         &self,
         http: &HttpClient,
-        value: &Secret,
+        value: &Credential,
     ) -> Result<Revoked, ExchangeError> {
         let Some(url) = &self.revocation_url else {
             return Ok(Revoked::NotRevocable(
@@ -227,7 +227,7 @@ impl OAuth {
             ));
         };
         let mut form: Vec<(&str, FormValue<'_>)> = vec![
-            ("token", FormValue::Secret(value)),
+            ("token", FormValue::Secret(value.as_secret())),
             ("token_type_hint", FormValue::Plain("access_token")),
         ];
         let (headers, secrets) = self.client_auth(&mut form);
@@ -235,7 +235,7 @@ impl OAuth {
         if resp.status.is_success() {
             Ok(Revoked::Done("RFC 7009 revocation"))
         } else {
-            let mut known = vec![value];
+            let mut known = vec![value.as_secret()];
             known.extend(secrets);
             Err(refusal(url, resp.status, &resp.body, &known))
         }
@@ -332,132 +332,4 @@ async fn rfc8414(http: &HttpClient, base: &str) -> Result<Metadata, ExchangeErro
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    use super::*;
-
-    /// A loopback server answering fixed JSON per path (404 otherwise);
-    /// returns the issuer URL and the paths asked for.
-    async fn serve(docs: Vec<(&'static str, String)>) -> (Url, Arc<Mutex<Vec<String>>>) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", l.local_addr().expect("addr"));
-        let asked = Arc::new(Mutex::new(Vec::new()));
-        let seen = asked.clone();
-        let docs: Vec<(&str, String)> = docs
-            .into_iter()
-            .map(|(p, d)| (p, d.replace("{base}", &base)))
-            .collect();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&req);
-                let path = text.split_whitespace().nth(1).unwrap_or("").to_owned();
-                seen.lock().expect("lock").push(path.clone());
-                let (status, body) = match docs.iter().find(|(p, _)| *p == path) {
-                    Some((_, d)) => ("200 OK", d.clone()),
-                    None => ("404 Not Found", "{}".to_owned()),
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(resp.as_bytes()).await;
-            }
-        });
-        (Url::parse(&base).expect("url"), asked)
-    }
-
-    fn openid_doc(issuer: &str) -> String {
-        serde_json::json!({
-            "issuer": issuer,
-            "authorization_endpoint": "{base}/auth",
-            "token_endpoint": "{base}/token",
-            "revocation_endpoint": "{base}/revoke",
-            "jwks_uri": "{base}/jwks",
-            "response_types_supported": ["code"],
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["RS256"],
-        })
-        .to_string()
-    }
-
-    async fn mix_up_refusal(issuer: &Url) -> String {
-        let http = HttpClient::new(None).expect("client");
-        let e = discover(&http, issuer).await.err();
-        e.expect("a mix-up is refused").to_string()
-    }
-
-    const PLAIN: &str = r#"{"issuer":"{base}","token_endpoint":"{base}/token"}"#;
-    const OIDC: &str = "/.well-known/openid-configuration";
-    const RFC8414: &str = "/.well-known/oauth-authorization-server";
-
-    #[tokio::test]
-    async fn an_openid_provider_is_discovered_with_the_login_discovery() {
-        let (issuer, asked) = serve(vec![
-            (OIDC, openid_doc("{base}")),
-            ("/jwks", r#"{"keys":[]}"#.to_owned()),
-        ])
-        .await;
-        let http = HttpClient::new(None).expect("client");
-        let m = discover(&http, &issuer).await.expect("discovered");
-        let base = issuer.as_str().trim_end_matches('/');
-        assert_eq!(
-            m.token_endpoint.expect("token").as_str(),
-            format!("{base}/token")
-        );
-        assert_eq!(
-            m.revocation_endpoint.expect("revoke").as_str(),
-            format!("{base}/revoke")
-        );
-        assert!(!asked.lock().expect("lock").iter().any(|p| p == RFC8414));
-    }
-
-    #[tokio::test]
-    async fn a_plain_oauth_server_falls_back_to_rfc8414() {
-        let (issuer, asked) = serve(vec![(RFC8414, PLAIN.to_owned())]).await;
-        let http = HttpClient::new(None).expect("client");
-        let m = discover(&http, &issuer).await.expect("discovered");
-        assert!(m
-            .token_endpoint
-            .expect("token")
-            .as_str()
-            .ends_with("/token"));
-        assert!(m.revocation_endpoint.is_none());
-        assert_eq!(*asked.lock().expect("lock"), [OIDC, RFC8414]);
-    }
-
-    #[tokio::test]
-    async fn a_document_for_another_issuer_is_refused_not_skipped() {
-        let (issuer, asked) = serve(vec![
-            (OIDC, openid_doc("https://evil.example")),
-            (RFC8414, PLAIN.to_owned()),
-        ])
-        .await;
-        let e = mix_up_refusal(&issuer).await;
-        assert!(e.contains("https://evil.example"), "{e}");
-        assert!(!asked.lock().expect("lock").iter().any(|p| p == RFC8414));
-    }
-
-    #[tokio::test]
-    async fn rfc8414_checks_the_issuer_too() {
-        let (issuer, _) = serve(vec![(
-            RFC8414,
-            r#"{"issuer":"https://evil.example","token_endpoint":"{base}/token"}"#.to_owned(),
-        )])
-        .await;
-        let e = mix_up_refusal(&issuer).await;
-        assert!(e.contains("not the configured"), "{e}");
-    }
-}
+mod tests;
