@@ -128,6 +128,9 @@ pub struct Pending {
     pub bytes_out: Arc<AtomicU64>,
     /// Set when the response was cut after its head went out.
     pub cut: super::deadline::Cut,
+    /// Cleared when the record is handed over (an intercepted CONNECT's
+    /// requests are recorded one by one instead).
+    armed: bool,
 }
 
 impl Pending {
@@ -139,7 +142,14 @@ impl Pending {
             bytes_in: Arc::default(),
             bytes_out: Arc::default(),
             cut: Arc::default(),
+            armed: true,
         }
+    }
+
+    /// Write nothing: the requests inside an intercepted tunnel are
+    /// recorded instead of the CONNECT that opened it.
+    pub fn disarm(mut self) {
+        self.armed = false;
     }
 
     /// Attach to a response: the record is written when its body is done.
@@ -165,6 +175,9 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
         self.rec.duration_ms = self.started.elapsed().as_millis() as u64;
         self.rec.bytes_in = self.bytes_in.load(Ordering::Relaxed);
         self.rec.bytes_out = self.bytes_out.load(Ordering::Relaxed);
