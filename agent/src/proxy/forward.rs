@@ -118,6 +118,9 @@ where
     .boxed_unsync()
 }
 
+/// The reason on the record of a request that never got an answer.
+pub const NO_ANSWER: &str = "no answer was sent: the client went away (or the proxy stopped) first";
+
 /// An audit record in flight. It is written exactly once, when dropped:
 /// after the response body ended, or when the client went away.
 pub struct Pending {
@@ -181,6 +184,10 @@ impl Drop for Pending {
         self.rec.duration_ms = self.started.elapsed().as_millis() as u64;
         self.rec.bytes_in = self.bytes_in.load(Ordering::Relaxed);
         self.rec.bytes_out = self.bytes_out.load(Ordering::Relaxed);
+        if self.rec.status == 0 && self.rec.reason.is_none() {
+            // Dropped before an answer: the handler was dropped mid-request.
+            self.rec.reason = Some(NO_ANSWER.into());
+        }
         if let Some(why) = self.cut.get() {
             self.rec.decision = Decision::Failed;
             self.rec.reason = Some(match self.rec.reason.take() {

@@ -315,3 +315,117 @@ pub async fn intercept(
         _ = activity.idle(IDLE_TIMEOUT) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::io::{Error, ErrorKind};
+    use tokio::time::Instant;
+
+    /// A listener whose accepts fail (or succeed) as scripted, noting when
+    /// each was tried; once the script is done it cancels the loop.
+    struct Scripted {
+        script: RefCell<Vec<std::io::Result<()>>>,
+        tries: RefCell<Vec<Instant>>,
+        cancel: CancellationToken,
+    }
+
+    impl Accept for &Scripted {
+        type Conn = ();
+        fn accept(&self) -> impl Future<Output = std::io::Result<((), SocketAddr)>> {
+            self.tries.borrow_mut().push(Instant::now());
+            let next = self.script.borrow_mut().pop();
+            if next.is_none() {
+                self.cancel.cancel();
+            }
+            async move {
+                match next {
+                    Some(r) => r.map(|()| ((), SocketAddr::from(([127, 0, 0, 1], 1)))),
+                    None => std::future::pending().await,
+                }
+            }
+        }
+    }
+
+    fn emfile() -> std::io::Result<()> {
+        Err(Error::from_raw_os_error(nix::libc::EMFILE))
+    }
+
+    /// Run the loop over `script` (in order) on paused time; the gaps
+    /// between tries and how many connections were served.
+    async fn run(mut script: Vec<std::io::Result<()>>) -> (Vec<Duration>, usize) {
+        script.reverse();
+        let cancel = CancellationToken::new();
+        let l = Scripted {
+            script: RefCell::new(script),
+            tries: RefCell::default(),
+            cancel: cancel.clone(),
+        };
+        let tries = &l.tries;
+        let mut served = 0;
+        let limit = Arc::new(Semaphore::new(4));
+        accept_loop(&l, cancel, limit, |(), _, _| served += 1).await;
+        let t = tries.borrow();
+        (t.windows(2).map(|w| w[1] - w[0]).collect(), served)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn accept_errors_back_off_instead_of_spinning() {
+        // Out of descriptors five times: 10, 20, 40, 80, 160 ms apart; an
+        // accept that works starts the wait over at 10 ms.
+        let (gaps, served) = run(vec![
+            emfile(),
+            emfile(),
+            emfile(),
+            emfile(),
+            emfile(),
+            Ok(()),
+            emfile(),
+        ])
+        .await;
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(
+            gaps,
+            [ms(10), ms(20), ms(40), ms(80), ms(160), ms(0), ms(10)]
+        );
+        assert_eq!(served, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_stops_at_one_second_and_a_failed_connection_is_retried_at_once() {
+        let mut b = Backoff::default();
+        let e = Error::from_raw_os_error(nix::libc::ENFILE);
+        let waits: Vec<Duration> = (0..12).map(|_| b.after(&e)).collect();
+        assert_eq!(waits[0], Backoff::FIRST);
+        assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
+        assert_eq!(waits[11], Backoff::MAX);
+        let (gaps, _) = run(vec![
+            Err(ErrorKind::ConnectionAborted.into()),
+            Err(ErrorKind::ConnectionAborted.into()),
+        ])
+        .await;
+        assert_eq!(gaps, [Duration::ZERO, Duration::ZERO]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancellation_ends_the_loop_during_a_backoff() {
+        let cancel = CancellationToken::new();
+        let l = Scripted {
+            // Every accept fails; the loop must still end when cancelled.
+            script: RefCell::new((0..1000).map(|_| emfile()).collect()),
+            tries: RefCell::default(),
+            cancel: CancellationToken::new(),
+        };
+        let started = Instant::now();
+        let stop = cancel.clone();
+        let limit = Arc::new(Semaphore::new(1));
+        tokio::join!(accept_loop(&l, cancel, limit, |(), _, _| {}), async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            stop.cancel();
+        });
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+        // 10 + 20 + 40 + 80 + 160 = 310 ms; the sixth wait (320 ms) was cut.
+        assert_eq!(l.tries.borrow().len(), 6);
+    }
+}

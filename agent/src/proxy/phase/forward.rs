@@ -29,14 +29,7 @@ pub async fn forward(
     out: Outgoing<'_>,
 ) -> Result<Response<Body>, Refusal> {
     let websocket = out.websocket();
-    let Outgoing {
-        route,
-        parts,
-        uri,
-        body,
-        client_upgrade,
-        cred,
-    } = out;
+    let (route, parts, uri) = (out.route, out.parts, out.uri);
     let headers = parts.headers;
     let build = |headers: http::HeaderMap, body: Body| {
         let mut r = Request::new(body);
@@ -50,7 +43,7 @@ pub async fn forward(
     // before anything is sent, so a framing error in it (found by the
     // gate) is refused before the head and its credential go upstream; a
     // routed body of known small length is kept whole to replay on 401.
-    let exact = body.size_hint().exact();
+    let exact = out.body.size_hint().exact();
     let gate = parts.extensions.get::<GateHandle>().cloned();
     let buffer = !websocket
         && (exact.is_none() || (route.is_some() && exact.is_some_and(|n| n <= MAX_REPLAY_BODY)));
@@ -78,7 +71,7 @@ pub async fn forward(
     let (limits, cut, go) = (&shared.limits, &cut, &go);
     let send = |r: Request<Body>| crate::proxy::deadline::send(limits, cut, r, go);
     let (first, kept) = if buffer {
-        match crate::proxy::body::prebuffer(body, MAX_REPLAY_BODY).await {
+        match crate::proxy::body::prebuffer(out.body, MAX_REPLAY_BODY).await {
             Ok(crate::proxy::body::Buffered::Whole(bytes)) => {
                 log.bytes_in
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -95,7 +88,7 @@ pub async fn forward(
         }
     } else {
         (
-            build(headers, fwd::counted(body, log.bytes_in.clone())),
+            build(headers, fwd::counted(out.body, log.bytes_in.clone())),
             None,
         )
     };
@@ -107,7 +100,7 @@ pub async fn forward(
         Err((status, e)) => return Err(Refusal::upstream(status, e)),
     };
     if resp.status() == StatusCode::UNAUTHORIZED {
-        if let (Some(r), Some(c), Some((mut headers, bytes))) = (route, &cred, kept) {
+        if let (Some(r), Some(c), Some((mut headers, bytes))) = (route, &out.cred, kept) {
             match shared.store.refresh(&r.credential, c.generation).await {
                 Ok(fresh) if fresh.generation != c.generation => {
                     if attach::credential(shared, &mut headers, r, &fresh).is_ok() {
@@ -129,7 +122,7 @@ pub async fn forward(
         }
     }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(on_client) = client_upgrade {
+        if let Some(on_client) = out.client_upgrade {
             let on_up = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
                 if let (Ok(c), Ok(u)) = (on_client.await, on_up.await) {

@@ -30,7 +30,12 @@ pub async fn resolve(
         return in_tunnel(ctx, req);
     }
     if req.method() == Method::CONNECT {
-        return connect(shared, ctx, req, admitted).await;
+        ctx.dest = connect_authority(ctx, req)?;
+        if let Err(r) = admitted.proxy_secret(shared) {
+            ctx.locate_dest();
+            return Err(r);
+        }
+        return self_loop(shared, ctx, true).await;
     }
     if req.uri().authority().is_some() {
         return forward(shared, ctx, req, admitted).await;
@@ -164,26 +169,12 @@ async fn reverse(shared: &Shared, ctx: &mut Ctx, req: &Request<Incoming>) -> Res
 }
 
 /// `CONNECT host:port`: the destination of a tunnel.
-async fn connect(
-    shared: &Shared,
-    ctx: &mut Ctx,
-    req: &Request<Incoming>,
-    admitted: Admitted<'_>,
-) -> Result<(), Refusal> {
+fn connect_authority(ctx: &mut Ctx, req: &Request<Incoming>) -> Result<Destination, Refusal> {
     let authority = req.uri().authority().map_or("", |a| a.as_str());
-    let dest = match parse_authority("https", authority) {
-        Ok(d) => d,
-        Err(e) => {
-            ctx.locate("https", "", 0, "");
-            return Err(Refusal::malformed(format!("CONNECT {e}")));
-        }
-    };
-    ctx.dest = dest;
-    if let Err(r) = admitted.proxy_secret(shared) {
-        ctx.locate_dest();
-        return Err(r);
-    }
-    self_loop(shared, ctx, true).await
+    parse_authority("https", authority).map_err(|e| {
+        ctx.locate("https", "", 0, "");
+        Refusal::malformed(format!("CONNECT {e}"))
+    })
 }
 
 /// A request inside an intercepted tunnel: its URL and Host must name the
