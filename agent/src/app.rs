@@ -10,7 +10,7 @@ use crate::env::Env;
 use crate::exchange::{ExchangeError, Exchanger};
 use crate::http::{HttpClient, HttpError};
 use crate::identity::{IdentityError, IdentitySource, IdentityToken, JobInfo, UnverifiedClaims};
-use crate::proxy::routes::SessionIdentity;
+use crate::route::SessionIdentity;
 use crate::store::{ExchangeSource, StartError, Store};
 
 #[derive(Debug, thiserror::Error)]

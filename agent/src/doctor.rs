@@ -7,12 +7,12 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::config::{Config, RouteConfig};
+use crate::config::Config;
 use crate::env::Env;
 use crate::exchange::{ExchangeError, Exchanger, Issued, Revoked};
 use crate::http::HttpClient;
 use crate::identity::{format_time, IdentitySource, IdentityToken, UnverifiedClaims};
-use crate::proxy::routes::SessionIdentity;
+use crate::route::{Route, SessionIdentity};
 use crate::secret::Secret;
 
 /// Exit codes (documented in README).
@@ -416,17 +416,15 @@ fn explain_url(
     who: Option<&SessionIdentity>,
     out: &mut String,
 ) {
-    use crate::proxy::routes::{check_path, parse_authority, Decision, RouteTable};
+    use crate::route::{check_path, parse_authority, Decision, RouteTable, Scheme};
     let _ = writeln!(out, "\nroute for {method} {raw}");
     // The proxy's own parse and matcher give the verdict, so doctor can
     // never disagree with what the proxy will do.
     let parsed = url::Url::parse(raw)
         .map_err(|e| e.to_string())
         .and_then(|u| {
-            let scheme: &'static str = match u.scheme() {
-                "https" => "https",
-                "http" => "http",
-                other => return Err(format!("scheme {other:?} is not proxied")),
+            let Some(scheme) = Scheme::parse(u.scheme()) else {
+                return Err(format!("scheme {:?} is not proxied", u.scheme()));
             };
             let authority = match u.port() {
                 Some(p) => format!("{}:{p}", u.host_str().unwrap_or("")),
@@ -522,7 +520,7 @@ fn explain_url(
     }
 }
 
-fn methods(r: &RouteConfig) -> String {
+fn methods(r: &Route) -> String {
     match &r.methods {
         None => "every method".into(),
         Some(m) => m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "),

@@ -10,10 +10,13 @@ use std::path::Path;
 
 use http::{HeaderName, Method};
 
-use crate::config::{Config, ConfigErrors, HostPattern, IdentityKinds, RouteConfig, Template};
+use crate::config::{Config, ConfigErrors};
 use crate::proxy::framing::grammar::{self, BodyKind};
 use crate::proxy::framing::{Gate, Refusal, Released, Verdicts, SENTINEL};
-use crate::proxy::routes::{check_path, parse_authority, Decision, RouteTable, SessionIdentity};
+use crate::route::{
+    check_path, parse_authority, parse_route_url, Decision, HostPattern, IdentityKinds, Route,
+    RouteTable, Scheme, SessionIdentity, Template,
+};
 
 /// `parse_authority` and `check_path`. Byte 0 picks the scheme; the rest is
 /// the authority (and, read again, the path).
@@ -26,7 +29,11 @@ pub fn authority(data: &[u8]) {
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
-    let scheme = if sel & 1 == 0 { "https" } else { "http" };
+    let scheme = if sel & 1 == 0 {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
     let Ok(text) = std::str::from_utf8(rest) else {
         return;
     };
@@ -50,8 +57,7 @@ pub fn authority(data: &[u8]) {
             .unwrap_or_else(|e| panic!("{text:?} → {canonical:?} does not re-parse: {e}"));
         assert_eq!(again, d, "{text:?} → {canonical:?} re-parses differently");
         // Without the port the default one is implied.
-        let default = if scheme == "https" { 443 } else { 80 };
-        if d.port == default {
+        if d.port == scheme.default_port() {
             assert_eq!(parse_authority(scheme, &d.host).as_ref(), Ok(&d));
         }
     }
@@ -110,7 +116,11 @@ pub fn route_match(data: &[u8]) {
         }
         _ => None,
     };
-    let scheme = if first == "http" { "http" } else { "https" };
+    let scheme = if first == "http" {
+        Scheme::Http
+    } else {
+        Scheme::Https
+    };
     let Some(authority) = words.next() else {
         return;
     };
@@ -129,8 +139,7 @@ pub fn route_match(data: &[u8]) {
         .enumerate()
     {
         let (methods, url) = line.split_once(' ').unwrap_or(("*", line));
-        let Ok((scheme, host, port, path_prefix)) = crate::config::route::parse_route_url(url)
-        else {
+        let Ok((scheme, host, port, path_prefix)) = parse_route_url(url) else {
             continue;
         };
         let methods = if methods == "*" {
@@ -145,7 +154,7 @@ pub fn route_match(data: &[u8]) {
                 Err(_) => continue,
             }
         };
-        routes.push(RouteConfig {
+        routes.push(Route {
             name: None,
             scheme,
             host,
@@ -176,7 +185,7 @@ pub fn route_match(data: &[u8]) {
         ),
         None => RouteTable::new(routes.clone()),
     };
-    let covers_host = |r: &RouteConfig| {
+    let covers_host = |r: &Route| {
         r.scheme == dest.scheme
             && r.port == dest.port
             && match &r.host {
@@ -188,10 +197,9 @@ pub fn route_match(data: &[u8]) {
                     .is_some_and(|label| !label.is_empty() && !label.ends_with('.')),
             }
     };
-    let under = |r: &RouteConfig| {
-        path.starts_with(r.path_prefix.as_str()) || format!("{path}/") == r.path_prefix
-    };
-    let on_host: Vec<&RouteConfig> = routes.iter().filter(|r| covers_host(r)).collect();
+    let under =
+        |r: &Route| path.starts_with(r.path_prefix.as_str()) || format!("{path}/") == r.path_prefix;
+    let on_host: Vec<&Route> = routes.iter().filter(|r| covers_host(r)).collect();
     assert_eq!(
         table.has_host(&dest),
         !on_host.is_empty(),
@@ -249,12 +257,11 @@ pub fn config(data: &[u8]) {
                 );
                 assert!(r.path_prefix.starts_with('/') && r.path_prefix.ends_with('/'));
                 // A route the proxy could never match is a config error.
-                let scheme = if r.scheme == "http" { "http" } else { "https" };
                 let host = match &r.host {
                     HostPattern::Exact(h) => h.clone(),
                     HostPattern::Suffix(s) => format!("x.{s}"),
                 };
-                let d = parse_authority(scheme, &format!("{host}:{}", r.port))
+                let d = parse_authority(r.scheme, &format!("{host}:{}", r.port))
                     .unwrap_or_else(|e| panic!("route {} can never match: {e}", r.display_url()));
                 assert_eq!(d.host, host, "route {} is not canonical", r.display_url());
             }

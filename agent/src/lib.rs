@@ -2,7 +2,8 @@
 //! lanyard: a per-job credential sidecar for CI.
 //!
 //! Flow (one way): `identity` → `exchange` → `store` → proxy; `audit` is a
-//! sink. `config` is read first, `app` wires the stages, `cli` is the edge.
+//! sink. `config` is read first and builds the `route` model the proxy
+//! matches against, `app` wires the stages, `cli` is the edge.
 
 pub mod app;
 pub mod audit;
@@ -18,6 +19,7 @@ pub mod http;
 pub mod identity;
 pub mod login_cmd;
 pub mod proxy;
+pub mod route;
 pub mod run;
 pub mod secret;
 pub mod session;

@@ -66,7 +66,7 @@ pub struct Session {
     pub bundle: PathBuf,
     cancel: CancellationToken,
     scrub: Vec<String>,
-    routes: Vec<crate::config::RouteConfig>,
+    routes: Vec<crate::route::Route>,
 }
 
 impl std::fmt::Debug for Session {
@@ -240,7 +240,7 @@ impl Session {
         out
     }
 
-    pub fn routes(&self) -> &[crate::config::RouteConfig] {
+    pub fn routes(&self) -> &[crate::route::Route] {
         &self.routes
     }
 

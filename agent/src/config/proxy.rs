@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::raw::{Diag, Table};
+use super::values::one_of;
 use super::{duration, Egress, DEFAULT_MAX_CONNECTIONS};
 
 /// Why: the proxy closes a client connection on which no byte moved for
@@ -94,14 +95,8 @@ pub(super) fn proxy(d: &mut Diag<'_>, t: Option<Table<'_>>) -> Option<ProxyConfi
         }
     }
     if let Some(e) = t.string(d, "egress") {
-        match e.v.as_str() {
-            "allow" => out.egress = Egress::Allow,
-            "deny" => out.egress = Egress::Deny,
-            _ => d.err(
-                &e.span,
-                &t.key("egress"),
-                format!("expected \"allow\" or \"deny\", got {:?}", e.v),
-            ),
+        if let Some(egress) = one_of::<Egress>(d, &t.key("egress"), &e) {
+            out.egress = egress;
         }
     }
     if let Some(m) = t.integer(d, "max_connections") {

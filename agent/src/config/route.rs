@@ -1,167 +1,11 @@
-//! `[[route]]` entries: which requests get which credential, and how. The
-//! matcher itself lives in the proxy; this module turns what the user wrote
-//! into one canonical form (lowercase host, explicit port, normalised path
-//! prefix) and refuses anything ambiguous.
+//! `[[route]]` entries: what the user wrote, checked and built into
+//! [`Route`]s (the model, the URL's canonical form and the matcher live in
+//! `crate::route`).
 
 use http::{HeaderName, Method};
-use url::Url;
 
 use super::raw::{Diag, Table};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
-    /// `api.example.com`
-    Exact(String),
-    /// `*.example.com`: one or more labels before the suffix, never the
-    /// suffix itself. Holds `example.com`.
-    Suffix(String),
-}
-
-impl HostPattern {
-    pub fn matches(&self, host: &str) -> bool {
-        match self {
-            HostPattern::Exact(h) => h == host,
-            HostPattern::Suffix(s) => {
-                host.len() > s.len() + 1
-                    && host.ends_with(s.as_str())
-                    && host.as_bytes()[host.len() - s.len() - 1] == b'.'
-                    // Why: the label before the suffix must be non-empty
-                    // (`.example.com` is not a host).
-                    && !host.starts_with('.')
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for HostPattern {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HostPattern::Exact(h) => f.write_str(h),
-            HostPattern::Suffix(s) => write!(f, "*.{s}"),
-        }
-    }
-}
-
-/// How the credential becomes a header value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Template {
-    /// `Bearer {token}`: text before and after the token.
-    Format { before: String, after: String },
-    /// HTTP Basic with a fixed user name and the token as password (git).
-    Basic { username: String },
-}
-
-impl Template {
-    /// The header value for a token. The caller marks it sensitive.
-    pub fn render(&self, token: &str) -> String {
-        match self {
-            Template::Format { before, after } => format!("{before}{token}{after}"),
-            Template::Basic { username } => {
-                use base64::Engine;
-                let raw = zeroize::Zeroizing::new(format!("{username}:{token}"));
-                format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(raw.as_bytes())
-                )
-            }
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteConfig {
-    /// For the reverse listener: `LANYARD_URL_<NAME>`.
-    pub name: Option<String>,
-    pub scheme: String,
-    pub host: HostPattern,
-    pub port: u16,
-    /// Starts and ends with `/`, no dot segments, no encoded slashes.
-    pub path_prefix: String,
-    /// `None`: every method.
-    pub methods: Option<Vec<Method>>,
-    pub credential: String,
-    pub header: HeaderName,
-    pub template: Template,
-    pub websocket: bool,
-    /// Which identity kinds may use this route (default: both).
-    pub identities: IdentityKinds,
-}
-
-/// The kinds of identity a route serves: CI automation tokens and
-/// developer logins (`lanyard login`). Keeping them apart lets a config
-/// say that a developer never gets a CI-only route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdentityKinds {
-    pub ci: bool,
-    pub developer: bool,
-}
-
-impl Default for IdentityKinds {
-    /// Both, so configs written before the key existed keep working.
-    fn default() -> Self {
-        IdentityKinds {
-            ci: true,
-            developer: true,
-        }
-    }
-}
-
-impl IdentityKinds {
-    pub const NAMES: &'static [&'static str] = &["ci", "developer"];
-
-    pub fn allows_developer(&self) -> bool {
-        self.developer
-    }
-
-    pub fn allows(&self, developer: bool) -> bool {
-        if developer {
-            self.developer
-        } else {
-            self.ci
-        }
-    }
-
-    /// `CI identities only`, `developer identities only`, or `CI and developer identities`.
-    pub fn describe(&self) -> &'static str {
-        match (self.ci, self.developer) {
-            (true, false) => "CI identities only",
-            (false, true) => "developer identities only",
-            _ => "CI and developer identities",
-        }
-    }
-}
-
-impl RouteConfig {
-    /// The URL as the user could have written it, for messages.
-    pub fn display_url(&self) -> String {
-        let default = if self.scheme == "https" { 443 } else { 80 };
-        if self.port == default {
-            format!("{}://{}{}", self.scheme, self.host, self.path_prefix)
-        } else {
-            format!(
-                "{}://{}:{}{}",
-                self.scheme, self.host, self.port, self.path_prefix
-            )
-        }
-    }
-
-    /// `LANYARD_URL_API` for `name = "api"`.
-    pub fn env_name(&self) -> Option<String> {
-        self.name.as_ref().map(|n| {
-            let up: String = n
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() {
-                        c.to_ascii_uppercase()
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            format!("LANYARD_URL_{up}")
-        })
-    }
-}
+use crate::route::{parse_route_url, IdentityKinds, Route, Template};
 
 const ALLOWED_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 /// Headers a route may not inject into: framing, routing and proxy control.
@@ -194,7 +38,7 @@ const ROUTE_KEYS: &[&str] = &[
     "identities",
 ];
 
-pub(super) fn route(d: &mut Diag<'_>, mut t: Table<'_>, creds: &[String]) -> Option<RouteConfig> {
+pub(super) fn route(d: &mut Diag<'_>, mut t: Table<'_>, creds: &[String]) -> Option<Route> {
     let url_v = t.string(d, "url");
     let cred = t.string(d, "credential");
     let methods = t.strings(d, "methods");
@@ -393,7 +237,7 @@ pub(super) fn route(d: &mut Diag<'_>, mut t: Table<'_>, creds: &[String]) -> Opt
         None => Some(None),
     };
     let (scheme, host, port, path_prefix) = target?;
-    Some(RouteConfig {
+    Some(Route {
         name: name?,
         scheme,
         host,
@@ -409,7 +253,7 @@ pub(super) fn route(d: &mut Diag<'_>, mut t: Table<'_>, creds: &[String]) -> Opt
 }
 
 /// Route names must stay distinct after `LANYARD_URL_` mangling.
-pub(super) fn check_names(d: &mut Diag<'_>, routes: &[RouteConfig]) {
+pub(super) fn check_names(d: &mut Diag<'_>, routes: &[Route]) {
     let mut seen = std::collections::HashSet::new();
     for r in routes {
         if let Some(env) = r.env_name() {
@@ -423,91 +267,4 @@ pub(super) fn check_names(d: &mut Diag<'_>, routes: &[RouteConfig]) {
             }
         }
     }
-}
-
-/// `https://*.example.com:8443/v1/` → ("https", Suffix("example.com"), 8443, "/v1/").
-pub fn parse_route_url(raw: &str) -> Result<(String, HostPattern, u16, String), String> {
-    if raw.chars().any(|c| c.is_control() || c == ' ' || c == '\\') {
-        return Err(format!(
-            "expected a URL without spaces, backslashes or control characters, got {raw:?}"
-        ));
-    }
-    let (scheme, rest) = raw
-        .split_once("://")
-        .ok_or_else(|| format!("expected scheme://host/path, got {raw:?}"))?;
-    let (wild, rest_for_parse) = match rest.strip_prefix("*.") {
-        Some(r) => (true, r),
-        None => (false, rest),
-    };
-    if rest_for_parse.contains('*') {
-        return Err(format!(
-            "a wildcard is allowed only as the first label (\"*.example.com\"), got {raw:?}"
-        ));
-    }
-    let authority_end = rest_for_parse.find('/').unwrap_or(rest_for_parse.len());
-    let raw_path = &rest_for_parse[authority_end..];
-    let lower_path = raw_path.to_ascii_lowercase();
-    if lower_path.contains("%2f") || lower_path.contains("%5c") || lower_path.contains("%2e") {
-        return Err(format!(
-            "the path prefix must not contain encoded slashes or dots, got {raw_path:?}"
-        ));
-    }
-    if raw_path.split('/').any(|seg| seg == "." || seg == "..") || raw_path.contains("//") {
-        return Err(format!(
-            "the path prefix must not contain dot segments or empty segments, got {raw_path:?}"
-        ));
-    }
-    let u = Url::parse(&format!("{scheme}://{rest_for_parse}"))
-        .map_err(|e| format!("expected an absolute URL, got {raw:?} ({e})"))?;
-    if !u.username().is_empty() || u.password().is_some() {
-        return Err("a route URL must not carry userinfo".into());
-    }
-    if u.query().is_some() || u.fragment().is_some() {
-        return Err(
-            "a route URL is scheme, host, port and path prefix; no query or fragment".into(),
-        );
-    }
-    let scheme = u.scheme().to_owned();
-    if scheme != "https" && scheme != "http" {
-        return Err(format!(
-            "expected an https:// route (or http:// to a loopback host), got scheme {scheme:?}"
-        ));
-    }
-    let host = match u.host() {
-        Some(url::Host::Domain(d)) => {
-            // Why: the proxy refuses a host with an empty label (IDNA can
-            // make one, e.g. from U+034F), so such a route could never match.
-            let d = d.strip_suffix('.').unwrap_or(d);
-            if d.is_empty() || d.split('.').any(str::is_empty) {
-                return Err(format!(
-                    "the host has an empty label (after IDNA mapping), got {raw:?}"
-                ));
-            }
-            d.to_owned()
-        }
-        Some(url::Host::Ipv4(ip)) => ip.to_string(),
-        Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
-        None => return Err(format!("expected a host in {raw:?}")),
-    };
-    if wild
-        && (matches!(u.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)))
-            || !host.contains('.'))
-    {
-        return Err(format!("a wildcard needs a domain of at least two labels after it (\"*.example.com\"), got {raw:?}"));
-    }
-    if scheme == "http" && (wild || !crate::http::is_loopback(&u)) {
-        return Err(format!("plain http routes are only for loopback hosts (local test upstreams); use https for {raw:?}"));
-    }
-    let port = u.port_or_known_default().unwrap_or(443);
-    let mut path = u.path().to_owned();
-    if !path.ends_with('/') {
-        // Why: a prefix "/v1" must not match "/v10"; treat it as a folder.
-        path.push('/');
-    }
-    let pattern = if wild {
-        HostPattern::Suffix(host)
-    } else {
-        HostPattern::Exact(host)
-    };
-    Ok((scheme, pattern, port, path))
 }

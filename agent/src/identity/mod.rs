@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::config::{IdentityConfig, SourceKind};
+use crate::config::IdentityConfig;
+pub use crate::config::Platform;
 use crate::env::Env;
 use crate::http::{Header, HttpClient, HttpError};
 use crate::secret::{redact, Secret};
@@ -29,40 +30,6 @@ pub const GITHUB_REQUEST_VARS: [&str; 2] = [
 ];
 /// The variable our GitLab component declares in `id_tokens`.
 pub const DEFAULT_GITLAB_VARIABLE: &str = "LANYARD_ID_TOKEN";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Platform {
-    Github,
-    Gitlab,
-    Bitbucket,
-    Circleci,
-    Buildkite,
-    File,
-    Env,
-    /// A developer's own login (`lanyard login`), on a laptop.
-    Login,
-}
-
-impl Platform {
-    /// A developer login, as opposed to a CI automation identity; routes
-    /// may be limited to one kind (`identities`).
-    pub fn is_developer(self) -> bool {
-        self == Platform::Login
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Platform::Github => "github",
-            Platform::Gitlab => "gitlab",
-            Platform::Bitbucket => "bitbucket",
-            Platform::Circleci => "circleci",
-            Platform::Buildkite => "buildkite",
-            Platform::File => "file",
-            Platform::Env => "env",
-            Platform::Login => "login",
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -143,15 +110,8 @@ impl IdentitySource {
     /// Pick and set up the source from config and the environment.
     pub fn from_config(cfg: &IdentityConfig, env: &dyn Env) -> Result<Self, IdentityError> {
         let (platform, reason) = match cfg.source {
-            SourceKind::Auto => detect(env, cfg)?,
-            SourceKind::Github => (Platform::Github, "source = \"github\"".into()),
-            SourceKind::Gitlab => (Platform::Gitlab, "source = \"gitlab\"".into()),
-            SourceKind::Bitbucket => (Platform::Bitbucket, "source = \"bitbucket\"".into()),
-            SourceKind::Circleci => (Platform::Circleci, "source = \"circleci\"".into()),
-            SourceKind::Buildkite => (Platform::Buildkite, "source = \"buildkite\"".into()),
-            SourceKind::File => (Platform::File, "source = \"file\"".into()),
-            SourceKind::Env => (Platform::Env, "source = \"env\"".into()),
-            SourceKind::Login => (Platform::Login, "source = \"login\"".into()),
+            None => detect(env, cfg)?,
+            Some(p) => (p, format!("source = {:?}", p.name())),
         };
         let fixed = |platform: &'static str,
                      var: &str,
@@ -510,7 +470,7 @@ mod tests {
 
     fn cfg() -> IdentityConfig {
         IdentityConfig {
-            source: SourceKind::Auto,
+            source: None,
             audience: Some("https://sts.test".into()),
             variable: None,
             path: None,

@@ -9,9 +9,9 @@ use std::time::SystemTime;
 use http::Method;
 
 use super::forward::Pending;
-use super::routes::Destination;
 use super::server::Shared;
 use crate::audit::{self, Record};
+use crate::route::{Destination, Scheme};
 
 pub struct Ctx {
     /// The request arrived inside an intercepted TLS tunnel to `dest`.
@@ -31,7 +31,7 @@ impl Ctx {
         Ctx {
             tunnel: tunnel.is_some(),
             dest: tunnel.unwrap_or(Destination {
-                scheme: "http",
+                scheme: Scheme::Http,
                 host: String::new(),
                 port: 0,
             }),
@@ -64,7 +64,7 @@ impl Ctx {
     /// The canonical destination and the path upstream.
     pub fn locate_dest(&mut self) {
         let r = &mut self.log.rec;
-        r.scheme = self.dest.scheme.to_owned();
+        r.scheme = self.dest.scheme.as_str().to_owned();
         r.host = self.dest.host.clone();
         r.port = self.dest.port;
         r.path = path_of(&self.pq).to_owned();

@@ -4,7 +4,7 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::RouteConfig;
+use crate::route::Route;
 
 /// Headers never forwarded upstream.
 const STRIPPED: &[&str] = &[
@@ -55,11 +55,7 @@ pub fn strip(headers: &mut HeaderMap, target: Option<&HeaderName>) {
 
 /// Replace, never merge: afterwards the request carries exactly one value
 /// of the route's header, the rendered credential, marked sensitive.
-pub fn inject(
-    headers: &mut HeaderMap,
-    route: &RouteConfig,
-    token: &str,
-) -> Result<(), InjectError> {
+pub fn inject(headers: &mut HeaderMap, route: &Route, token: &str) -> Result<(), InjectError> {
     strip(headers, Some(&route.header));
     // The header value's memory is the rendered string itself, wiped when
     // the last clone of the value (hyper's, after the request) is dropped.
@@ -73,12 +69,12 @@ pub fn inject(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{HostPattern, Template};
+    use crate::route::{HostPattern, Scheme, Template};
 
-    fn route(header: &str, template: Template) -> RouteConfig {
-        RouteConfig {
+    fn route(header: &str, template: Template) -> Route {
+        Route {
             name: None,
-            scheme: "https".into(),
+            scheme: Scheme::Https,
             host: HostPattern::Exact("api.example.com".into()),
             port: 443,
             path_prefix: "/".into(),

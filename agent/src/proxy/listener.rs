@@ -23,9 +23,9 @@ use super::forward::{Body, Pending};
 use super::framing;
 use super::phase::{self, admit};
 use super::refusal::Refusal;
-use super::routes::{parse_authority, Destination};
 use super::server::{Shared, DRAIN_GRACE, IDLE_TIMEOUT};
 use crate::audit;
+use crate::route::{parse_authority, Destination, Scheme};
 
 /// Why: a TLS client that connects and stalls must not hold a slot.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -267,7 +267,7 @@ pub async fn intercept(
     match start.client_hello().server_name() {
         Some(sni) => {
             let agrees = !sni.contains(':')
-                && parse_authority("https", sni).is_ok_and(|d| d.host == dest.host);
+                && parse_authority(Scheme::Https, sni).is_ok_and(|d| d.host == dest.host);
             if !agrees {
                 return deny_tls(format!(
                     "TLS SNI {:?} does not match the CONNECT host {}",

@@ -1,6 +1,6 @@
 //! The proxy (data plane): the last stage of the flow. It reads credentials
 //! from the store and attaches them to the job's requests that match a
-//! route, and to nothing else.
+//! route (`crate::route`), and to nothing else.
 //!
 //! One request, from the listener to the upstream, in the order it runs:
 //! - `listener`: each worker's accept loop (backs off on accept errors,
@@ -22,7 +22,6 @@
 //! exactly once.
 //!
 //! Below the phases:
-//! - `routes`: the one canonical parse of a destination and the matcher;
 //! - `inject`: replace-never-merge header injection;
 //! - `tls`: the per-job CA and per-host leaf certificates;
 //! - `peer`: who owns the connecting socket (Linux);
@@ -46,7 +45,6 @@ pub mod peer;
 pub(crate) mod phase;
 pub mod pool;
 pub mod refusal;
-pub mod routes;
 pub mod server;
 pub mod tls;
 

@@ -31,7 +31,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service as _;
 
 use super::forward::{Body, BoxError};
-use super::routes::Destination;
+use crate::route::{Destination, Scheme};
 
 /// Why: an idle upstream connection older than this is likely closed by
 /// the server already (nginx's default keepalive_timeout is 75 s).
@@ -41,7 +41,7 @@ pub const MAX_IDLE_PER_DESTINATION: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
-    scheme: &'static str,
+    scheme: Scheme,
     host: String,
     port: u16,
 }
@@ -57,12 +57,7 @@ impl Key {
 
     /// `host[:port]`, the port only when it is not the scheme's default.
     fn authority(&self) -> String {
-        let default = if self.scheme == "https" { 443 } else { 80 };
-        if self.port == default {
-            self.host.clone()
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        self.scheme.authority(&self.host, self.port)
     }
 }
 

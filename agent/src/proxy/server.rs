@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::forward::Upstream;
-use super::routes::RouteTable;
 use super::tls::JobCa;
 use crate::audit::Audit;
-use crate::config::{Egress, HostPattern, RouteConfig};
+use crate::config::Egress;
+use crate::route::{HostPattern, Route, RouteTable, SessionIdentity};
 use crate::secret::Secret;
 use crate::store::Store;
 
@@ -83,7 +83,7 @@ pub enum ProxyError {
 /// What the proxy needs, built by the caller.
 pub struct ProxyOptions {
     pub listen: SocketAddr,
-    pub routes: Vec<RouteConfig>,
+    pub routes: Vec<Route>,
     pub egress: Egress,
     pub max_connections: usize,
     /// Worker threads (`LANYARD_WORKER_THREADS`).
@@ -97,7 +97,7 @@ pub struct ProxyOptions {
     pub same_user: bool,
     /// Who the session acts as; routes limited to another identity kind
     /// are refused with 403.
-    pub identity: super::routes::SessionIdentity,
+    pub identity: SessionIdentity,
     /// How long an upstream may take (`[proxy] upstream_*`).
     pub limits: super::deadline::Limits,
 }
@@ -106,7 +106,7 @@ pub struct ProxyOptions {
 pub(crate) struct Shared {
     pub routes: RouteTable,
     /// Reverse routes by their path segment.
-    pub named: HashMap<String, RouteConfig>,
+    pub named: HashMap<String, Route>,
     pub store: Arc<Store>,
     pub secret: Secret,
     pub ca: JobCa,
@@ -150,7 +150,7 @@ impl std::fmt::Debug for Proxy {
 
 /// The path segment that names a reverse route: the env name's suffix,
 /// lowercase (`LANYARD_URL_MY_API` → `my_api`).
-fn reverse_key(r: &RouteConfig) -> Option<String> {
+fn reverse_key(r: &Route) -> Option<String> {
     r.env_name()
         .map(|n| n.trim_start_matches("LANYARD_URL_").to_ascii_lowercase())
 }

@@ -15,7 +15,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::config::{HostPattern, RouteConfig};
+use crate::route::{HostPattern, Route, Scheme};
 
 /// Why: the contract caps the CA at a week, whatever the job's lifetime.
 pub const MAX_CA_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -69,10 +69,10 @@ fn unbracket(host: &str) -> &str {
 impl JobCa {
     /// A CA for the https routes, valid for `lifetime` plus a margin (at
     /// most a week).
-    pub fn new(routes: &[RouteConfig], lifetime: Duration) -> Result<JobCa, TlsError> {
+    pub fn new(routes: &[Route], lifetime: Duration) -> Result<JobCa, TlsError> {
         let hosts: Vec<HostPattern> = routes
             .iter()
-            .filter(|r| r.scheme == "https")
+            .filter(|r| r.scheme == Scheme::Https)
             .map(|r| r.host.clone())
             .collect();
         let mut dns = Vec::new();
@@ -199,7 +199,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn routes(urls: &[&str]) -> Vec<RouteConfig> {
+    fn routes(urls: &[&str]) -> Vec<Route> {
         let mut src = String::from(
             "[identity]\nsource = \"env\"\nvariable = \"T\"\n\
              [[credential]]\nname = \"c\"\nexchange = \"passthrough\"\n",

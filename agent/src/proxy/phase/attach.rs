@@ -18,18 +18,18 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use super::decide::Plan;
-use crate::config::RouteConfig;
 use crate::proxy::context::Ctx;
 use crate::proxy::forward::strip_hop_by_hop;
 use crate::proxy::inject::{self, InjectError};
 use crate::proxy::refusal::Refusal;
 use crate::proxy::server::Shared;
+use crate::route::Route;
 use crate::store::Current;
 
 /// The upstream request under construction.
 pub struct Outgoing<'s> {
     /// `None`: passed through with no credential.
-    pub route: Option<&'s RouteConfig>,
+    pub route: Option<&'s Route>,
     /// The client's request head; its headers are the outgoing ones.
     pub parts: Parts,
     pub uri: Uri,
@@ -112,7 +112,7 @@ pub fn attach<'s>(
 pub fn credential(
     shared: &Shared,
     headers: &mut HeaderMap,
-    route: &RouteConfig,
+    route: &Route,
     cred: &Current,
 ) -> Result<(), InjectError> {
     inject::inject(headers, route, cred.value.expose())?;

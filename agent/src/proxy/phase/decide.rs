@@ -9,16 +9,17 @@ use http::{Method, Request};
 use hyper::body::Incoming;
 
 use crate::audit;
-use crate::config::{Egress, RouteConfig};
+use crate::config::Egress;
 use crate::proxy::context::Ctx;
 use crate::proxy::refusal::Refusal;
-use crate::proxy::routes::{check_path, Decision};
 use crate::proxy::server::Shared;
+use crate::route::Route;
+use crate::route::{check_path, Decision};
 
 /// What `decide` chose.
 pub enum Plan<'s> {
     /// Attach this route's credential.
-    Route(&'s RouteConfig),
+    Route(&'s Route),
     /// No route, egress allowed: forwarded with no credential.
     Pass,
     /// `CONNECT` to a routed host: intercept TLS and decide each request

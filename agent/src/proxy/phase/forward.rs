@@ -20,8 +20,8 @@ use crate::proxy::conn::{Activity, GateHandle};
 use crate::proxy::context::Ctx;
 use crate::proxy::forward::{self as fwd, empty, strip_hop_by_hop, Body, Pending};
 use crate::proxy::refusal::Refusal;
-use crate::proxy::routes::Destination;
 use crate::proxy::server::{Shared, IDLE_TIMEOUT, MAX_REPLAY_BODY, WORKER};
+use crate::route::Destination;
 
 pub async fn forward(
     shared: &Shared,

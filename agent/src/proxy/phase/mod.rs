@@ -29,8 +29,8 @@ use tokio_util::task::TaskTracker;
 use super::context::Ctx;
 use super::forward::{empty, Body};
 use super::refusal::Refusal;
-use super::routes::Destination;
 use super::server::Shared;
+use crate::route::Destination;
 use decide::Plan;
 
 /// How a request that was not refused ends.

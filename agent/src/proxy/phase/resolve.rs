@@ -14,11 +14,11 @@ use hyper::body::Incoming;
 
 use super::admit::Admitted;
 use crate::audit;
-use crate::config::HostPattern;
 use crate::proxy::context::Ctx;
 use crate::proxy::refusal::Refusal;
-use crate::proxy::routes::{parse_authority, Destination};
 use crate::proxy::server::Shared;
+use crate::route::HostPattern;
+use crate::route::{parse_authority, Destination, Scheme};
 
 pub async fn resolve(
     shared: &Shared,
@@ -45,7 +45,7 @@ pub async fn resolve(
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| parse_authority("http", h).ok())
+        .and_then(|h| parse_authority(Scheme::Http, h).ok())
         .is_some_and(|d| names_listener(shared, &d));
     if !host_ok {
         ctx.locate_listener(shared, req.uri().path());
@@ -64,10 +64,9 @@ async fn forward(
     admitted: Admitted<'_>,
 ) -> Result<(), Refusal> {
     let uri = req.uri();
-    let scheme = match uri.scheme_str() {
-        Some("http") => "http",
-        Some("https") => "https",
-        _ => {
+    let scheme = match uri.scheme_str().and_then(Scheme::parse) {
+        Some(s) => s,
+        None => {
             ctx.locate_listener(shared, uri.path());
             return Err(Refusal::malformed(
                 "only http and https URLs can be proxied",
@@ -87,7 +86,7 @@ async fn forward(
         // HTTP_PROXY: serve the reverse route.
         return reverse(shared, ctx, req).await;
     }
-    let here = |ctx: &mut Ctx| ctx.locate(scheme, &dest.host, dest.port, uri.path());
+    let here = |ctx: &mut Ctx| ctx.locate(scheme.as_str(), &dest.host, dest.port, uri.path());
     if let Err(r) = admitted.proxy_secret(shared) {
         here(ctx);
         return Err(r);
@@ -149,11 +148,6 @@ async fn reverse(shared: &Shared, ctx: &mut Ctx, req: &Request<Incoming>) -> Res
             "a wildcard route has no single host for a reverse URL".into(),
         );
     };
-    let scheme = if route.scheme == "https" {
-        "https"
-    } else {
-        "http"
-    };
     let mut pq = format!("{}{tail}", route.path_prefix);
     if let Some(q) = req.uri().query() {
         pq.push('?');
@@ -161,7 +155,7 @@ async fn reverse(shared: &Shared, ctx: &mut Ctx, req: &Request<Incoming>) -> Res
     }
     ctx.pq = pq;
     ctx.dest = Destination {
-        scheme,
+        scheme: route.scheme,
         host: host.clone(),
         port: route.port,
     };
@@ -171,7 +165,7 @@ async fn reverse(shared: &Shared, ctx: &mut Ctx, req: &Request<Incoming>) -> Res
 /// `CONNECT host:port`: the destination of a tunnel.
 fn connect_authority(ctx: &mut Ctx, req: &Request<Incoming>) -> Result<Destination, Refusal> {
     let authority = req.uri().authority().map_or("", |a| a.as_str());
-    parse_authority("https", authority).map_err(|e| {
+    parse_authority(Scheme::Https, authority).map_err(|e| {
         ctx.locate("https", "", 0, "");
         Refusal::malformed(format!("CONNECT {e}"))
     })
@@ -197,7 +191,7 @@ fn in_tunnel(ctx: &mut Ctx, req: &Request<Incoming>) -> Result<(), Refusal> {
         return refuse(ctx, "the request names no host".into());
     }
     for n in authority.into_iter().chain(host.as_deref()) {
-        if !parse_authority("https", n).is_ok_and(|d| d == ctx.dest) {
+        if !parse_authority(Scheme::Https, n).is_ok_and(|d| d == ctx.dest) {
             let rule = format!(
                 "the request's host {:?} does not match the CONNECT host {}:{}",
                 audit::escape_controls(n),

@@ -1,0 +1,234 @@
+//! The validated configuration the rest of lanyard reads (routes are in
+//! `crate::route`). Built by the section readers; nothing here parses.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use super::keyword;
+use super::{DEFAULT_JITTER, DEFAULT_REFRESH_FRACTION, DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN};
+
+/// Where the identity token comes from: a CI platform, a file, a variable,
+/// or a developer login. Spelt in the config as `source = "github"` etc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Github,
+    Gitlab,
+    Bitbucket,
+    Circleci,
+    Buildkite,
+    File,
+    Env,
+    /// A developer's own login (`lanyard login`), on a laptop.
+    Login,
+}
+
+impl Platform {
+    /// A developer login, as opposed to a CI automation identity; routes
+    /// may be limited to one kind (`identities`).
+    pub fn is_developer(self) -> bool {
+        self == Platform::Login
+    }
+
+    /// As in `source = "..."`.
+    pub fn name(self) -> &'static str {
+        keyword::name(&self)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// `None`: `source = "auto"`, detected from the environment.
+    pub source: Option<Platform>,
+    /// Audience requested where the platform mints on demand (GitHub, Buildkite).
+    pub audience: Option<String>,
+    /// GitLab / env: the variable holding the token.
+    pub variable: Option<String>,
+    /// file: the token file, re-read on every use.
+    pub path: Option<PathBuf>,
+    /// Buildkite: the agent binary.
+    pub buildkite_agent: String,
+    /// Remove GitHub's `ACTIONS_ID_TOKEN_REQUEST_*` from a child's environment.
+    pub scrub_request_env: bool,
+    /// `[login]`: the developer identity profile for laptops.
+    pub login: Option<LoginConfig>,
+}
+
+/// How `lanyard login` gets the developer's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoginFlow {
+    /// RFC 8628 device authorization grant (default: works over SSH too).
+    Device,
+    /// Authorization code + PKCE (S256) with a loopback redirect, for IdPs
+    /// without a device endpoint.
+    Pkce,
+}
+
+/// `[login]`: the company IdP as a developer signs in to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginConfig {
+    /// OIDC issuer; discovery is at `<issuer>/.well-known/openid-configuration`.
+    pub issuer: Url,
+    /// A public (native) client; the ID token's `aud` must be this.
+    pub client_id: String,
+    /// Asked for besides `openid` and `offline_access`.
+    pub scopes: Vec<String>,
+    pub flow: LoginFlow,
+}
+
+/// `subject_token_type`: `jwt` or `id_token` (or the RFC 8693 URN of either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectTokenType {
+    Jwt,
+    IdToken,
+}
+
+impl SubjectTokenType {
+    /// RFC 8693's token type URNs are this followed by the config spelling.
+    pub(super) const URN_PREFIX: &'static str = "urn:ietf:params:oauth:token-type:";
+
+    pub fn urn(self) -> &'static str {
+        match self {
+            SubjectTokenType::Jwt => "urn:ietf:params:oauth:token-type:jwt",
+            SubjectTokenType::IdToken => "urn:ietf:params:oauth:token-type:id_token",
+        }
+    }
+}
+
+/// How lanyard authenticates to an OAuth token endpoint.
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    /// Public client: `client_id` in the form, if any.
+    None { client_id: Option<String> },
+    /// `client_secret_basic` (RFC 6749 §2.3.1).
+    Basic {
+        client_id: String,
+        secret_env: String,
+    },
+    /// `client_secret_post`.
+    Post {
+        client_id: String,
+        secret_env: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthEndpoint {
+    /// Token endpoint; filled from discovery when only `issuer` is given.
+    pub token_url: Option<Url>,
+    /// Discovery base (`/.well-known/openid-configuration`, then
+    /// `/.well-known/oauth-authorization-server`).
+    pub issuer: Option<Url>,
+    pub revocation_url: Option<Url>,
+    pub audience: Vec<String>,
+    pub resource: Vec<Url>,
+    pub scope: Option<String>,
+    /// Used when the service omits `expires_in`.
+    pub lifetime: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum CredentialKind {
+    /// RFC 8693.
+    TokenExchange {
+        endpoint: OAuthEndpoint,
+        subject_token_type: SubjectTokenType,
+        requested_token_type: Option<String>,
+        client: ClientAuth,
+    },
+    /// RFC 7523 client assertion with `client_credentials`.
+    JwtBearer {
+        endpoint: OAuthEndpoint,
+        client_id: String,
+    },
+    /// Vault/OpenBao JWT login.
+    Vault {
+        address: Url,
+        mount: String,
+        role: String,
+        namespace: Option<String>,
+    },
+    /// A KV v2 field read with a vault credential.
+    VaultKv {
+        from: String,
+        path: String,
+        field: String,
+        refresh: Duration,
+    },
+    /// The identity token itself.
+    Passthrough { audience: Option<String> },
+}
+
+impl CredentialKind {
+    /// The `exchange` it was configured with, or `vault-kv` for a `from` read.
+    pub fn label(&self) -> &'static str {
+        let exchange = match self {
+            CredentialKind::TokenExchange { .. } => ExchangeKind::TokenExchange,
+            CredentialKind::JwtBearer { .. } => ExchangeKind::JwtBearer,
+            CredentialKind::Vault { .. } => ExchangeKind::Vault,
+            CredentialKind::VaultKv { .. } => return "vault-kv",
+            CredentialKind::Passthrough { .. } => ExchangeKind::Passthrough,
+        };
+        keyword::name(&exchange)
+    }
+}
+
+/// `exchange = "..."`: how a credential is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExchangeKind {
+    TokenExchange,
+    JwtBearer,
+    Vault,
+    Passthrough,
+}
+
+#[derive(Debug, Clone)]
+pub struct CredentialConfig {
+    pub name: String,
+    pub kind: CredentialKind,
+}
+
+/// `[proxy] egress`: what happens to a request no route covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Egress {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamConfig {
+    pub extra_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditConfig {
+    pub file: Option<PathBuf>,
+    /// Send the commit and pipeline ids to routed upstreams as headers.
+    pub trace_headers: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RotationConfig {
+    pub fraction: f64,
+    pub jitter: f64,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        RotationConfig {
+            fraction: DEFAULT_REFRESH_FRACTION,
+            jitter: DEFAULT_JITTER,
+            retry_min: DEFAULT_RETRY_MIN,
+            retry_max: DEFAULT_RETRY_MAX,
+        }
+    }
+}
