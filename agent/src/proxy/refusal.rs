@@ -145,4 +145,57 @@ mod tests {
         assert!(Refusal::malformed("x").close);
         assert!(!Refusal::policy("x").close);
     }
+
+    /// `answer` is the one mapping: the status, the JSON body and the
+    /// `x-lanyard-rule` header name the rule byte for byte, `close` adds
+    /// `Connection: close`, a 407 carries the challenge, and the one audit
+    /// line (written when the answer is dropped) has the decision.
+    #[test]
+    fn a_refusal_is_answered_and_audited_in_one_place() {
+        use crate::audit::Audit;
+        use crate::proxy::context::record;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("audit.jsonl");
+        let audit = std::sync::Arc::new(Audit::open(Some(&path)).expect("audit"));
+        let cases = [
+            (Refusal::malformed("bad host: \"x\""), 400, true, "denied"),
+            (
+                Refusal::client(
+                    StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                    "wrong proxy secret",
+                ),
+                407,
+                false,
+                "denied",
+            ),
+            (
+                Refusal::upstream(StatusCode::BAD_GATEWAY, "upstream http://a:1: refused"),
+                502,
+                false,
+                "failed",
+            ),
+        ];
+        for (r, status, close, _) in &cases {
+            let rule = r.rule.clone();
+            let rec = record(&http::Method::GET, "http", "a", 1, "/x");
+            let resp = r.clone().answer(Pending::new(audit.clone(), rec));
+            assert_eq!(resp.status().as_u16(), *status);
+            let h = resp.headers();
+            assert_eq!(h["x-lanyard-rule"], &*rule);
+            assert_eq!(h.contains_key(header::CONNECTION), *close, "{h:?}");
+            assert_eq!(h.contains_key(header::PROXY_AUTHENTICATE), *status == 407);
+        }
+        audit.flush();
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .expect("audit file")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(lines.len(), cases.len(), "{lines:?}");
+        for (l, (r, status, _, decision)) in lines.iter().zip(&cases) {
+            assert_eq!(l["status"], *status, "{l}");
+            assert_eq!(l["decision"], *decision, "{l}");
+            assert_eq!(l["reason"], &*r.rule, "{l}");
+        }
+    }
 }
