@@ -92,6 +92,7 @@ fn answer(ctx: Ctx, done: Result<Done, Refusal>) -> Response<Body> {
     }
 }
 
+/// The five phases, in order; the first refusal ends the request.
 async fn phases(shared: &Shared, ctx: &mut Ctx, req: Request<Incoming>) -> Result<Done, Refusal> {
     let admitted = admit::request(shared, ctx, &req)?;
     resolve::resolve(shared, ctx, &req, admitted).await?;
