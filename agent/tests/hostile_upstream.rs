@@ -295,3 +295,53 @@ fn a_dripping_upstream_is_cut_by_the_minimum_rate_or_the_total_bound() {
         );
     }
 }
+
+/// The audit record is a drop guard: a client that goes away while the
+/// upstream still owes the answer leaves exactly one audit line, written
+/// when it went (the job sees it while the proxy still runs), never a
+/// second one at teardown. Before the response head (the request handler
+/// is dropped mid-request) and in the middle of the body.
+#[test]
+fn a_client_that_goes_mid_request_leaves_exactly_one_audit_line() {
+    let cases = [
+        ("hang", "/v1/gone-before-head"),
+        ("drip", "/v1/gone-mid-body"),
+    ];
+    for (mode, path) in cases {
+        let up = Hostile::start(mode, &["--interval", "0.2"]);
+        let job = Job::passthrough(
+            up.port,
+            "upstream_header_timeout = \"60s\"\nupstream_response_timeout = \"60s\"\n\
+             upstream_min_rate = 0",
+        );
+        let audit = job.audit.display().to_string();
+        let script = format!(
+            "curl -sS --max-time 2 -o /dev/null http://127.0.0.1:$UP{path}; echo \"curl=$?\"; \
+             for i in $(seq 100); do grep -q '\"{path}\"' \"$AUDIT\" && {{ echo seen; exit 0; }}; \
+             sleep 0.1; done; echo unseen"
+        );
+        let (code, out, err) = job.run(up.port, &script, &[("AUDIT", &audit)]);
+        assert_eq!(code, 0, "{mode}: {out}\n{err}");
+        assert!(
+            out.contains("curl=28"),
+            "{mode}: curl gave up itself: {out}\n{err}"
+        );
+        assert!(
+            out.lines().any(|l| l == "seen"),
+            "{mode}: no audit line while the proxy still ran: {out}\n{err}"
+        );
+        let lines = job.audit_for(path);
+        assert_eq!(lines.len(), 1, "{mode}: {lines:?}");
+        let l = &lines[0];
+        assert_eq!(l["decision"], "injected", "{l}");
+        if mode == "hang" {
+            assert_eq!(l["status"], 0, "{l}");
+            let why = "no answer was sent: the client went away (or the proxy stopped) first";
+            assert_eq!(l["reason"], why, "{l}");
+        } else {
+            assert_eq!(l["status"], 200, "{l}");
+            let sent = l["bytes_out"].as_u64().expect("bytes_out");
+            assert!(sent < 1000, "{l}");
+        }
+    }
+}

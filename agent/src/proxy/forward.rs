@@ -118,6 +118,9 @@ where
     .boxed_unsync()
 }
 
+/// The reason on the record of a request that never got an answer.
+pub const NO_ANSWER: &str = "no answer was sent: the client went away (or the proxy stopped) first";
+
 /// An audit record in flight. It is written exactly once, when dropped:
 /// after the response body ended, or when the client went away.
 pub struct Pending {
@@ -128,6 +131,9 @@ pub struct Pending {
     pub bytes_out: Arc<AtomicU64>,
     /// Set when the response was cut after its head went out.
     pub cut: super::deadline::Cut,
+    /// Cleared when the record is handed over (an intercepted CONNECT's
+    /// requests are recorded one by one instead).
+    armed: bool,
 }
 
 impl Pending {
@@ -139,7 +145,14 @@ impl Pending {
             bytes_in: Arc::default(),
             bytes_out: Arc::default(),
             cut: Arc::default(),
+            armed: true,
         }
+    }
+
+    /// Write nothing: the requests inside an intercepted tunnel are
+    /// recorded instead of the CONNECT that opened it.
+    pub fn disarm(mut self) {
+        self.armed = false;
     }
 
     /// Attach to a response: the record is written when its body is done.
@@ -165,9 +178,16 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
         self.rec.duration_ms = self.started.elapsed().as_millis() as u64;
         self.rec.bytes_in = self.bytes_in.load(Ordering::Relaxed);
         self.rec.bytes_out = self.bytes_out.load(Ordering::Relaxed);
+        if self.rec.status == 0 && self.rec.reason.is_none() {
+            // Dropped before an answer: the handler was dropped mid-request.
+            self.rec.reason = Some(NO_ANSWER.into());
+        }
         if let Some(why) = self.cut.get() {
             self.rec.decision = Decision::Failed;
             self.rec.reason = Some(match self.rec.reason.take() {

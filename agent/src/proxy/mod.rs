@@ -1,6 +1,27 @@
 //! The proxy (data plane): the last stage of the flow. It reads credentials
 //! from the store and attaches them to the job's requests that match a
 //! route (`crate::route`), and to nothing else.
+//!
+//! One request, from the listener to the upstream, in the order it runs:
+//! - `listener`: each worker's accept loop (backs off on accept errors,
+//!   ends on cancellation), the connection (same-user check, then hyper
+//!   behind the strict request gate), TLS interception for a routed
+//!   `CONNECT`; every request goes to `phase::handle`;
+//! - `phase::admit`: the job's user, no browser page, the proxy secret;
+//! - `phase::resolve`: forward, reverse or `CONNECT` → one canonical
+//!   destination; the self-loop check;
+//! - `phase::decide`: route, path, method, identity, WebSocket, egress;
+//! - `phase::attach`: the upstream head and the credential (the place for
+//!   signing and placeholder substitution);
+//! - `phase::forward`: pool, deadlines, 401 refresh and replay; blind
+//!   tunnels.
+//!
+//! Each phase returns `Result<_, Refusal>` (`refusal`: who refused, the
+//! rule, whether the connection closes; one function answers it). The
+//! request's `context` carries its audit record, a drop guard written
+//! exactly once.
+//!
+//! Below the phases:
 //! - `inject`: replace-never-merge header injection;
 //! - `tls`: the per-job CA and per-host leaf certificates;
 //! - `peer`: who owns the connecting socket (Linux);
@@ -8,18 +29,22 @@
 //! - `body`: request bodies read (up to a bound) before going upstream;
 //! - `conn`: a client connection's IO (through the gate) and its service;
 //! - `deadline`: how long an upstream may take (head, total, rate);
-//! - `forward`: re-originating upstream, byte counts, the audit record;
+//! - `forward`: hop-by-hop headers, byte counts, the audit guard;
 //! - `pool`: each worker thread's upstream connections;
-//! - `server`: the listener and the request pipeline.
+//! - `server`: the proxy's options, shared state, workers and teardown.
 
 pub mod body;
 pub mod conn;
+pub(crate) mod context;
 pub mod deadline;
 pub mod forward;
 pub mod framing;
 pub mod inject;
+pub(crate) mod listener;
 pub mod peer;
+pub(crate) mod phase;
 pub mod pool;
+pub mod refusal;
 pub mod server;
 pub mod tls;
 

@@ -15,7 +15,7 @@
 //! turns it into the refusal, with its audit record; nothing after it is
 //! read. A framing error inside a chunked body ends the body with an I/O
 //! error; the handler has not sent anything upstream yet if the body fit
-//! in its pre-buffer (see `server::pass`), and answers 400.
+//! in its pre-buffer (see `phase::forward`), and answers 400.
 //!
 //! After a head that may switch protocols (CONNECT, `Upgrade`), the gate
 //! reads nothing until the handler says whether the switch happened
