@@ -11,9 +11,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The first wait after an accept error.
-const FIRST: Duration = Duration::from_millis(5);
+pub(crate) const FIRST: Duration = Duration::from_millis(5);
 /// The longest wait: short enough that a freed descriptor is used soon.
-const MAX: Duration = Duration::from_secs(1);
+pub(crate) const MAX: Duration = Duration::from_secs(1);
 
 /// Something that accepts connections (a listener; a fake in tests).
 pub(crate) trait Accept {
@@ -48,6 +48,18 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// The wait after this accept error. A connection that failed on its
+    /// own (aborted, reset, interrupted) used up its queued connection, so
+    /// retrying at once cannot spin: no wait. Anything else (out of
+    /// descriptors or memory) waits, longer each time.
+    pub fn after(&mut self, e: &std::io::Error) -> Duration {
+        use std::io::ErrorKind::*;
+        if matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted) {
+            return Duration::ZERO;
+        }
+        self.fail()
+    }
+
     /// The wait after one more failure.
     pub fn fail(&mut self) -> Duration {
         let wait = self.next;
@@ -79,12 +91,14 @@ pub(crate) async fn next<A: Accept>(
                 return Some(c);
             }
             Err(e) => {
-                let wait = backoff.fail();
+                let wait = backoff.after(&e);
                 tracing::warn!("accept failed ({e}); trying again in {wait:?}");
-                tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => return None,
-                    () = tokio::time::sleep(wait) => {}
+                if !wait.is_zero() {
+                    tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => return None,
+                        () = tokio::time::sleep(wait) => {}
+                    }
                 }
             }
         }

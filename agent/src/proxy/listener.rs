@@ -24,6 +24,7 @@ use super::framing;
 use super::phase::{self, admit};
 use super::refusal::Refusal;
 use super::server::{Shared, DRAIN_GRACE, IDLE_TIMEOUT};
+use crate::accept::Backoff;
 use crate::audit;
 use crate::route::{parse_authority, Destination, Scheme};
 
@@ -40,38 +41,6 @@ impl Accept for TcpListener {
     type Conn = TcpStream;
     fn accept(&self) -> impl Future<Output = std::io::Result<(TcpStream, SocketAddr)>> {
         TcpListener::accept(self)
-    }
-}
-
-/// How long to wait after a failed accept. Out of descriptors (EMFILE,
-/// ENFILE) or memory, accept fails at once until something closes: retried
-/// at once, that is a busy loop. So the wait doubles from 10 ms to 1 s,
-/// and starts over after an accept succeeds. A connection that failed on
-/// its own (aborted, reset, interrupted) is retried at once: it used up
-/// its queued connection, so it cannot spin.
-#[derive(Debug, Default)]
-pub struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    pub const FIRST: Duration = Duration::from_millis(10);
-    pub const MAX: Duration = Duration::from_secs(1);
-
-    pub fn after(&mut self, e: &std::io::Error) -> Duration {
-        use std::io::ErrorKind::*;
-        if matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted) {
-            return Duration::ZERO;
-        }
-        let wait = Self::FIRST
-            .saturating_mul(1 << self.failures.min(16))
-            .min(Self::MAX);
-        self.failures = self.failures.saturating_add(1);
-        wait
-    }
-
-    pub fn reset(&mut self) {
-        self.failures = 0;
     }
 }
 
@@ -372,8 +341,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn accept_errors_back_off_instead_of_spinning() {
-        // Out of descriptors five times: 10, 20, 40, 80, 160 ms apart; an
-        // accept that works starts the wait over at 10 ms.
+        // Out of descriptors five times: 5, 10, 20, 40, 80 ms apart; an
+        // accept that works starts the wait over at 5 ms.
         let (gaps, served) = run(vec![
             emfile(),
             emfile(),
@@ -385,10 +354,7 @@ mod tests {
         ])
         .await;
         let ms = |n| Duration::from_millis(n);
-        assert_eq!(
-            gaps,
-            [ms(10), ms(20), ms(40), ms(80), ms(160), ms(0), ms(10)]
-        );
+        assert_eq!(gaps, [ms(5), ms(10), ms(20), ms(40), ms(80), ms(0), ms(5)]);
         assert_eq!(served, 1);
     }
 
@@ -397,9 +363,9 @@ mod tests {
         let mut b = Backoff::default();
         let e = Error::from_raw_os_error(nix::libc::ENFILE);
         let waits: Vec<Duration> = (0..12).map(|_| b.after(&e)).collect();
-        assert_eq!(waits[0], Backoff::FIRST);
+        assert_eq!(waits[0], crate::accept::FIRST);
         assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
-        assert_eq!(waits[11], Backoff::MAX);
+        assert_eq!(waits[11], crate::accept::MAX);
         let (gaps, _) = run(vec![
             Err(ErrorKind::ConnectionAborted.into()),
             Err(ErrorKind::ConnectionAborted.into()),
@@ -425,7 +391,8 @@ mod tests {
             stop.cancel();
         });
         assert_eq!(started.elapsed(), Duration::from_millis(500));
-        // 10 + 20 + 40 + 80 + 160 = 310 ms; the sixth wait (320 ms) was cut.
-        assert_eq!(l.tries.borrow().len(), 6);
+        // 5 + 10 + 20 + 40 + 80 + 160 = 315 ms; the seventh wait (320 ms)
+        // was cut.
+        assert_eq!(l.tries.borrow().len(), 7);
     }
 }
