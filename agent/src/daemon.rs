@@ -683,6 +683,10 @@ struct CredentialStatus {
     renewable: bool,
     rotations: u64,
     last_error: Option<String>,
+    /// Set when the service has no revocation (AWS STS): when the current
+    /// value ends by itself, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_on_its_own_at: Option<String>,
 }
 
 /// One request per connection: `status` or `stop`. Returns the stream
@@ -725,6 +729,14 @@ fn status_of(session: &Session) -> Status {
                 renewable: cur.is_some_and(|c| c.renewable),
                 rotations: st.rotations,
                 last_error: st.last_error.clone(),
+                expires_on_its_own_at: cur
+                    .and_then(|c| c.expires_at)
+                    .filter(|_| !store.revocable(n))
+                    .map(|e| {
+                        crate::identity::format_time(
+                            std::time::SystemTime::now() + e.saturating_duration_since(now),
+                        )
+                    }),
             }
         })
         .collect();
@@ -908,6 +920,10 @@ pub async fn status(env: &dyn Env, json: bool) -> i32 {
                 )
             })
             .unwrap_or_else(|| "no expiry".into());
+        let exp = match &c.expires_on_its_own_at {
+            Some(at) => format!("{exp} (not revocable: expires on its own at {at})"),
+            None => exp,
+        };
         let err = c
             .last_error
             .as_ref()

@@ -261,6 +261,14 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
                 Ok(Revoked::NotRevocable(why)) => {
                     let _ = writeln!(out, "  {}: not revoked: {why}", ex.name);
                 }
+                Ok(Revoked::ExpiresAt { at, why }) => {
+                    let _ = writeln!(
+                        out,
+                        "  {}: not revoked, expires on its own at {} ({why})",
+                        ex.name,
+                        format_time(at)
+                    );
+                }
                 Err(e) => {
                     let _ = writeln!(out, "  {}: revocation FAILED: {e}", ex.name);
                     code = EXIT_FAILED;
@@ -321,6 +329,9 @@ pub fn hints(
     sent_audience: &[String],
     claims: &UnverifiedClaims,
 ) -> Vec<String> {
+    if let Some(aws) = crate::exchange::aws::hints::hints(e, sent_audience, claims) {
+        return aws;
+    }
     let mut out = Vec::new();
     let text = e.to_string();
     let lower = text.to_lowercase();

@@ -162,6 +162,29 @@ pub enum CredentialKind {
     },
     /// The identity token itself.
     Passthrough { audience: Option<String> },
+    /// AWS STS `AssumeRoleWithWebIdentity`.
+    AwsWebIdentity(AwsWebIdentity),
+}
+
+/// `exchange = "aws-web-identity"`: the job's identity token for a role's
+/// temporary keys (STS `AssumeRoleWithWebIdentity`, unsigned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsWebIdentity {
+    /// `arn:<partition>:iam::<account>:role/<path/name>`.
+    pub role_arn: String,
+    /// `None`: built from the CI claims at each exchange.
+    pub session_name: Option<String>,
+    /// `DurationSeconds`, 900 s to 12 h.
+    pub duration: Duration,
+    /// An inline session policy (JSON text).
+    pub policy: Option<String>,
+    pub policy_arns: Vec<String>,
+    pub region: String,
+    /// `https://sts.<region>.amazonaws.com` unless configured.
+    pub sts_endpoint: Url,
+    /// The `aud` the identity token is minted for: the credential's
+    /// `audience`, else `[identity] audience`, else `sts.amazonaws.com`.
+    pub audience: String,
 }
 
 impl CredentialKind {
@@ -173,6 +196,7 @@ impl CredentialKind {
             CredentialKind::Vault { .. } => ExchangeKind::Vault,
             CredentialKind::VaultKv { .. } => return "vault-kv",
             CredentialKind::Passthrough { .. } => ExchangeKind::Passthrough,
+            CredentialKind::AwsWebIdentity(_) => ExchangeKind::AwsWebIdentity,
         };
         keyword::name(&exchange)
     }
@@ -186,6 +210,7 @@ pub enum ExchangeKind {
     JwtBearer,
     Vault,
     Passthrough,
+    AwsWebIdentity,
 }
 
 #[derive(Debug, Clone)]

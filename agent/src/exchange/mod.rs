@@ -3,6 +3,7 @@
 //! and it knows how to renew and revoke what it issued. It does not schedule
 //! anything; the store does.
 
+pub mod aws;
 mod oauth;
 mod vault;
 
@@ -43,6 +44,11 @@ pub enum Revoked {
     Done(&'static str),
     /// Nothing to revoke with: no revocation endpoint, or the value is not a token we own.
     NotRevocable(&'static str),
+    /// No revocation exists (STS role sessions); the value ends at `at`.
+    ExpiresAt {
+        at: std::time::SystemTime,
+        why: &'static str,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +71,13 @@ pub enum ExchangeError {
         service: String,
         status: u16,
         problem: String,
+    },
+    /// A call retried to its bound; `last` is the final attempt's error.
+    #[error("{service} failed {attempts} times; the last attempt: {last}")]
+    Retried {
+        service: String,
+        attempts: u32,
+        last: Box<ExchangeError>,
     },
     #[error("credential {name:?}: client secret variable {variable} is not set")]
     MissingSecret { name: String, variable: String },
@@ -111,6 +124,7 @@ enum Kind {
     Passthrough {
         audience: Option<String>,
     },
+    Aws(aws::Sts),
 }
 
 /// One credential's exchange, ready to run.
@@ -208,6 +222,7 @@ impl Exchanger {
             CredentialKind::Passthrough { audience } => Kind::Passthrough {
                 audience: audience.clone(),
             },
+            CredentialKind::AwsWebIdentity(a) => Kind::Aws(aws::Sts { cfg: a.clone() }),
         };
         Ok(Exchanger { name, kind })
     }
@@ -225,6 +240,7 @@ impl Exchanger {
     pub fn identity_audience(&self) -> Option<&str> {
         match &self.kind {
             Kind::Passthrough { audience } => audience.as_deref(),
+            Kind::Aws(a) => Some(a.audience()),
             _ => None,
         }
     }
@@ -232,6 +248,12 @@ impl Exchanger {
     /// Whether obtaining needs an identity token.
     pub fn needs_identity(&self) -> bool {
         !matches!(self.kind, Kind::VaultKv { .. })
+    }
+
+    /// False where the service has no revocation (STS): the value expires
+    /// on its own, and `status` says when.
+    pub fn revocable(&self) -> bool {
+        !matches!(self.kind, Kind::Aws(_))
     }
 
     /// How often to re-read a value that has no expiry.
@@ -262,6 +284,7 @@ impl Exchanger {
                 Some(a) => format!("passthrough of the identity token (audience {a:?})"),
                 None => "passthrough of the identity token".into(),
             },
+            Kind::Aws(a) => a.describe(),
         }
     }
 
@@ -269,6 +292,7 @@ impl Exchanger {
     pub fn sent_audience(&self, identity_audience: Option<&str>) -> Vec<String> {
         match &self.kind {
             Kind::OAuth(o) => o.audience.clone(),
+            Kind::Aws(a) => vec![a.audience().to_owned()],
             _ => identity_audience
                 .map(|a| vec![a.to_owned()])
                 .unwrap_or_default(),
@@ -292,6 +316,7 @@ impl Exchanger {
         match &self.kind {
             Kind::OAuth(o) => o.obtain(http, need_id()?).await,
             Kind::Vault(v) => v.login(http, need_id()?).await,
+            Kind::Aws(a) => a.obtain(http, need_id()?).await,
             Kind::VaultKv {
                 parent: pname,
                 address,
@@ -348,6 +373,7 @@ impl Exchanger {
             Kind::Passthrough { .. } => Ok(Revoked::NotRevocable(
                 "the platform's own token expires by itself",
             )),
+            Kind::Aws(a) => Ok(a.revoke(value)),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! token-exchange and jwt-bearer; `vault`: vault and vault-kv reads;
 //! passthrough here), after the keys every kind shares are checked.
 
+pub(super) mod aws;
 mod oauth;
 mod vault;
 
@@ -80,6 +81,7 @@ struct Keys {
     namespace: Option<At<String>>,
     secret: Option<At<String>>,
     refresh: Option<At<String>>,
+    aws: aws::AwsKeys,
 }
 
 impl Keys {
@@ -106,8 +108,9 @@ impl Keys {
             namespace: t.string(d, "namespace"),
             secret: t.string(d, "secret"),
             refresh: t.string(d, "refresh"),
+            aws: aws::AwsKeys::read(d, t),
         };
-        t.finish(d, CREDENTIAL_KEYS);
+        t.finish(d, &[CREDENTIAL_KEYS, aws::KEYS].concat());
         k
     }
 
@@ -137,6 +140,7 @@ impl Keys {
         ]
         .into_iter()
         .filter_map(|(k, span)| span.map(|span| (k, span)))
+        .chain(self.aws.given())
         .collect()
     }
 }
@@ -173,6 +177,7 @@ pub(super) fn credential(
             Some(ExchangeKind::JwtBearer) => oauth::jwt_bearer(d, &t, &k),
             Some(ExchangeKind::Vault) => vault::login(d, &t, &k),
             Some(ExchangeKind::Passthrough) => passthrough(d, &t, &k),
+            Some(ExchangeKind::AwsWebIdentity) => aws::web_identity(d, &t, &k),
             None => {
                 d.err(
                     &e.span,
@@ -240,6 +245,9 @@ fn refuse_keys_that_do_not_apply(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) {
             &[&["name", "exchange", "address", "mount", "role", "namespace"]]
         }
         (Some(Some(ExchangeKind::Passthrough)), false) => &[&["name", "exchange", "audience"]],
+        (Some(Some(ExchangeKind::AwsWebIdentity)), false) => {
+            &[&["name", "exchange", "audience"], aws::KEYS]
+        }
         _ => &[CREDENTIAL_KEYS],
     };
     let kind_label = match (&k.exchange, &k.from) {

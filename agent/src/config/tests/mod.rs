@@ -7,6 +7,7 @@ use std::path::Path;
 use super::*;
 use crate::route::{HostPattern, Template};
 
+mod aws;
 mod sections;
 
 pub(super) fn parse(src: &str) -> Result<Config, ConfigErrors> {
