@@ -376,3 +376,117 @@ fn doctor_describes_the_role_session_and_says_it_expires_on_its_own() {
     }
     assert_keys_absent(&[&out, &err], &moto.assumed_roles());
 }
+
+/// moto with two roles, `ci-deploy` allowed GetSecretValue and
+/// `ci-nosecrets` with no policy, one secret, and its signature and policy
+/// checks on after the one unsigned STS call. (moto checks Secrets Manager
+/// calls against resource `*`, so the denial is by role.)
+fn moto_with_secrets(db: &str) -> Moto {
+    let moto = Moto::start();
+    let script = r#"
+iam = client('iam')
+trust = json.dumps({
+    'Version': '2012-10-17',
+    'Statement': [{'Effect': 'Allow', 'Principal': {'Federated': 'arn:aws:iam::123456789012:oidc-provider/issuer'},
+                   'Action': 'sts:AssumeRoleWithWebIdentity'}]})
+iam.create_role(RoleName='ci-deploy', AssumeRolePolicyDocument=trust)
+iam.create_role(RoleName='ci-nosecrets', AssumeRolePolicyDocument=trust)
+iam.put_role_policy(RoleName='ci-deploy', PolicyName='read-secrets', PolicyDocument=json.dumps({
+    'Version': '2012-10-17',
+    'Statement': [{'Effect': 'Allow', 'Action': 'secretsmanager:GetSecretValue', 'Resource': '*'}]}))
+client('secretsmanager').create_secret(Name='ci/db', SecretString=json.dumps({'user': 'app', 'password': DB}))
+"#;
+    moto.boto(&script.replace("DB", &format!("{db:?}")));
+    moto.auth_after(1);
+    moto
+}
+
+/// A job whose route attaches a Secrets Manager value read with the aws
+/// credential for `role`; returns (code, stdout, stderr, upstream, audit).
+fn run_with_secret(
+    moto: &Moto,
+    role: &str,
+    secret: &str,
+) -> (i32, String, String, Upstream, String) {
+    let issuer = Issuer::start();
+    let up = Upstream::start(false);
+    let dir = tempfile::tempdir().expect("tmp");
+    let audit = dir.path().join("audit.jsonl");
+    let text = format!(
+        "[identity]\nsource = \"auto\"\n\n\
+         [[credential]]\nname = \"aws\"\nexchange = \"aws-web-identity\"\nrole_arn = \"{role}\"\n\
+         region = \"us-east-1\"\nsts_endpoint = \"{m}\"\nduration = \"15m\"\n\n\
+         [[credential]]\nname = \"db\"\nfrom = \"aws\"\nsecret = \"{secret}\"\nsecrets_endpoint = \"{m}\"\n\n\
+         [[route]]\nurl = \"https://127.0.0.1:{port}/v1/\"\ncredential = \"db\"\n\n\
+         [upstream]\nextra_ca = \"{ca}\"\n\n[audit]\nfile = \"{audit}\"\n",
+        m = moto.url,
+        port = up.port,
+        ca = up.ca.as_ref().expect("ca").display(),
+        audit = audit.display(),
+    );
+    let config = write_config(dir.path(), &text).display().to_string();
+    let gha = issuer.gha_url();
+    let home = dir.path().display().to_string();
+    let script = format!("curl -fsS https://127.0.0.1:{}/v1/charges", up.port);
+    let (code, out, err) = lanyard(
+        &["run", "--config", &config, "--", "sh", "-c", &script],
+        &[
+            ("GITHUB_ACTIONS", "true"),
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", &gha),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", &issuer.bearer),
+            ("HOME", &home),
+        ],
+    );
+    let audit = std::fs::read_to_string(&audit).unwrap_or_default();
+    (code, out, err, up, audit)
+}
+
+#[test]
+fn a_secrets_manager_field_is_read_with_signed_calls_and_attached_by_a_route() {
+    let password = "db-password-canary-4b1e9f";
+    let moto = moto_with_secrets(password);
+    let (code, out, err, up, audit) = run_with_secret(&moto, ROLE, "ci/db#password");
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let recs = up.records();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(
+        header_values(&recs[0], "authorization"),
+        [format!("Bearer {password}")]
+    );
+    assert_absent(&[&out, &err, &audit], password, "the secret");
+    assert_keys_absent(&[&out, &err, &audit], &moto.assumed_roles());
+}
+
+#[test]
+fn a_role_without_the_permission_gets_aws_own_refusal_and_the_job_does_not_start() {
+    let password = "db-password-canary-4b1e9f";
+    let moto = moto_with_secrets(password);
+    let role = "arn:aws:iam::123456789012:role/ci-nosecrets";
+    let (code, out, err, up, audit) = run_with_secret(&moto, role, "ci/db#password");
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("refused (403): AccessDenied: User: arn:aws:sts::123456789012:assumed-role/ci-nosecrets/lanyard-acme.app-4242 is not authorized to perform: secretsmanager:GetSecretValue"),
+        "{err}"
+    );
+    assert!(up.records().is_empty(), "the job ran");
+    assert_absent(&[&out, &err, &audit], password, "the secret");
+    assert_keys_absent(&[&out, &err, &audit], &moto.assumed_roles());
+}
+
+#[test]
+fn moto_refuses_a_bad_signature_so_the_checks_are_on() {
+    // Keys moto never issued: refused before any policy is looked at.
+    let moto = moto_with_secrets("db-password-canary-4b1e9f");
+    // No unsigned request left: the checks apply to the very next one.
+    moto.auth_after(0);
+    let out = moto.boto(
+        "try:\n    client('secretsmanager').get_secret_value(SecretId='ci/db')\n    print('served')\n\
+         except Exception as e:\n    print('refused', e)\n",
+    );
+    assert!(
+        out.starts_with("refused")
+            && (out.contains("InvalidClientTokenId") || out.contains("SignatureDoesNotMatch")),
+        "{out}"
+    );
+    assert!(!out.contains("db-password-canary"), "{out}");
+}

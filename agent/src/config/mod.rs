@@ -29,7 +29,7 @@ use crate::route::Route;
 #[cfg(test)]
 pub(crate) use credential::aws::is_session_name;
 pub use model::{
-    AuditConfig, AwsWebIdentity, ClientAuth, CredentialConfig, CredentialKind, Egress,
+    AuditConfig, AwsSecret, AwsWebIdentity, ClientAuth, CredentialConfig, CredentialKind, Egress,
     IdentityConfig, LoginConfig, LoginFlow, OAuthEndpoint, Platform, RotationConfig,
     SubjectTokenType, UpstreamConfig,
 };
@@ -181,11 +181,9 @@ impl Config {
         // A KV read needs its vault credential; follow `from` to the top.
         let mut i = 0;
         while i < needed.len() {
-            if let Some(CredentialKind::VaultKv { from, .. }) =
-                self.credential(needed[i]).map(|c| &c.kind)
-            {
-                if !needed.contains(&from.as_str()) {
-                    needed.push(from.as_str());
+            if let Some(from) = self.credential(needed[i]).and_then(|c| c.kind.parent()) {
+                if !needed.contains(&from) {
+                    needed.push(from);
                 }
             }
             i += 1;

@@ -164,6 +164,24 @@ pub enum CredentialKind {
     Passthrough { audience: Option<String> },
     /// AWS STS `AssumeRoleWithWebIdentity`.
     AwsWebIdentity(AwsWebIdentity),
+    /// A Secrets Manager value read with an aws-web-identity credential.
+    AwsSecret(AwsSecret),
+}
+
+/// `from = "<aws credential>"`: `GetSecretValue`, signed with its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSecret {
+    pub from: String,
+    /// A secret name or its ARN.
+    pub secret_id: String,
+    /// A key of the JSON object the secret holds; `None`: the whole string.
+    pub field: Option<String>,
+    /// `None`: AWSCURRENT.
+    pub version_stage: Option<String>,
+    pub region: String,
+    /// `https://secretsmanager.<region>.amazonaws.com` unless configured.
+    pub endpoint: Url,
+    pub refresh: Duration,
 }
 
 /// `exchange = "aws-web-identity"`: the job's identity token for a role's
@@ -188,6 +206,15 @@ pub struct AwsWebIdentity {
 }
 
 impl CredentialKind {
+    /// The credential a `from` read is made with.
+    pub fn parent(&self) -> Option<&str> {
+        match self {
+            CredentialKind::VaultKv { from, .. } => Some(from),
+            CredentialKind::AwsSecret(s) => Some(&s.from),
+            _ => None,
+        }
+    }
+
     /// The `exchange` it was configured with, or `vault-kv` for a `from` read.
     pub fn label(&self) -> &'static str {
         let exchange = match self {
@@ -197,6 +224,7 @@ impl CredentialKind {
             CredentialKind::VaultKv { .. } => return "vault-kv",
             CredentialKind::Passthrough { .. } => ExchangeKind::Passthrough,
             CredentialKind::AwsWebIdentity(_) => ExchangeKind::AwsWebIdentity,
+            CredentialKind::AwsSecret(_) => return "aws-secrets-manager",
         };
         keyword::name(&exchange)
     }

@@ -125,6 +125,7 @@ enum Kind {
         audience: Option<String>,
     },
     Aws(aws::Sts),
+    AwsSecret(aws::secrets::SecretRead),
 }
 
 /// One credential's exchange, ready to run.
@@ -223,6 +224,9 @@ impl Exchanger {
                 audience: audience.clone(),
             },
             CredentialKind::AwsWebIdentity(a) => Kind::Aws(aws::Sts { cfg: a.clone() }),
+            CredentialKind::AwsSecret(s) => {
+                Kind::AwsSecret(aws::secrets::SecretRead { cfg: s.clone() })
+            }
         };
         Ok(Exchanger { name, kind })
     }
@@ -231,6 +235,7 @@ impl Exchanger {
     pub fn parent(&self) -> Option<&str> {
         match &self.kind {
             Kind::VaultKv { parent, .. } => Some(parent),
+            Kind::AwsSecret(s) => Some(&s.cfg.from),
             _ => None,
         }
     }
@@ -247,7 +252,7 @@ impl Exchanger {
 
     /// Whether obtaining needs an identity token.
     pub fn needs_identity(&self) -> bool {
-        !matches!(self.kind, Kind::VaultKv { .. })
+        !matches!(self.kind, Kind::VaultKv { .. } | Kind::AwsSecret(_))
     }
 
     /// False where the service has no revocation (STS): the value expires
@@ -260,6 +265,7 @@ impl Exchanger {
     pub fn reread_interval(&self) -> Option<Duration> {
         match &self.kind {
             Kind::VaultKv { refresh, .. } => Some(*refresh),
+            Kind::AwsSecret(s) => Some(s.cfg.refresh),
             _ => None,
         }
     }
@@ -285,6 +291,7 @@ impl Exchanger {
                 None => "passthrough of the identity token".into(),
             },
             Kind::Aws(a) => a.describe(),
+            Kind::AwsSecret(s) => s.describe(),
         }
     }
 
@@ -317,6 +324,20 @@ impl Exchanger {
             Kind::OAuth(o) => o.obtain(http, need_id()?).await,
             Kind::Vault(v) => v.login(http, need_id()?).await,
             Kind::Aws(a) => a.obtain(http, need_id()?).await,
+            Kind::AwsSecret(s) => {
+                let keys = parent.ok_or_else(|| ExchangeError::Parent {
+                    name: self.name.clone(),
+                    parent: s.cfg.from.clone(),
+                    reason: "not obtained".into(),
+                })?;
+                s.read(http, keys).await.map_err(|e| match e {
+                    ExchangeError::Setup { problem, .. } => ExchangeError::Setup {
+                        name: self.name.clone(),
+                        problem,
+                    },
+                    e => e,
+                })
+            }
             Kind::VaultKv {
                 parent: pname,
                 address,
@@ -374,6 +395,9 @@ impl Exchanger {
                 "the platform's own token expires by itself",
             )),
             Kind::Aws(a) => Ok(a.revoke(value)),
+            Kind::AwsSecret(_) => Ok(Revoked::NotRevocable(
+                "a Secrets Manager value is not ours to revoke; the role session's keys expire on their own",
+            )),
         }
     }
 }

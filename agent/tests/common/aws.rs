@@ -116,3 +116,42 @@ impl AwsSts {
         self.lines("issued.jsonl")
     }
 }
+
+impl Moto {
+    /// Runs a boto3 script against this moto (`endpoint` and `region` are
+    /// set, `json` imported); panics with its output when it fails.
+    pub fn boto(&self, script: &str) -> String {
+        let py = aws_venv().join("bin/python");
+        let full = format!(
+            "import json, boto3\nendpoint = {url:?}\nregion = 'us-east-1'\n\
+             def client(name):\n    return boto3.client(name, endpoint_url=endpoint, region_name=region)\n{script}",
+            url = self.url
+        );
+        let out = Command::new(py)
+            .args(["-c", &full])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .expect("run boto3");
+        let (so, se) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(out.status.success(), "boto3 script failed:\n{so}\n{se}");
+        so
+    }
+
+    /// Turns moto's signature and IAM policy checks on after `free` more
+    /// requests (`/moto-api/reset-auth`).
+    pub fn auth_after(&self, free: u32) {
+        let (code, body) = curl(
+            "POST",
+            &format!("{}/moto-api/reset-auth", self.url),
+            &[("content-type", "text/plain")],
+            Some(&free.to_string()),
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+}

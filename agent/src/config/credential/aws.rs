@@ -7,9 +7,10 @@ use std::time::Duration;
 use url::Url;
 
 use super::Keys;
-use crate::config::model::{AwsWebIdentity, CredentialKind};
+use crate::config::model::{AwsSecret, AwsWebIdentity, CredentialConfig, CredentialKind};
 use crate::config::raw::{At, Diag, Table};
 use crate::config::values::{duration, url};
+use crate::config::DEFAULT_KV_REFRESH;
 
 /// The keys only this kind takes (besides `name`, `exchange`, `audience`).
 pub(super) const KEYS: &[&str] = &[
@@ -21,6 +22,10 @@ pub(super) const KEYS: &[&str] = &[
     "region",
     "sts_endpoint",
 ];
+
+/// The keys only a `from` read of Secrets Manager takes (besides `name`,
+/// `from`, `secret`, `refresh`).
+pub(super) const SECRET_KEYS: &[&str] = &["version_stage", "secrets_endpoint"];
 
 /// The audience AWS's own documentation configures for the IAM OIDC
 /// provider, and what `configure-aws-credentials` asks GitHub for.
@@ -44,6 +49,8 @@ pub(super) struct AwsKeys {
     policy_arns: Option<At<Vec<String>>>,
     region: Option<At<String>>,
     sts_endpoint: Option<At<String>>,
+    version_stage: Option<At<String>>,
+    secrets_endpoint: Option<At<String>>,
 }
 
 impl AwsKeys {
@@ -56,6 +63,8 @@ impl AwsKeys {
             policy_arns: t.strings(d, "policy_arns"),
             region: t.string(d, "region"),
             sts_endpoint: t.string(d, "sts_endpoint"),
+            version_stage: t.string(d, "version_stage"),
+            secrets_endpoint: t.string(d, "secrets_endpoint"),
         }
     }
 
@@ -72,6 +81,8 @@ impl AwsKeys {
             ),
             ("region", s(&self.region)),
             ("sts_endpoint", s(&self.sts_endpoint)),
+            ("version_stage", s(&self.version_stage)),
+            ("secrets_endpoint", s(&self.secrets_endpoint)),
         ]
         .into_iter()
         .filter_map(|(k, span)| span.map(|span| (k, span)))
@@ -177,7 +188,7 @@ pub(super) fn web_identity(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) -> Option<
     };
     let sts_endpoint = match (&a.sts_endpoint, &region) {
         (Some(e), _) => url(d, &t.key("sts_endpoint"), e),
-        (None, Some(r)) => regional_endpoint(r),
+        (None, Some(r)) => regional_endpoint("sts", r),
         (None, None) => None,
     };
     let audience = match &k.audience {
@@ -201,14 +212,106 @@ pub(super) fn web_identity(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) -> Option<
     }))
 }
 
-/// STS's regional endpoint; China's regions are under `amazonaws.com.cn`.
-fn regional_endpoint(region: &str) -> Option<Url> {
+/// True when `from` names an aws-web-identity credential defined above.
+pub(super) fn names_aws(from: &At<String>, earlier: &[CredentialConfig]) -> bool {
+    earlier
+        .iter()
+        .any(|c| c.name == from.v && matches!(c.kind, CredentialKind::AwsWebIdentity(_)))
+}
+
+/// A vault `from` read takes none of [`SECRET_KEYS`].
+pub(super) fn refuse_secret_keys(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) {
+    for (key, v) in [
+        ("version_stage", &k.aws.version_stage),
+        ("secrets_endpoint", &k.aws.secrets_endpoint),
+    ] {
+        if let Some(v) = v {
+            d.err(&v.span, &t.key(key), format!("`{key}` applies only to a Secrets Manager read (`from` an aws-web-identity credential)"));
+        }
+    }
+}
+
+/// `from = "<aws credential>"`: `secret = "<name or ARN>[#field]"`.
+pub(super) fn secret_read(
+    d: &mut Diag<'_>,
+    t: &Table<'_>,
+    k: &Keys,
+    f: &At<String>,
+    earlier: &[CredentialConfig],
+) -> Option<CredentialKind> {
+    let Some(CredentialKind::AwsWebIdentity(parent)) =
+        earlier.iter().find(|c| c.name == f.v).map(|c| &c.kind)
+    else {
+        return None;
+    };
+    let (secret_id, field) = match &k.secret {
+        None => {
+            d.err(&t.span, &t.key("secret"), "a Secrets Manager read needs `secret = \"<name or ARN>\"`, optionally with `#<json key>`, e.g. \"ci/db#password\"");
+            (None, None)
+        }
+        Some(s) => {
+            let (id, field) = match s.v.split_once('#') {
+                Some((id, f)) => (id, Some(f)),
+                None => (s.v.as_str(), None),
+            };
+            if is_secret_id(id) && field.is_none_or(|f| !f.is_empty()) {
+                (Some(id.to_owned()), Some(field.map(str::to_owned)))
+            } else {
+                d.err(&s.span, &t.key("secret"), format!("expected a secret name (1 to 512 of letters, digits and /_+=.@-) or a secretsmanager ARN, optionally followed by #<json key>, got {:?}", s.v));
+                (None, None)
+            }
+        }
+    };
+    let version_stage = match &k.aws.version_stage {
+        None => Some(None),
+        Some(v) if (1..=256).contains(&v.v.len()) && v.v.chars().all(is_iam_char) => {
+            Some(Some(v.v.clone()))
+        }
+        Some(v) => {
+            d.err(&v.span, &t.key("version_stage"), format!("expected a version stage label such as \"AWSCURRENT\" or \"AWSPREVIOUS\", got {:?}", v.v));
+            None
+        }
+    };
+    let endpoint = match &k.aws.secrets_endpoint {
+        Some(e) => url(d, &t.key("secrets_endpoint"), e),
+        None => regional_endpoint("secretsmanager", &parent.region),
+    };
+    let refresh = match &k.refresh {
+        Some(r) => duration(d, &t.key("refresh"), r),
+        None => Some(DEFAULT_KV_REFRESH),
+    };
+    Some(CredentialKind::AwsSecret(AwsSecret {
+        from: f.v.clone(),
+        secret_id: secret_id?,
+        field: field?,
+        version_stage: version_stage?,
+        region: parent.region.clone(),
+        endpoint: endpoint?,
+        refresh: refresh?,
+    }))
+}
+
+/// A secret's name (`[A-Za-z0-9/_+=.@-]`, 1 to 512) or its ARN.
+fn is_secret_id(s: &str) -> bool {
+    if let Some(rest) = s.strip_prefix("arn:") {
+        let parts: Vec<&str> = rest.splitn(6, ':').collect();
+        return matches!(parts[..], [p, "secretsmanager", region, account, "secret", name]
+            if p.starts_with("aws") && is_region(region) && account.len() == 12
+                && account.chars().all(|c| c.is_ascii_digit()) && is_secret_id(name));
+    }
+    (1..=512).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c))
+}
+
+/// A service's regional endpoint; China's regions are under `amazonaws.com.cn`.
+fn regional_endpoint(service: &str, region: &str) -> Option<Url> {
     let suffix = if region.starts_with("cn-") {
         "amazonaws.com.cn"
     } else {
         "amazonaws.com"
     };
-    Url::parse(&format!("https://sts.{region}.{suffix}/")).ok()
+    Url::parse(&format!("https://{service}.{region}.{suffix}/")).ok()
 }
 
 /// `[\w+=,.@-]`: the characters of IAM names and STS session names.
@@ -293,12 +396,21 @@ mod tests {
         for bad in ["us-east", "US-EAST-1", "us_east_1", "", "us--1"] {
             assert!(!is_region(bad), "{bad}");
         }
+        assert!(is_secret_id("ci/db-password"));
+        assert!(is_secret_id(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:ci/db-AbCdEf"
+        ));
+        assert!(!is_secret_id(
+            "arn:aws:secretsmanager:us-east-1:123:secret:x"
+        ));
+        assert!(!is_secret_id("has space"));
+        assert!(!is_secret_id(""));
         assert!(is_session_name("lanyard-acme.app@4242"));
         assert!(!is_session_name("x"));
         assert!(!is_session_name(&"x".repeat(65)));
         assert!(!is_session_name("has space"));
         assert_eq!(
-            regional_endpoint("cn-north-1").map(|u| u.to_string()),
+            regional_endpoint("sts", "cn-north-1").map(|u| u.to_string()),
             Some("https://sts.cn-north-1.amazonaws.com.cn/".into())
         );
     }

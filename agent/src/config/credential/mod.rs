@@ -110,7 +110,7 @@ impl Keys {
             refresh: t.string(d, "refresh"),
             aws: aws::AwsKeys::read(d, t),
         };
-        t.finish(d, &[CREDENTIAL_KEYS, aws::KEYS].concat());
+        t.finish(d, &[CREDENTIAL_KEYS, aws::KEYS, aws::SECRET_KEYS].concat());
         k
     }
 
@@ -168,10 +168,14 @@ pub(super) fn credential(
             return None;
         }
         (None, None) => {
-            d.err(&t.span, &t.key("exchange"), format!("every [[credential]] needs `exchange` (one of: {}) or `from` (a vault credential, with `secret`)", keyword::names::<ExchangeKind>().join(", ")));
+            d.err(&t.span, &t.key("exchange"), format!("every [[credential]] needs `exchange` (one of: {}) or `from` (a vault or aws-web-identity credential, with `secret`)", keyword::names::<ExchangeKind>().join(", ")));
             return None;
         }
-        (None, Some(f)) => vault::kv_read(d, &t, &k, f, earlier),
+        (None, Some(f)) if aws::names_aws(f, earlier) => aws::secret_read(d, &t, &k, f, earlier),
+        (None, Some(f)) => {
+            aws::refuse_secret_keys(d, &t, &k);
+            vault::kv_read(d, &t, &k, f, earlier)
+        }
         (Some(e), None) => match keyword::parse::<ExchangeKind>(&e.v) {
             Some(ExchangeKind::TokenExchange) => oauth::token_exchange(d, &t, &k),
             Some(ExchangeKind::JwtBearer) => oauth::jwt_bearer(d, &t, &k),
@@ -238,7 +242,7 @@ fn refuse_keys_that_do_not_apply(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) {
         .as_ref()
         .map(|e| keyword::parse::<ExchangeKind>(&e.v));
     let applicable: &[&[&str]] = match (exchange, k.from.is_some()) {
-        (None, true) => &[&["name", "from", "secret", "refresh"]],
+        (None, true) => &[&["name", "from", "secret", "refresh"], aws::SECRET_KEYS],
         (Some(Some(ExchangeKind::TokenExchange)), false) => &[OAUTH_KEYS, TOKEN_EXCHANGE_KEYS],
         (Some(Some(ExchangeKind::JwtBearer)), false) => &[OAUTH_KEYS],
         (Some(Some(ExchangeKind::Vault)), false) => {

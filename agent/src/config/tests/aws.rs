@@ -94,3 +94,43 @@ fn a_route_cannot_use_aws_keys_until_routes_sign() {
         "{m}"
     );
 }
+
+#[test]
+fn a_secrets_manager_read_takes_its_region_from_the_aws_credential() {
+    let base = format!("[[credential]]\nname = \"aws\"\nexchange = \"aws-web-identity\"\nrole_arn = \"{ROLE}\"\nregion = \"eu-west-3\"\n");
+    let c = parse(&format!("{base}[[credential]]\nname = \"db\"\nfrom = \"aws\"\nsecret = \"ci/db#password\"\nversion_stage = \"AWSPREVIOUS\"\n[[credential]]\nname = \"raw\"\nfrom = \"aws\"\nsecret = \"arn:aws:secretsmanager:eu-west-3:123456789012:secret:ci/raw-AbCdEf\"\nsecrets_endpoint = \"http://127.0.0.1:5000\"\nrefresh = \"1m\"\n")).expect("config");
+    match &c.credentials[1].kind {
+        CredentialKind::AwsSecret(s) => {
+            assert_eq!(s.from, "aws");
+            assert_eq!(s.secret_id, "ci/db");
+            assert_eq!(s.field.as_deref(), Some("password"));
+            assert_eq!(s.version_stage.as_deref(), Some("AWSPREVIOUS"));
+            assert_eq!(s.region, "eu-west-3");
+            assert_eq!(
+                s.endpoint.as_str(),
+                "https://secretsmanager.eu-west-3.amazonaws.com/"
+            );
+            assert_eq!(s.refresh, crate::config::DEFAULT_KV_REFRESH);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.credentials[1].kind.label(), "aws-secrets-manager");
+    assert!(
+        matches!(&c.credentials[2].kind, CredentialKind::AwsSecret(s) if s.field.is_none() && s.endpoint.as_str() == "http://127.0.0.1:5000/" && s.refresh.as_secs() == 60)
+    );
+
+    let m = messages(&format!("{base}[[credential]]\nname = \"db\"\nfrom = \"aws\"\nsecret = \"has space#x\"\nversion_stage = \"bad stage!\"\nsecrets_endpoint = \"http://sm.example.com\"\n[[credential]]\nname = \"v\"\nexchange = \"vault\"\naddress = \"https://vault.example.com\"\nrole = \"ci\"\n[[credential]]\nname = \"kv\"\nfrom = \"v\"\nsecret = \"secret/data/x#y\"\nversion_stage = \"AWSCURRENT\"\n")).join("\n");
+    for want in [
+        "credential[1].secret: expected a secret name",
+        "credential[1].version_stage: expected a version stage label",
+        "credential[1].secrets_endpoint: expected an https:// URL",
+        "credential[3].version_stage: `version_stage` applies only to a Secrets Manager read",
+    ] {
+        assert!(m.contains(want), "missing {want:?} in:\n{m}");
+    }
+    let m = messages(&format!(
+        "{base}[[credential]]\nname = \"db\"\nfrom = \"aws\"\n"
+    ))
+    .join("\n");
+    assert!(m.contains("a Secrets Manager read needs `secret"), "{m}");
+}

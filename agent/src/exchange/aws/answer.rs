@@ -70,19 +70,38 @@ pub(super) struct AssumedRoleUser {
     pub arn: String,
 }
 
-/// `<ErrorResponse><Error><Type/><Code/><Message/></Error><RequestId/>`.
+/// `<ErrorResponse><Error><Type/><Code/><Message/></Error><RequestId/>`
+/// (STS), or with `<Errors>` around the `<Error>` (moto's IAM checks).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub(super) struct ErrorResponse {
-    pub error: ErrorBody,
-    pub request_id: Option<String>,
+struct ErrorResponse {
+    error: Option<ErrorBody>,
+    errors: Option<Errors>,
+    request_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub(super) struct ErrorBody {
-    pub code: String,
-    pub message: Option<String>,
+struct Errors {
+    error: ErrorBody,
+}
+
+/// An AWS XML error answer: its code and `message (request id …)`.
+pub(super) fn xml_error(text: &str) -> Option<(String, String)> {
+    let er: ErrorResponse = quick_xml::de::from_str(text).ok()?;
+    let body = er.error.or(er.errors.map(|e| e.error))?;
+    let mut detail = body.message.unwrap_or_default().trim().to_owned();
+    if let Some(r) = er.request_id {
+        detail.push_str(&format!(" (request id {})", r.trim()));
+    }
+    Some((body.code, detail))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorBody {
+    code: String,
+    message: Option<String>,
 }
 
 /// A role session's keys, as one value. The store and the proxy hold a
@@ -188,6 +207,25 @@ mod tests {
             "2026-12-03T19:06:21Z",
             "fractions are dropped when shown"
         );
+    }
+
+    #[test]
+    fn error_answers_of_both_shapes_give_code_and_message() {
+        let sts = r#"<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>Not authorized to perform sts:AssumeRoleWithWebIdentity</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"#;
+        assert_eq!(
+            xml_error(sts),
+            Some((
+                "AccessDenied".into(),
+                "Not authorized to perform sts:AssumeRoleWithWebIdentity (request id r-1)".into()
+            ))
+        );
+        let moto = r#"<?xml version="1.0" encoding="utf-8"?><ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>not authorized</Message><Type>Sender</Type></Error></Errors></ErrorResponse>"#;
+        assert_eq!(
+            xml_error(moto),
+            Some(("AccessDenied".into(), "not authorized".into()))
+        );
+        assert_eq!(xml_error("<html>502</html>"), None);
+        assert_eq!(xml_error("{}"), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod answer;
 pub mod hints;
+pub(super) mod secrets;
 
 use std::time::{Duration, SystemTime};
 
@@ -143,21 +144,14 @@ impl Sts {
     /// token is redacted from both.
     fn refusal(&self, status: http::StatusCode, body: &[u8], jwt: &Secret) -> ExchangeError {
         let text = String::from_utf8_lossy(body);
-        match quick_xml::de::from_str::<answer::ErrorResponse>(&text) {
-            Ok(er) => {
-                let msg = er.error.message.unwrap_or_default();
-                let mut detail = format!("{}: {}", er.error.code, msg.trim());
-                if let Some(r) = er.request_id {
-                    detail.push_str(&format!(" (request id {})", r.trim()));
-                }
-                ExchangeError::Refused {
-                    service: endpoint(&self.cfg.sts_endpoint),
-                    status: status.as_u16(),
-                    detail: truncate(&redact(&detail, &[jwt]), 500),
-                    code: Some(er.error.code),
-                }
-            }
-            Err(_) => super::refusal(&self.cfg.sts_endpoint, status, body, &[jwt]),
+        match answer::xml_error(&text) {
+            Some((code, msg)) => ExchangeError::Refused {
+                service: endpoint(&self.cfg.sts_endpoint),
+                status: status.as_u16(),
+                detail: truncate(&redact(&format!("{code}: {msg}"), &[jwt]), 500),
+                code: Some(code),
+            },
+            None => super::refusal(&self.cfg.sts_endpoint, status, body, &[jwt]),
         }
     }
 
