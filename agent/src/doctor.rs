@@ -221,7 +221,11 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: &Options, out: &mut String) 
                 code = EXIT_FAILED;
                 let _ = writeln!(out, "    FAILED: {e}");
                 let claims = id.as_ref().map(|t| &t.claims).unwrap_or(&token.claims);
-                for h in hints(&e, &ex.sent_audience(source.audience.as_deref()), claims) {
+                let sent = ex.sent_audience(source.audience.as_deref());
+                let likely = ex
+                    .hints(&e, &sent, claims)
+                    .unwrap_or_else(|| hints(&e, &sent, claims));
+                for h in likely {
                     let _ = writeln!(out, "    likely cause: {h}");
                 }
             }
@@ -329,9 +333,6 @@ pub fn hints(
     sent_audience: &[String],
     claims: &UnverifiedClaims,
 ) -> Vec<String> {
-    if let Some(aws) = crate::exchange::aws::hints::hints(e, sent_audience, claims) {
-        return aws;
-    }
     let mut out = Vec::new();
     let text = e.to_string();
     let lower = text.to_lowercase();

@@ -408,8 +408,50 @@ fn run_with_secret(
     role: &str,
     secret: &str,
 ) -> (i32, String, String, Upstream, String) {
-    let issuer = Issuer::start();
     let up = Upstream::start(false);
+    let (issuer, dir, config) = secret_job(moto, role, secret, &up);
+    let audit = dir.path().join("audit.jsonl");
+    let script = format!("curl -fsS https://127.0.0.1:{}/v1/charges", up.port);
+    let (code, out, err) = as_github(
+        &issuer,
+        &dir,
+        &["run", "--config", &config, "--", "sh", "-c", &script],
+    );
+    let audit = std::fs::read_to_string(&audit).unwrap_or_default();
+    (code, out, err, up, audit)
+}
+
+/// `lanyard doctor` on the same config.
+fn doctor_with_secret(moto: &Moto, role: &str, secret: &str) -> (i32, String, String) {
+    let up = Upstream::start(false);
+    let (issuer, dir, config) = secret_job(moto, role, secret, &up);
+    as_github(&issuer, &dir, &["doctor", "--config", &config])
+}
+
+/// lanyard in a GitHub job whose token endpoint is `issuer`.
+fn as_github(issuer: &Issuer, home: &tempfile::TempDir, args: &[&str]) -> (i32, String, String) {
+    let gha = issuer.gha_url();
+    let home = home.path().display().to_string();
+    lanyard(
+        args,
+        &[
+            ("GITHUB_ACTIONS", "true"),
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", &gha),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", &issuer.bearer),
+            ("HOME", &home),
+        ],
+    )
+}
+
+/// An issuer and a config: the aws credential for `role`, the secret read
+/// with it, a route attaching the secret to `up`.
+fn secret_job(
+    moto: &Moto,
+    role: &str,
+    secret: &str,
+    up: &Upstream,
+) -> (Issuer, tempfile::TempDir, String) {
+    let issuer = Issuer::start();
     let dir = tempfile::tempdir().expect("tmp");
     let audit = dir.path().join("audit.jsonl");
     let text = format!(
@@ -425,20 +467,7 @@ fn run_with_secret(
         audit = audit.display(),
     );
     let config = write_config(dir.path(), &text).display().to_string();
-    let gha = issuer.gha_url();
-    let home = dir.path().display().to_string();
-    let script = format!("curl -fsS https://127.0.0.1:{}/v1/charges", up.port);
-    let (code, out, err) = lanyard(
-        &["run", "--config", &config, "--", "sh", "-c", &script],
-        &[
-            ("GITHUB_ACTIONS", "true"),
-            ("ACTIONS_ID_TOKEN_REQUEST_URL", &gha),
-            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", &issuer.bearer),
-            ("HOME", &home),
-        ],
-    );
-    let audit = std::fs::read_to_string(&audit).unwrap_or_default();
-    (code, out, err, up, audit)
+    (issuer, dir, config)
 }
 
 #[test]
@@ -471,6 +500,22 @@ fn a_role_without_the_permission_gets_aws_own_refusal_and_the_job_does_not_start
     assert!(up.records().is_empty(), "the job ran");
     assert_absent(&[&out, &err, &audit], password, "the secret");
     assert_keys_absent(&[&out, &err, &audit], &moto.assumed_roles());
+
+    // doctor says which permission is missing (one unsigned call again for
+    // its STS exchange).
+    moto.auth_after(1);
+    let (code, dout, derr) = doctor_with_secret(&moto, role, "ci/db#password");
+    assert_eq!(code, 1, "{dout}\n{derr}");
+    assert!(
+        dout.contains("likely cause: the role's permissions policy does not allow secretsmanager:GetSecretValue on \"ci/db\""),
+        "{dout}"
+    );
+    assert!(
+        !dout.contains("trust policy"),
+        "an STS hint for a Secrets Manager refusal:\n{dout}"
+    );
+    assert_absent(&[&dout, &derr], password, "the secret");
+    assert_keys_absent(&[&dout, &derr], &moto.assumed_roles());
 }
 
 #[test]

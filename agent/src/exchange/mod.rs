@@ -306,6 +306,21 @@ impl Exchanger {
         }
     }
 
+    /// Likely causes of `e` that only this kind knows (AWS's), for `doctor`;
+    /// `None`: the general hints apply.
+    pub fn hints(
+        &self,
+        e: &ExchangeError,
+        sent_audience: &[String],
+        claims: &crate::identity::UnverifiedClaims,
+    ) -> Option<Vec<String>> {
+        match &self.kind {
+            Kind::Aws(_) => aws::hints::hints(e, sent_audience, claims),
+            Kind::AwsSecret(s) => aws::hints::secret_hints(e, &s.cfg),
+            _ => None,
+        }
+    }
+
     /// Obtain a fresh credential. `identity` is required unless
     /// [`needs_identity`] is false; `parent` is the vault token for KV reads.
     pub async fn obtain(
@@ -324,20 +339,7 @@ impl Exchanger {
             Kind::OAuth(o) => o.obtain(http, need_id()?).await,
             Kind::Vault(v) => v.login(http, need_id()?).await,
             Kind::Aws(a) => a.obtain(http, need_id()?).await,
-            Kind::AwsSecret(s) => {
-                let keys = parent.ok_or_else(|| ExchangeError::Parent {
-                    name: self.name.clone(),
-                    parent: s.cfg.from.clone(),
-                    reason: "not obtained".into(),
-                })?;
-                s.read(http, keys).await.map_err(|e| match e {
-                    ExchangeError::Setup { problem, .. } => ExchangeError::Setup {
-                        name: self.name.clone(),
-                        problem,
-                    },
-                    e => e,
-                })
-            }
+            Kind::AwsSecret(s) => s.read(http, &self.name, parent).await,
             Kind::VaultKv {
                 parent: pname,
                 address,

@@ -4,6 +4,7 @@
 //! name the condition keys (`<issuer>:aud`, `<issuer>:sub`) with the values
 //! this job's token actually has, and the `sub` shapes each platform uses.
 
+use crate::config::AwsSecret;
 use crate::exchange::ExchangeError;
 use crate::identity::{format_time, UnverifiedClaims};
 
@@ -108,6 +109,42 @@ pub fn hints(
         ),
     }
     Some(out)
+}
+
+/// Hints for a refused `GetSecretValue`.
+pub fn secret_hints(e: &ExchangeError, cfg: &AwsSecret) -> Option<Vec<String>> {
+    let ExchangeError::Refused {
+        code: Some(code), ..
+    } = e
+    else {
+        return None;
+    };
+    let hint = match code.as_str() {
+        "AccessDenied" | "AccessDeniedException" => format!(
+            "the role's permissions policy does not allow secretsmanager:GetSecretValue on {:?} (and kms:Decrypt on its key when that is a customer-managed key), or the secret's resource policy denies the role",
+            cfg.secret_id
+        ),
+        "ResourceNotFoundException" => format!(
+            "no secret {:?}{} in {}: check `secret` (a name, or the full ARN) and the aws credential's `region`",
+            cfg.secret_id,
+            cfg.version_stage
+                .as_deref()
+                .map(|v| format!(" with version stage {v}"))
+                .unwrap_or_default(),
+            cfg.region
+        ),
+        "DecryptionFailure" => {
+            "Secrets Manager could not decrypt the value: the role needs kms:Decrypt on the secret's KMS key".into()
+        }
+        "InvalidSignatureException" | "SignatureDoesNotMatch" | "IncompleteSignature" => {
+            "the request's signature was refused: is lanyard's clock right (SigV4 allows 5 minutes), and is `secrets_endpoint` the service itself, not a proxy that rewrites requests?".into()
+        }
+        "UnrecognizedClientException" | "InvalidClientTokenId" | "ExpiredTokenException" => {
+            "the role session's keys were not accepted: they expired, or the endpoint belongs to another partition or account".into()
+        }
+        _ => return None,
+    };
+    Some(vec![hint])
 }
 
 /// The `sub` shapes the trust policy's `:sub` condition must match.

@@ -47,11 +47,17 @@ impl SecretRead {
     pub(in crate::exchange) async fn read(
         &self,
         http: &HttpClient,
-        keys: &Secret,
+        name: &str,
+        keys: Option<&Secret>,
     ) -> Result<Issued, ExchangeError> {
         let c = &self.cfg;
+        let keys = keys.ok_or_else(|| ExchangeError::Parent {
+            name: name.to_owned(),
+            parent: c.from.clone(),
+            reason: "not obtained".into(),
+        })?;
         let setup = |problem: String| ExchangeError::Setup {
-            name: String::new(),
+            name: name.to_owned(),
             problem,
         };
         let keys = AwsKeys::from_secret(keys)
