@@ -74,3 +74,17 @@ else
     || die "npm $cmd in $STS"
   echo "sts (oidc-provider $(node -p 'require(process.argv[1]).version' "$STS/node_modules/oidc-provider/package.json")): installed with npm $cmd"
 fi
+
+# 4. AWS: moto's server (STS, Secrets Manager) and the real clients (aws CLI, boto3), in their own venv
+AWS_VENV="$PEERS/aws-venv"
+if [ -x "$AWS_VENV/bin/moto_server" ] && [ -x "$AWS_VENV/bin/aws" ] \
+    && "$AWS_VENV/bin/python" -c 'import moto, flask, flask_cors, boto3' 2>/dev/null; then
+  echo "aws venv (moto $("$AWS_VENV/bin/python" -c 'import moto; print(moto.__version__)'), awscli, boto3): already present at $AWS_VENV"
+else
+  python3 -m venv "$AWS_VENV" || die "python3 -m venv $AWS_VENV"
+  "$AWS_VENV/bin/python" -m pip install -q 'moto[server]>=5,<6' flask flask-cors awscli boto3 \
+    || die "pip install moto[server] flask flask-cors awscli boto3"
+  "$AWS_VENV/bin/python" -c 'import moto, flask, flask_cors, boto3' || die "the aws venv cannot import moto/flask/flask_cors/boto3"
+  [ -x "$AWS_VENV/bin/moto_server" ] || die "moto_server was not installed in $AWS_VENV/bin"
+  echo "aws venv (moto $("$AWS_VENV/bin/python" -c 'import moto; print(moto.__version__)'), awscli, boto3): installed at $AWS_VENV"
+fi

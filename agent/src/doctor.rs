@@ -223,7 +223,11 @@ pub async fn run(
                 code = ExitCode::Failed;
                 let _ = writeln!(out, "    FAILED: {e}");
                 let claims = id.as_ref().map(|t| &t.claims).unwrap_or(&token.claims);
-                for h in hints(&e, &ex.sent_audience(source.audience.as_deref()), claims) {
+                let sent = ex.sent_audience(source.audience.as_deref());
+                let likely = ex
+                    .hints(&e, &sent, claims)
+                    .unwrap_or_else(|| hints(&e, &sent, claims));
+                for h in likely {
                     let _ = writeln!(out, "    likely cause: {h}");
                 }
             }
@@ -262,6 +266,14 @@ pub async fn run(
                 }
                 Ok(Revoked::NotRevocable(why)) => {
                     let _ = writeln!(out, "  {}: not revoked: {why}", ex.name);
+                }
+                Ok(Revoked::ExpiresAt { at, why }) => {
+                    let _ = writeln!(
+                        out,
+                        "  {}: not revoked, expires on its own at {} ({why})",
+                        ex.name,
+                        format_time(at)
+                    );
                 }
                 Err(e) => {
                     let _ = writeln!(out, "  {}: revocation FAILED: {e}", ex.name);

@@ -273,6 +273,10 @@ pub fn revoke_lines(reports: &[RevokeReport]) -> String {
         let what = match &r.outcome {
             Ok(Revoked::Done(how)) => format!("revoked ({how})"),
             Ok(Revoked::NotRevocable(why)) => format!("not revocable, expires on its own ({why})"),
+            Ok(Revoked::ExpiresAt { at, why }) => format!(
+                "not revocable, expires on its own at {} ({why})",
+                crate::identity::format_time(*at)
+            ),
             Err(e) => format!("revocation FAILED: {e}"),
         };
         out.push_str(&format!(

@@ -26,9 +26,12 @@ use std::time::Duration;
 
 use crate::env::Env;
 use crate::route::Route;
+#[cfg(test)]
+pub(crate) use credential::aws::is_session_name;
 pub use model::{
-    AuditConfig, ClientAuth, CredentialConfig, CredentialKind, Egress, IdentityConfig, LoginConfig,
-    LoginFlow, OAuthEndpoint, Platform, RotationConfig, SubjectTokenType, UpstreamConfig,
+    AuditConfig, AwsSecret, AwsWebIdentity, ClientAuth, CredentialConfig, CredentialKind, Egress,
+    IdentityConfig, LoginConfig, LoginFlow, OAuthEndpoint, Platform, RotationConfig,
+    SubjectTokenType, UpstreamConfig,
 };
 pub use proxy::{ProxyConfig, UpstreamLimits};
 use raw::{Diag, Table};
@@ -178,11 +181,9 @@ impl Config {
         // A KV read needs its vault credential; follow `from` to the top.
         let mut i = 0;
         while i < needed.len() {
-            if let Some(CredentialKind::VaultKv { from, .. }) =
-                self.credential(needed[i]).map(|c| &c.kind)
-            {
-                if !needed.contains(&from.as_str()) {
-                    needed.push(from.as_str());
+            if let Some(from) = self.credential(needed[i]).and_then(|c| c.kind.parent()) {
+                if !needed.contains(&from) {
+                    needed.push(from);
                 }
             }
             i += 1;
@@ -239,6 +240,7 @@ fn build(d: &mut Diag<'_>, path: &Path, mut doc: Table<'_>) -> Option<Config> {
     // `credential`), which is also the order of the first exchange.
     let mut routes = Vec::new();
     for t in route_tables {
+        refuse_unsigned_aws_route(d, &t, &credentials);
         if let Some(r) = route::route(d, t, &declared) {
             routes.push(r);
         }
@@ -246,6 +248,7 @@ fn build(d: &mut Diag<'_>, path: &Path, mut doc: Table<'_>) -> Option<Config> {
     route::check_names(d, &routes);
     let mut identity = identity?;
     identity.login = login?;
+    aws_audience(&mut credentials, &identity);
     if identity.source == Some(Platform::Login) && identity.login.is_none() {
         d.err(
             &identity_span.unwrap_or(0..0),
@@ -263,6 +266,34 @@ fn build(d: &mut Diag<'_>, path: &Path, mut doc: Table<'_>) -> Option<Config> {
         audit: audit?,
         rotation: rotation?,
     })
+}
+
+/// An `aws-web-identity` credential without its own `audience` asks for
+/// `[identity] audience`, else `sts.amazonaws.com`.
+fn aws_audience(credentials: &mut [CredentialConfig], identity: &IdentityConfig) {
+    for c in credentials {
+        if let CredentialKind::AwsWebIdentity(a) = &mut c.kind {
+            if a.audience.is_empty() {
+                a.audience = identity
+                    .audience
+                    .clone()
+                    .unwrap_or_else(|| credential::aws::DEFAULT_AUDIENCE.to_owned());
+            }
+        }
+    }
+}
+
+/// AWS keys cannot be attached as a header: every AWS request is signed
+/// with them (SigV4), which routes do not do yet.
+fn refuse_unsigned_aws_route(d: &mut Diag<'_>, t: &Table<'_>, credentials: &[CredentialConfig]) {
+    let Some(name) = t.peek_string("credential") else {
+        return;
+    };
+    if let Some(c) = credentials.iter().find(|c| c.name == name) {
+        if matches!(c.kind, CredentialKind::AwsWebIdentity(_)) {
+            d.err(&t.span, &t.key("credential"), format!("credential {name:?} holds AWS keys (aws-web-identity), which must sign each request (SigV4); SigV4 signing of routes is not built yet, so no route can use it"));
+        }
+    }
 }
 
 #[cfg(test)]

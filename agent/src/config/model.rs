@@ -162,9 +162,59 @@ pub enum CredentialKind {
     },
     /// The identity token itself.
     Passthrough { audience: Option<String> },
+    /// AWS STS `AssumeRoleWithWebIdentity`.
+    AwsWebIdentity(AwsWebIdentity),
+    /// A Secrets Manager value read with an aws-web-identity credential.
+    AwsSecret(AwsSecret),
+}
+
+/// `from = "<aws credential>"`: `GetSecretValue`, signed with its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSecret {
+    pub from: String,
+    /// A secret name or its ARN.
+    pub secret_id: String,
+    /// A key of the JSON object the secret holds; `None`: the whole string.
+    pub field: Option<String>,
+    /// `None`: AWSCURRENT.
+    pub version_stage: Option<String>,
+    pub region: String,
+    /// `https://secretsmanager.<region>.amazonaws.com` unless configured.
+    pub endpoint: Url,
+    pub refresh: Duration,
+}
+
+/// `exchange = "aws-web-identity"`: the job's identity token for a role's
+/// temporary keys (STS `AssumeRoleWithWebIdentity`, unsigned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsWebIdentity {
+    /// `arn:<partition>:iam::<account>:role/<path/name>`.
+    pub role_arn: String,
+    /// `None`: built from the CI claims at each exchange.
+    pub session_name: Option<String>,
+    /// `DurationSeconds`, 900 s to 12 h.
+    pub duration: Duration,
+    /// An inline session policy (JSON text).
+    pub policy: Option<String>,
+    pub policy_arns: Vec<String>,
+    pub region: String,
+    /// `https://sts.<region>.amazonaws.com` unless configured.
+    pub sts_endpoint: Url,
+    /// The `aud` the identity token is minted for: the credential's
+    /// `audience`, else `[identity] audience`, else `sts.amazonaws.com`.
+    pub audience: String,
 }
 
 impl CredentialKind {
+    /// The credential a `from` read is made with.
+    pub fn parent(&self) -> Option<&str> {
+        match self {
+            CredentialKind::VaultKv { from, .. } => Some(from),
+            CredentialKind::AwsSecret(s) => Some(&s.from),
+            _ => None,
+        }
+    }
+
     /// The `exchange` it was configured with, or `vault-kv` for a `from` read.
     pub fn label(&self) -> &'static str {
         let exchange = match self {
@@ -173,6 +223,8 @@ impl CredentialKind {
             CredentialKind::Vault { .. } => ExchangeKind::Vault,
             CredentialKind::VaultKv { .. } => return "vault-kv",
             CredentialKind::Passthrough { .. } => ExchangeKind::Passthrough,
+            CredentialKind::AwsWebIdentity(_) => ExchangeKind::AwsWebIdentity,
+            CredentialKind::AwsSecret(_) => return "aws-secrets-manager",
         };
         keyword::name(&exchange)
     }
@@ -186,6 +238,7 @@ pub enum ExchangeKind {
     JwtBearer,
     Vault,
     Passthrough,
+    AwsWebIdentity,
 }
 
 #[derive(Debug, Clone)]

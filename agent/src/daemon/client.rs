@@ -343,6 +343,10 @@ fn human_status(st: &Status) -> String {
                 )
             })
             .unwrap_or_else(|| "no expiry".into());
+        let exp = match &c.expires_on_its_own_at {
+            Some(at) => format!("{exp} (not revocable: expires on its own at {at})"),
+            None => exp,
+        };
         let err = c
             .last_error
             .as_ref()

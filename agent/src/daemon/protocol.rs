@@ -95,6 +95,10 @@ pub(super) struct CredentialStatus {
     pub renewable: bool,
     pub rotations: u64,
     pub last_error: Option<String>,
+    /// Set when the service has no revocation (AWS STS): when the current
+    /// value ends by itself, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_on_its_own_at: Option<String>,
 }
 
 /// Write `msg` as one JSON line.

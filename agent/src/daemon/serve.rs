@@ -269,6 +269,14 @@ fn status_of(session: &Session) -> Status {
                 renewable: cur.is_some_and(|c| c.renewable),
                 rotations: st.rotations,
                 last_error: st.last_error.clone(),
+                expires_on_its_own_at: cur
+                    .and_then(|c| c.expires_at)
+                    .filter(|_| !store.revocable(n))
+                    .map(|e| {
+                        crate::identity::format_time(
+                            std::time::SystemTime::now() + e.saturating_duration_since(now),
+                        )
+                    }),
             }
         })
         .collect();

@@ -4,6 +4,7 @@
 //! anything; the store does.
 
 mod answer;
+pub mod aws;
 mod oauth;
 mod vault;
 
@@ -45,6 +46,11 @@ pub enum Revoked {
     Done(&'static str),
     /// Nothing to revoke with: no revocation endpoint, or the value is not a token we own.
     NotRevocable(&'static str),
+    /// No revocation exists (STS role sessions); the value ends at `at`.
+    ExpiresAt {
+        at: std::time::SystemTime,
+        why: &'static str,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +73,13 @@ pub enum ExchangeError {
         service: String,
         status: u16,
         problem: String,
+    },
+    /// A call retried to its bound; `last` is the final attempt's error.
+    #[error("{service} failed {attempts} times; the last attempt: {last}")]
+    Retried {
+        service: String,
+        attempts: u32,
+        last: Box<ExchangeError>,
     },
     #[error("credential {name:?}: client secret variable {variable} is not set")]
     MissingSecret { name: String, variable: String },
@@ -129,6 +142,8 @@ enum Kind {
     Passthrough {
         audience: Option<String>,
     },
+    Aws(aws::Sts),
+    AwsSecret(aws::secrets::SecretRead),
 }
 
 /// One credential's exchange, ready to run.
@@ -226,6 +241,10 @@ impl Exchanger {
             CredentialKind::Passthrough { audience } => Kind::Passthrough {
                 audience: audience.clone(),
             },
+            CredentialKind::AwsWebIdentity(a) => Kind::Aws(aws::Sts { cfg: a.clone() }),
+            CredentialKind::AwsSecret(s) => {
+                Kind::AwsSecret(aws::secrets::SecretRead { cfg: s.clone() })
+            }
         };
         Ok(Exchanger { name, kind })
     }
@@ -234,6 +253,7 @@ impl Exchanger {
     pub fn parent(&self) -> Option<&str> {
         match &self.kind {
             Kind::VaultKv { parent, .. } => Some(parent),
+            Kind::AwsSecret(s) => Some(&s.cfg.from),
             _ => None,
         }
     }
@@ -243,19 +263,27 @@ impl Exchanger {
     pub fn identity_audience(&self) -> Option<&str> {
         match &self.kind {
             Kind::Passthrough { audience } => audience.as_deref(),
+            Kind::Aws(a) => Some(a.audience()),
             _ => None,
         }
     }
 
     /// Whether obtaining needs an identity token.
     pub fn needs_identity(&self) -> bool {
-        !matches!(self.kind, Kind::VaultKv { .. })
+        !matches!(self.kind, Kind::VaultKv { .. } | Kind::AwsSecret(_))
+    }
+
+    /// False where the service has no revocation (STS): the value expires
+    /// on its own, and `status` says when.
+    pub fn revocable(&self) -> bool {
+        !matches!(self.kind, Kind::Aws(_))
     }
 
     /// How often to re-read a value that has no expiry.
     pub fn reread_interval(&self) -> Option<Duration> {
         match &self.kind {
             Kind::VaultKv { refresh, .. } => Some(*refresh),
+            Kind::AwsSecret(s) => Some(s.cfg.refresh),
             _ => None,
         }
     }
@@ -280,6 +308,8 @@ impl Exchanger {
                 Some(a) => format!("passthrough of the identity token (audience {a:?})"),
                 None => "passthrough of the identity token".into(),
             },
+            Kind::Aws(a) => a.describe(),
+            Kind::AwsSecret(s) => s.describe(),
         }
     }
 
@@ -287,9 +317,25 @@ impl Exchanger {
     pub fn sent_audience(&self, identity_audience: Option<&str>) -> Vec<String> {
         match &self.kind {
             Kind::OAuth(o) => o.audience.clone(),
+            Kind::Aws(a) => vec![a.audience().to_owned()],
             _ => identity_audience
                 .map(|a| vec![a.to_owned()])
                 .unwrap_or_default(),
+        }
+    }
+
+    /// Likely causes of `e` that only this kind knows (AWS's), for `doctor`;
+    /// `None`: the general hints apply.
+    pub fn hints(
+        &self,
+        e: &ExchangeError,
+        sent_audience: &[String],
+        claims: &crate::identity::UnverifiedClaims,
+    ) -> Option<Vec<String>> {
+        match &self.kind {
+            Kind::Aws(_) => aws::hints::hints(e, sent_audience, claims),
+            Kind::AwsSecret(s) => aws::hints::secret_hints(e, &s.cfg),
+            _ => None,
         }
     }
 
@@ -310,6 +356,8 @@ impl Exchanger {
         match &self.kind {
             Kind::OAuth(o) => o.obtain(http, need_id()?).await,
             Kind::Vault(v) => v.login(http, need_id()?).await,
+            Kind::Aws(a) => a.obtain(http, need_id()?).await,
+            Kind::AwsSecret(s) => s.read(http, &self.name, parent).await,
             Kind::VaultKv {
                 parent: pname,
                 address,
@@ -366,6 +414,10 @@ impl Exchanger {
             )),
             Kind::Passthrough { .. } => Ok(Revoked::NotRevocable(
                 "the platform's own token expires by itself",
+            )),
+            Kind::Aws(a) => Ok(a.revoke(value)),
+            Kind::AwsSecret(_) => Ok(Revoked::NotRevocable(
+                "a Secrets Manager value is not ours to revoke; the role session's keys expire on their own",
             )),
         }
     }

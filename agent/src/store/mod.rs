@@ -49,6 +49,10 @@ pub trait CredentialSource: Send + Sync + 'static {
     fn reread_interval(&self) -> Option<Duration> {
         None
     }
+    /// False when no revocation exists (the value expires on its own).
+    fn revocable(&self) -> bool {
+        true
+    }
 }
 
 /// A credential's current value.
@@ -209,6 +213,11 @@ impl Store {
         self.index
             .get(name)
             .map(|&i| self.slots[i].state.borrow().clone())
+    }
+
+    /// False for a credential that cannot be revoked (it expires on its own).
+    pub fn revocable(&self, name: &str) -> bool {
+        self.slot(name).map_or(true, |s| s.source.revocable())
     }
 
     /// The current value, never an expired one.

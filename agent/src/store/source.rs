@@ -67,4 +67,8 @@ impl CredentialSource for ExchangeSource {
     fn reread_interval(&self) -> Option<Duration> {
         self.exchanger.reread_interval()
     }
+
+    fn revocable(&self) -> bool {
+        self.exchanger.revocable()
+    }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+pub mod aws;
 pub mod job;
 
 /// Why: the peers answer in well under a second; a bound that is reached
@@ -26,11 +27,11 @@ pub fn root() -> PathBuf {
         .to_owned()
 }
 
-fn peers() -> PathBuf {
+pub(crate) fn peers() -> PathBuf {
     root().join("target/peers")
 }
 
-fn need(path: &Path) -> PathBuf {
+pub(crate) fn need(path: &Path) -> PathBuf {
     assert!(
         path.exists(),
         "test peer missing: {} — run scripts/install-peers.sh (the README's test command does)",
@@ -74,6 +75,11 @@ impl Proc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Still running (not exited).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
 }
 
 impl Drop for Proc {
@@ -92,7 +98,7 @@ impl Drop for Proc {
 }
 
 /// Spawn, then read the one JSON ready line from stdout.
-fn spawn_ready(name: &str, mut cmd: Command) -> (Proc, Value) {
+pub(crate) fn spawn_ready(name: &str, mut cmd: Command) -> (Proc, Value) {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join(format!("{name}.log"));
     cmd.stdout(Stdio::piped())
@@ -740,6 +746,25 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A `peers/<script> --dir DIR --mode MODE ARGS…` peer whose ready line
+/// gives its port; DIR is where it records what it saw.
+pub(crate) fn start_mode_peer(
+    script: &str,
+    mode: &str,
+    args: &[&str],
+) -> (Proc, u16, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(python());
+    cmd.arg(root().join("agent/tests/peers").join(script))
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--mode", mode])
+        .args(args);
+    let name = format!("{} {mode}", script.trim_end_matches(".py"));
+    let (proc, v) = spawn_ready(&name, cmd);
+    (proc, v["port"].as_u64().expect("port") as u16, dir)
+}
+
 /// The hostile raw-socket upstream (`peers/hostile.py`) in one of its
 /// modes: `clte`, `hang`, `drip`, `burst401`.
 pub struct Hostile {
@@ -750,19 +775,8 @@ pub struct Hostile {
 
 impl Hostile {
     pub fn start(mode: &str, args: &[&str]) -> Hostile {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = Command::new(python());
-        cmd.arg(root().join("agent/tests/peers/hostile.py"))
-            .arg("--dir")
-            .arg(dir.path())
-            .args(["--mode", mode])
-            .args(args);
-        let (proc, v) = spawn_ready(&format!("hostile {mode}"), cmd);
-        Hostile {
-            proc,
-            port: v["port"].as_u64().expect("port") as u16,
-            dir,
-        }
+        let (proc, port, dir) = start_mode_peer("hostile.py", mode, args);
+        Hostile { proc, port, dir }
     }
 
     /// Every connection (`{"event":"connect","conn"}`) and request head

@@ -2,6 +2,7 @@
 //! token-exchange and jwt-bearer; `vault`: vault and vault-kv reads;
 //! passthrough here), after the keys every kind shares are checked.
 
+pub(super) mod aws;
 mod oauth;
 mod vault;
 
@@ -80,6 +81,7 @@ struct Keys {
     namespace: Option<At<String>>,
     secret: Option<At<String>>,
     refresh: Option<At<String>>,
+    aws: aws::AwsKeys,
 }
 
 impl Keys {
@@ -106,8 +108,9 @@ impl Keys {
             namespace: t.string(d, "namespace"),
             secret: t.string(d, "secret"),
             refresh: t.string(d, "refresh"),
+            aws: aws::AwsKeys::read(d, t),
         };
-        t.finish(d, CREDENTIAL_KEYS);
+        t.finish(d, &[CREDENTIAL_KEYS, aws::KEYS, aws::SECRET_KEYS].concat());
         k
     }
 
@@ -137,6 +140,7 @@ impl Keys {
         ]
         .into_iter()
         .filter_map(|(k, span)| span.map(|span| (k, span)))
+        .chain(self.aws.given())
         .collect()
     }
 }
@@ -164,15 +168,20 @@ pub(super) fn credential(
             return None;
         }
         (None, None) => {
-            d.err(&t.span, &t.key("exchange"), format!("every [[credential]] needs `exchange` (one of: {}) or `from` (a vault credential, with `secret`)", keyword::names::<ExchangeKind>().join(", ")));
+            d.err(&t.span, &t.key("exchange"), format!("every [[credential]] needs `exchange` (one of: {}) or `from` (a vault or aws-web-identity credential, with `secret`)", keyword::names::<ExchangeKind>().join(", ")));
             return None;
         }
-        (None, Some(f)) => vault::kv_read(d, &t, &k, f, earlier),
+        (None, Some(f)) if aws::names_aws(f, earlier) => aws::secret_read(d, &t, &k, f, earlier),
+        (None, Some(f)) => {
+            aws::refuse_secret_keys(d, &t, &k);
+            vault::kv_read(d, &t, &k, f, earlier)
+        }
         (Some(e), None) => match keyword::parse::<ExchangeKind>(&e.v) {
             Some(ExchangeKind::TokenExchange) => oauth::token_exchange(d, &t, &k),
             Some(ExchangeKind::JwtBearer) => oauth::jwt_bearer(d, &t, &k),
             Some(ExchangeKind::Vault) => vault::login(d, &t, &k),
             Some(ExchangeKind::Passthrough) => passthrough(d, &t, &k),
+            Some(ExchangeKind::AwsWebIdentity) => aws::web_identity(d, &t, &k),
             None => {
                 d.err(
                     &e.span,
@@ -233,13 +242,16 @@ fn refuse_keys_that_do_not_apply(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) {
         .as_ref()
         .map(|e| keyword::parse::<ExchangeKind>(&e.v));
     let applicable: &[&[&str]] = match (exchange, k.from.is_some()) {
-        (None, true) => &[&["name", "from", "secret", "refresh"]],
+        (None, true) => &[&["name", "from", "secret", "refresh"], aws::SECRET_KEYS],
         (Some(Some(ExchangeKind::TokenExchange)), false) => &[OAUTH_KEYS, TOKEN_EXCHANGE_KEYS],
         (Some(Some(ExchangeKind::JwtBearer)), false) => &[OAUTH_KEYS],
         (Some(Some(ExchangeKind::Vault)), false) => {
             &[&["name", "exchange", "address", "mount", "role", "namespace"]]
         }
         (Some(Some(ExchangeKind::Passthrough)), false) => &[&["name", "exchange", "audience"]],
+        (Some(Some(ExchangeKind::AwsWebIdentity)), false) => {
+            &[&["name", "exchange", "audience"], aws::KEYS]
+        }
         _ => &[CREDENTIAL_KEYS],
     };
     let kind_label = match (&k.exchange, &k.from) {

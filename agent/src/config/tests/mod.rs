@@ -7,6 +7,7 @@ use std::path::Path;
 use super::*;
 use crate::route::{HostPattern, Template};
 
+mod aws;
 mod sections;
 
 pub(super) fn parse(src: &str) -> Result<Config, ConfigErrors> {
@@ -198,13 +199,14 @@ fn kv_credentials_must_name_an_earlier_vault_credential() {
     );
     let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
     assert!(
-        all.iter()
-            .any(|e| e.contains("`from` must name a vault credential; \"gw\" is passthrough")),
+        all.iter().any(|e| e.contains(
+            "`from` must name a vault or aws-web-identity credential; \"gw\" is passthrough"
+        )),
         "{all:?}"
     );
     assert!(
         all.iter()
-            .any(|e| e.contains("no vault credential named \"nope\"")),
+            .any(|e| e.contains("no vault or aws-web-identity credential named \"nope\"")),
         "{all:?}"
     );
     assert!(

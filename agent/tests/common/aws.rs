@@ -1,0 +1,157 @@
+//! AWS peers: moto's server (real STS, IAM and Secrets Manager
+//! behaviour, from PyPI `moto[server]`) and `peers/aws_sts.py` (an STS that
+//! misbehaves on purpose).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::*;
+
+pub fn aws_venv() -> PathBuf {
+    need(&peers().join("aws-venv/bin/python"));
+    peers().join("aws-venv")
+}
+
+/// `moto_server` on a free loopback port. It cannot bind port 0 and report
+/// it, so a port is picked first; a start that fails (the port was taken in
+/// between) picks another. Up means: this process is alive and answered a
+/// real moto request (`/moto-api/data.json`), so another listener on the
+/// port cannot pass for it.
+pub struct Moto {
+    pub proc: Proc,
+    pub port: u16,
+    pub url: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let bin = need(&aws_venv().join("bin/moto_server"));
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = dir.path().join("moto.log");
+            let child = Command::new(&bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&log).expect("log"))
+                .stderr(std::fs::File::create(dir.path().join("moto.err")).expect("log"))
+                .spawn()
+                .expect("start moto_server");
+            let mut proc = Proc::adopt("moto", child, log, dir);
+            let url = format!("http://127.0.0.1:{port}");
+            let end = Instant::now() + READY_TIMEOUT;
+            loop {
+                if !proc.alive() {
+                    eprintln!("moto: port {port} was taken before moto bound it; picking another");
+                    break;
+                }
+                let (code, body) = curl("GET", &format!("{url}/moto-api/data.json"), &[], None);
+                if code == 200 && serde_json::from_str::<Value>(&body).is_ok() && proc.alive() {
+                    return Moto { proc, port, url };
+                }
+                assert!(
+                    Instant::now() < end,
+                    "moto never answered on {port}; log:\n{}",
+                    proc.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("moto could not bind a free port in 5 attempts");
+    }
+
+    /// moto's own record of the role sessions it issued (keys included):
+    /// what the tests check never shows in lanyard's output.
+    pub fn assumed_roles(&self) -> Vec<Value> {
+        let (code, body) = curl(
+            "GET",
+            &format!("{}/moto-api/data.json", self.url),
+            &[],
+            None,
+        );
+        assert_eq!(code, 200, "{body}");
+        json_of(&body)["sts"]["AssumedRole"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// `peers/aws_sts.py` in one of its modes.
+pub struct AwsSts {
+    pub proc: Proc,
+    pub port: u16,
+    pub url: String,
+    dir: tempfile::TempDir,
+}
+
+impl AwsSts {
+    pub fn start(mode: &str, args: &[&str]) -> AwsSts {
+        let (proc, port, dir) = start_mode_peer("aws_sts.py", mode, args);
+        AwsSts {
+            proc,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+        }
+    }
+
+    fn lines(&self, name: &str) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join(name))
+            .unwrap_or_default()
+            .lines()
+            .map(json_of)
+            .collect()
+    }
+
+    /// Each request's form (the token as its decoded claims).
+    pub fn requests(&self) -> Vec<Value> {
+        self.lines("requests.jsonl")
+    }
+
+    /// Every key set it handed out.
+    pub fn issued(&self) -> Vec<Value> {
+        self.lines("issued.jsonl")
+    }
+}
+
+impl Moto {
+    /// Runs a boto3 script against this moto (`endpoint` and `region` are
+    /// set, `json` imported); panics with its output when it fails.
+    pub fn boto(&self, script: &str) -> String {
+        let py = aws_venv().join("bin/python");
+        let full = format!(
+            "import json, boto3\nendpoint = {url:?}\nregion = 'us-east-1'\n\
+             def client(name):\n    return boto3.client(name, endpoint_url=endpoint, region_name=region)\n{script}",
+            url = self.url
+        );
+        let out = Command::new(py)
+            .args(["-c", &full])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .expect("run boto3");
+        let (so, se) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(out.status.success(), "boto3 script failed:\n{so}\n{se}");
+        so
+    }
+
+    /// Turns moto's signature and IAM policy checks on after `free` more
+    /// requests (`/moto-api/reset-auth`).
+    pub fn auth_after(&self, free: u32) {
+        let (code, body) = curl(
+            "POST",
+            &format!("{}/moto-api/reset-auth", self.url),
+            &[("content-type", "text/plain")],
+            Some(&free.to_string()),
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+}
