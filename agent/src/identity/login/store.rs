@@ -36,8 +36,17 @@ pub enum StoreError {
     NotOwner { path: PathBuf, owner: u32, me: u32 },
     #[error("refusing {}: it is a symbolic link or not a regular file", path.display())]
     NotAFile { path: PathBuf },
-    #[error("{}: {reason}", path.display())]
-    Io { path: PathBuf, reason: String },
+    /// The cause: an I/O error, mostly; also a lock, a task or the
+    /// random source that failed.
+    #[error("{}: {cause}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `reason` is in our own words, never serde's: serde's message may
+    /// quote a field's value, and the value may be the refresh token. So
+    /// the JSON error is reduced to its line and column, not kept.
     #[error("{} is not a lanyard login file ({reason}); run `lanyard logout` and `lanyard login` again", path.display())]
     Corrupt { path: PathBuf, reason: String },
 }
@@ -124,10 +133,14 @@ impl TokenFile {
         })
     }
 
-    fn io(&self, path: &Path, e: impl std::fmt::Display) -> StoreError {
+    fn io(
+        &self,
+        path: &Path,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
         StoreError::Io {
             path: path.to_owned(),
-            reason: e.to_string(),
+            cause: e.into(),
         }
     }
 
@@ -314,7 +327,8 @@ impl TokenFile {
         let text = zeroize::Zeroizing::new(
             serde_json::to_vec_pretty(&disk).map_err(|e| self.io(&self.path, e))?,
         );
-        let tag = Secret::random(6).map_err(|e| self.io(&self.path, e))?;
+        // getrandom (without its `std` feature) is no `std::error::Error`.
+        let tag = Secret::random(6).map_err(|e| self.io(&self.path, e.to_string()))?;
         let tmp = self.dir.join(format!(
             ".{}.{}.tmp",
             self.path

@@ -386,3 +386,65 @@ fn a_token_file_owned_by_another_user_is_refused() {
         Err(StoreError::NotOwner { .. })
     ));
 }
+
+#[test]
+fn a_token_file_that_cannot_be_written_keeps_its_io_cause() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // The config folder would be under a regular file.
+    let blocker = tmp.path().join("file");
+    std::fs::write(&blocker, "").expect("write");
+    let f = file_in(&blocker);
+    let e = f
+        .write(&stored("rt-canary-0123456789"))
+        .expect_err("not a dir");
+    assert!(matches!(e, StoreError::Io { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: Not a directory (os error 20)",
+            blocker.join("lanyard").display()
+        )
+    );
+    let cause = std::error::Error::source(&e).expect("source");
+    assert_eq!(
+        cause.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+        Some(std::io::ErrorKind::NotADirectory)
+    );
+    assert!(!crate::http::error_chain(&e).contains("rt-canary"), "{e}");
+}
+
+#[tokio::test]
+async fn a_failed_discovery_keeps_its_cause() {
+    let http = crate::http::HttpClient::new(None).expect("client");
+    let cfg = LoginConfig {
+        issuer: url::Url::parse("http://10.0.0.1/").expect("url"),
+        ..login_cfg()
+    };
+    let e = Idp::discover(&http, &cfg).await.expect_err("plain http");
+    assert!(matches!(e, LoginError::Discovery { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "OpenID discovery at http://10.0.0.1 failed: Request failed: refusing plain http to \
+         http://10.0.0.1/.well-known/openid-configuration: credentials go over https unless \
+         the host is a loopback address"
+    );
+    let cause = std::error::Error::source(&e).expect("source");
+    assert!(cause.downcast_ref::<DiscoveryProblem>().is_some());
+}
+
+#[test]
+fn login_errors_from_local_causes_keep_them() {
+    let listen = LoginError::Listen(std::io::Error::from(std::io::ErrorKind::AddrInUse));
+    assert_eq!(
+        listen.to_string(),
+        "browser sign-in: cannot listen on 127.0.0.1: address in use"
+    );
+    let url = LoginError::RevocationUrl(url::ParseError::EmptyHost);
+    assert_eq!(
+        url.to_string(),
+        "the IdP refused the revocation: bad revocation_endpoint in discovery: empty host"
+    );
+    for e in [listen, url] {
+        assert!(std::error::Error::source(&e).is_some(), "{e}");
+    }
+}
