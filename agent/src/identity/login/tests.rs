@@ -221,7 +221,7 @@ fn hostile_id_tokens_are_refused_with_a_clear_reason() {
 fn refresh_happens_in_the_last_third_of_the_lifetime() {
     let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
     let id = LoginIdentity {
-        id_token: Secret::new("x"),
+        id_token: crate::secret::IdentityJwt::new("x"),
         subject: "a".into(),
         email: None,
         issuer: ISS.into(),
@@ -447,4 +447,21 @@ fn login_errors_from_local_causes_keep_them() {
     for e in [listen, url] {
         assert!(std::error::Error::source(&e).is_some(), "{e}");
     }
+}
+
+#[test]
+fn a_token_file_with_a_mistyped_token_is_corrupt_without_quoting_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let f = file_in(tmp.path());
+    f.write(&stored("rt-canary-0123456789")).expect("write");
+    let text = std::fs::read_to_string(&f.path).expect("read");
+    // The token where a number belongs: serde's own message would quote it.
+    let swapped = text.replace("\"saved_at\": 1", "\"saved_at\": \"rt-canary-0123456789\"");
+    assert_ne!(swapped, text);
+    std::fs::write(&f.path, swapped).expect("write");
+    let e = f.read().err().expect("corrupt");
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+    let shown = crate::http::error_chain(&e);
+    assert!(shown.contains("bad JSON at line"), "{shown}");
+    assert!(!shown.contains("rt-canary"), "{shown}");
 }
