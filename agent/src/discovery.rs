@@ -1,7 +1,7 @@
 //! One OpenID discovery, for the login IdP and the OAuth token services:
 //! the `openidconnect` crate's (`<issuer>/.well-known/openid-configuration`,
 //! whose `issuer` must be the configured one, and the JWKS it names), with
-//! its HTTP through our own client (`http.rs`), so the transport rule,
+//! its HTTP through our own client (`http/`), so the transport rule,
 //! timeouts and size caps are the same as everywhere else. A token service
 //! that is no OpenID provider falls back to RFC 8414 (`exchange/oauth.rs`).
 

@@ -344,7 +344,7 @@ fn push(released: &mut Vec<u8>, r: Released, input: &[u8]) {
     }
 }
 
-/// Drive a [`Gate`] the way `server::Activity::read_gated` does, with the
+/// Drive a [`Gate`] the way `conn::Activity::read_gated` does, with the
 /// stream cut into reads of the given sizes (then the rest at once); the
 /// handler's verdict on a CONNECT or Upgrade is `tunnel`.
 fn run_gate(stream: &[u8], reads: &[usize], tunnel: bool) -> GateRun {

@@ -47,6 +47,22 @@ pub fn append(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) {
     buf.extend_from_slice(data);
 }
 
+/// An `io::Write` over [`append`], for serde to write a secret into
+/// without leaving the buffers it grew out of behind.
+#[derive(Default)]
+pub struct Writer(pub Zeroizing<Vec<u8>>);
+
+impl std::io::Write for Writer {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        append(&mut self.0, data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Received chunks, cleared when dropped if nothing else shares their
 /// memory by then. A chunk is a view into the transport's read buffer;
 /// holding it until the answer is parsed gives the (unpooled) connection
@@ -131,6 +147,15 @@ mod tests {
         }
         assert_eq!(&b[..8], b"abcdefgh");
         assert_eq!(b.len(), 108);
+    }
+
+    #[test]
+    fn serde_writes_whole_through_the_writer() {
+        let mut w = Writer::default();
+        let long = "t".repeat(5000);
+        serde_json::to_writer_pretty(&mut w, &serde_json::json!({ "token": long })).expect("write");
+        let back: serde_json::Value = serde_json::from_slice(&w.0).expect("json");
+        assert_eq!(back["token"].as_str(), Some(long.as_str()));
     }
 
     #[test]

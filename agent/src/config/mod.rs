@@ -80,8 +80,12 @@ impl fmt::Display for ConfigError {
 /// All problems found in one file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigErrors {
-    #[error("cannot read config {}: {reason}", path.display())]
-    Read { path: PathBuf, reason: String },
+    #[error("cannot read config {}: {cause}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        cause: std::io::Error,
+    },
     #[error("no config file: pass --config, set LANYARD_CONFIG, or create ./lanyard.toml")]
     NotFound,
     #[error("{}", invalid_summary(.0))]
@@ -136,9 +140,9 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let src = std::fs::read_to_string(path).map_err(|e| ConfigErrors::Read {
+        let src = std::fs::read_to_string(path).map_err(|cause| ConfigErrors::Read {
             path: path.to_owned(),
-            reason: e.to_string(),
+            cause,
         })?;
         Config::parse(path, &src)
     }

@@ -278,7 +278,7 @@ impl IdentitySource {
             Kind::File { path } => read_file(path).await?,
             // Verified here (signature, iss, aud, exp, nonce) and refreshed
             // near expiry; the exchange verifies it again.
-            Kind::Login(l) => IdentityJwt::new(l.token(http).await?.id_token.expose()),
+            Kind::Login(l) => l.token(http).await?.id_token,
         };
         self.check(jwt)
     }

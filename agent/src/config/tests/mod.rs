@@ -283,3 +283,22 @@ fn an_empty_error_list_prints_without_panicking() {
         "the config has 0 problems:"
     );
 }
+
+#[test]
+fn an_unreadable_config_keeps_its_io_cause() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let missing = dir.path().join("missing.toml");
+    let e = Config::load(&missing).expect_err("missing");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "cannot read config {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+    let cause = std::error::Error::source(&e).expect("source");
+    assert_eq!(
+        cause.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+        Some(std::io::ErrorKind::NotFound)
+    );
+}

@@ -13,7 +13,7 @@ use openidconnect::{
 };
 
 use super::verify::{verifier, verify_id_token, LoginIdentity, NonceRule};
-use super::{callback, server_words, LoginError, PKCE_TIMEOUT};
+use super::{callback, server_words, DiscoveryProblem, LoginError, PKCE_TIMEOUT};
 use crate::config::LoginConfig;
 use crate::discovery::Transport;
 pub use crate::discovery::{ExtraMetadata, Metadata};
@@ -49,16 +49,14 @@ impl Idp {
     /// be the configured one.
     pub async fn discover(http: &HttpClient, cfg: &LoginConfig) -> Result<Idp, LoginError> {
         let issuer_text = cfg.issuer.as_str().trim_end_matches('/').to_owned();
-        let issuer = IssuerUrl::new(issuer_text.clone()).map_err(|e| LoginError::Discovery {
+        let failed = |e: DiscoveryProblem| LoginError::Discovery {
             issuer: issuer_text.clone(),
-            reason: e.to_string(),
-        })?;
+            cause: e,
+        };
+        let issuer = IssuerUrl::new(issuer_text.clone()).map_err(|e| failed(e.into()))?;
         let metadata = crate::discovery::discover(http, issuer)
             .await
-            .map_err(|e| LoginError::Discovery {
-                issuer: issuer_text.clone(),
-                reason: crate::http::error_chain(&e),
-            })?;
+            .map_err(|e| failed(e.into()))?;
         Ok(Idp {
             metadata,
             client_id: cfg.client_id.clone(),
@@ -163,9 +161,9 @@ impl Idp {
         ));
         let resp = client
             .exchange_device_access_token(&details)
-            .map_err(|e| LoginError::Refused {
+            .map_err(|cause| LoginError::Unconfigured {
                 step: "device token request",
-                detail: e.to_string(),
+                cause,
             })?
             .request_async(&t, tokio::time::sleep, None)
             .await
@@ -185,15 +183,12 @@ impl Idp {
     ) -> Result<(LoginIdentity, Secret, String), LoginError> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
-            .map_err(|e| LoginError::Browser(format!("cannot listen on 127.0.0.1: {e}")))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| LoginError::Browser(e.to_string()))?
-            .port();
+            .map_err(LoginError::Listen)?;
+        let port = listener.local_addr().map_err(LoginError::Callback)?.port();
         let redirect = format!("http://127.0.0.1:{port}/callback");
-        let client = self.client().set_redirect_uri(
-            RedirectUrl::new(redirect.clone()).map_err(|e| LoginError::Browser(e.to_string()))?,
-        );
+        let client = self
+            .client()
+            .set_redirect_uri(RedirectUrl::new(redirect.clone()).map_err(LoginError::RedirectUrl)?);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (auth_url, state, nonce) = client
             .authorize_url(
@@ -219,9 +214,9 @@ impl Idp {
             .map_err(|_| LoginError::Timeout(PKCE_TIMEOUT))??;
         let resp = client
             .exchange_code(AuthorizationCode::new(code.expose().to_owned()))
-            .map_err(|e| LoginError::Refused {
+            .map_err(|cause| LoginError::Unconfigured {
                 step: "code exchange",
-                detail: e.to_string(),
+                cause,
             })?
             .set_pkce_verifier(verifier)
             .request_async(&Transport(http))
@@ -252,9 +247,9 @@ impl Idp {
         let resp = self
             .client()
             .exchange_refresh_token(&rt)
-            .map_err(|e| LoginError::Refused {
+            .map_err(|cause| LoginError::Unconfigured {
                 step: "refresh",
-                detail: e.to_string(),
+                cause,
             })?
             .request_async(&Transport(http))
             .await
@@ -286,10 +281,7 @@ impl Idp {
         let Some(url) = self.revocation_endpoint() else {
             return Ok(false);
         };
-        let url = url::Url::parse(url.as_str()).map_err(|e| LoginError::Refused {
-            step: "revocation",
-            detail: format!("bad revocation_endpoint in discovery: {e}"),
-        })?;
+        let url = url::Url::parse(url.as_str()).map_err(LoginError::RevocationUrl)?;
         use crate::http::FormValue;
         let resp = http
             .post_form(

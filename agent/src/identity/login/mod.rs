@@ -8,7 +8,7 @@
 //! exactly where a CI job's platform token would go.
 //!
 //! The `openidconnect` crate does the protocol; its HTTP goes through our
-//! own client (`http.rs`), so the transport rule, timeouts and size caps are
+//! own client (`http/`), so the transport rule, timeouts and size caps are
 //! the same as everywhere else.
 //!
 //! `idp`: discovery and the flows; `verify`: the ID token checks;
@@ -43,12 +43,26 @@ pub const PKCE_TIMEOUT: Duration = Duration::from_secs(300);
 pub enum LoginError {
     #[error("{0}")]
     Http(#[from] HttpError),
-    #[error("OpenID discovery at {issuer} failed: {reason}")]
-    Discovery { issuer: String, reason: String },
+    #[error("OpenID discovery at {issuer} failed: {}", crate::http::error_chain(.cause))]
+    Discovery {
+        issuer: String,
+        #[source]
+        cause: DiscoveryProblem,
+    },
     #[error("the IdP at {issuer} advertises no device_authorization_endpoint; set [login] flow = \"pkce\" (or pass --flow pkce)")]
     NoDeviceEndpoint { issuer: String },
+    /// `detail` is the server's own words (redacted and cut short).
     #[error("the IdP refused the {step}: {detail}")]
     Refused { step: &'static str, detail: String },
+    /// A request the client could not make from what discovery gave.
+    #[error("the IdP refused the {step}: {cause}")]
+    Unconfigured {
+        step: &'static str,
+        #[source]
+        cause: openidconnect::ConfigurationError,
+    },
+    #[error("the IdP refused the revocation: bad revocation_endpoint in discovery: {0}")]
+    RevocationUrl(#[source] url::ParseError),
     #[error("the ID token from {issuer} was refused: {reason}")]
     IdToken { issuer: String, reason: String },
     #[error("the IdP's {step} answer has no ID token; is the `openid` scope allowed for client {client_id}?")]
@@ -66,8 +80,24 @@ pub enum LoginError {
     Store(#[from] StoreError),
     #[error("browser sign-in: {0}")]
     Browser(String),
+    #[error("browser sign-in: cannot listen on 127.0.0.1: {0}")]
+    Listen(#[source] std::io::Error),
+    #[error("browser sign-in: {0}")]
+    Callback(#[source] std::io::Error),
+    #[error("browser sign-in: {0}")]
+    RedirectUrl(#[source] url::ParseError),
     #[error("no sign-in within {}s", .0.as_secs())]
     Timeout(Duration),
+}
+
+/// Why OpenID discovery failed: the issuer is not a URL, or fetching or
+/// checking its document (or JWKS) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryProblem {
+    #[error(transparent)]
+    Issuer(#[from] url::ParseError),
+    #[error(transparent)]
+    Fetch(#[from] crate::discovery::DiscoveryError),
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {

@@ -36,8 +36,17 @@ pub enum StoreError {
     NotOwner { path: PathBuf, owner: u32, me: u32 },
     #[error("refusing {}: it is a symbolic link or not a regular file", path.display())]
     NotAFile { path: PathBuf },
-    #[error("{}: {reason}", path.display())]
-    Io { path: PathBuf, reason: String },
+    /// The cause: an I/O error, mostly; also a lock, a task or the
+    /// random source that failed.
+    #[error("{}: {cause}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `reason` is in our own words, never serde's: serde's message may
+    /// quote a field's value, and the value may be the refresh token. So
+    /// the JSON error is reduced to its line and column, not kept.
     #[error("{} is not a lanyard login file ({reason}); run `lanyard logout` and `lanyard login` again", path.display())]
     Corrupt { path: PathBuf, reason: String },
 }
@@ -55,13 +64,15 @@ pub struct Stored {
     pub saved_at: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+/// The file as read. The refresh token is parsed straight into a
+/// [`Secret`]: no plain `String` holds it on the way.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OnDisk {
     version: u32,
     issuer: String,
     client_id: String,
-    refresh_token: String,
+    refresh_token: Secret,
     subject: String,
     #[serde(default)]
     email: Option<String>,
@@ -71,10 +82,19 @@ struct OnDisk {
     saved_at: u64,
 }
 
-impl Drop for OnDisk {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.refresh_token);
-    }
+/// The file as written: the same fields, borrowed from [`Stored`], so the
+/// refresh token is not copied before serde writes it into the (zeroized)
+/// output buffer.
+#[derive(Serialize)]
+struct ToDisk<'a> {
+    version: u32,
+    issuer: &'a str,
+    client_id: &'a str,
+    refresh_token: &'a str,
+    subject: &'a str,
+    email: Option<&'a str>,
+    nonce: Option<&'a str>,
+    saved_at: u64,
 }
 
 /// The login file for one issuer and client.
@@ -124,10 +144,14 @@ impl TokenFile {
         })
     }
 
-    fn io(&self, path: &Path, e: impl std::fmt::Display) -> StoreError {
+    fn io(
+        &self,
+        path: &Path,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
         StoreError::Io {
             path: path.to_owned(),
-            reason: e.to_string(),
+            cause: e.into(),
         }
     }
 
@@ -232,7 +256,7 @@ impl TokenFile {
         let mut bytes = zeroize::Zeroizing::new(Vec::new());
         f.read_to_end(&mut bytes)
             .map_err(|e| self.io(&self.path, e))?;
-        let mut d: OnDisk = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+        let d: OnDisk = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
             path: self.path.clone(),
             // serde's message names a line and column, never the value.
             reason: format!("bad JSON at line {} column {}", e.line(), e.column()),
@@ -259,12 +283,12 @@ impl TokenFile {
             });
         }
         Ok(Stored {
-            issuer: std::mem::take(&mut d.issuer),
-            client_id: std::mem::take(&mut d.client_id),
-            refresh_token: Secret::new(d.refresh_token.as_str()),
-            subject: std::mem::take(&mut d.subject),
-            email: d.email.take(),
-            nonce: d.nonce.take(),
+            issuer: d.issuer,
+            client_id: d.client_id,
+            refresh_token: d.refresh_token,
+            subject: d.subject,
+            email: d.email,
+            nonce: d.nonce,
             saved_at: d.saved_at,
         })
     }
@@ -301,20 +325,21 @@ impl TokenFile {
     /// Atomic replace: a new 0600 file next to it, synced, then renamed.
     pub fn write(&self, s: &Stored) -> Result<(), StoreError> {
         self.check_dir()?;
-        let disk = OnDisk {
+        let disk = ToDisk {
             version: FORMAT_VERSION,
-            issuer: s.issuer.clone(),
-            client_id: s.client_id.clone(),
-            refresh_token: s.refresh_token.expose().to_owned(),
-            subject: s.subject.clone(),
-            email: s.email.clone(),
-            nonce: s.nonce.clone(),
+            issuer: &s.issuer,
+            client_id: &s.client_id,
+            refresh_token: s.refresh_token.expose(),
+            subject: &s.subject,
+            email: s.email.as_deref(),
+            nonce: s.nonce.as_deref(),
             saved_at: s.saved_at,
         };
-        let text = zeroize::Zeroizing::new(
-            serde_json::to_vec_pretty(&disk).map_err(|e| self.io(&self.path, e))?,
-        );
-        let tag = Secret::random(6).map_err(|e| self.io(&self.path, e))?;
+        let mut text = crate::wipe::Writer::default();
+        serde_json::to_writer_pretty(&mut text, &disk).map_err(|e| self.io(&self.path, e))?;
+        let text = text.0;
+        // getrandom (without its `std` feature) is no `std::error::Error`.
+        let tag = Secret::random(6).map_err(|e| self.io(&self.path, e.to_string()))?;
         let tmp = self.dir.join(format!(
             ".{}.{}.tmp",
             self.path

@@ -221,7 +221,7 @@ fn hostile_id_tokens_are_refused_with_a_clear_reason() {
 fn refresh_happens_in_the_last_third_of_the_lifetime() {
     let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
     let id = LoginIdentity {
-        id_token: Secret::new("x"),
+        id_token: crate::secret::IdentityJwt::new("x"),
         subject: "a".into(),
         email: None,
         issuer: ISS.into(),
@@ -385,4 +385,83 @@ fn a_token_file_owned_by_another_user_is_refused() {
         f.read_for_removal(),
         Err(StoreError::NotOwner { .. })
     ));
+}
+
+#[test]
+fn a_token_file_that_cannot_be_written_keeps_its_io_cause() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // The config folder would be under a regular file.
+    let blocker = tmp.path().join("file");
+    std::fs::write(&blocker, "").expect("write");
+    let f = file_in(&blocker);
+    let e = f
+        .write(&stored("rt-canary-0123456789"))
+        .expect_err("not a dir");
+    assert!(matches!(e, StoreError::Io { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: Not a directory (os error 20)",
+            blocker.join("lanyard").display()
+        )
+    );
+    let cause = std::error::Error::source(&e).expect("source");
+    assert_eq!(
+        cause.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+        Some(std::io::ErrorKind::NotADirectory)
+    );
+    assert!(!crate::http::error_chain(&e).contains("rt-canary"), "{e}");
+}
+
+#[tokio::test]
+async fn a_failed_discovery_keeps_its_cause() {
+    let http = crate::http::HttpClient::new(None).expect("client");
+    let cfg = LoginConfig {
+        issuer: url::Url::parse("http://10.0.0.1/").expect("url"),
+        ..login_cfg()
+    };
+    let e = Idp::discover(&http, &cfg).await.expect_err("plain http");
+    assert!(matches!(e, LoginError::Discovery { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "OpenID discovery at http://10.0.0.1 failed: Request failed: refusing plain http to \
+         http://10.0.0.1/.well-known/openid-configuration: credentials go over https unless \
+         the host is a loopback address"
+    );
+    let cause = std::error::Error::source(&e).expect("source");
+    assert!(cause.downcast_ref::<DiscoveryProblem>().is_some());
+}
+
+#[test]
+fn login_errors_from_local_causes_keep_them() {
+    let listen = LoginError::Listen(std::io::Error::from(std::io::ErrorKind::AddrInUse));
+    assert_eq!(
+        listen.to_string(),
+        "browser sign-in: cannot listen on 127.0.0.1: address in use"
+    );
+    let url = LoginError::RevocationUrl(url::ParseError::EmptyHost);
+    assert_eq!(
+        url.to_string(),
+        "the IdP refused the revocation: bad revocation_endpoint in discovery: empty host"
+    );
+    for e in [listen, url] {
+        assert!(std::error::Error::source(&e).is_some(), "{e}");
+    }
+}
+
+#[test]
+fn a_token_file_with_a_mistyped_token_is_corrupt_without_quoting_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let f = file_in(tmp.path());
+    f.write(&stored("rt-canary-0123456789")).expect("write");
+    let text = std::fs::read_to_string(&f.path).expect("read");
+    // The token where a number belongs: serde's own message would quote it.
+    let swapped = text.replace("\"saved_at\": 1", "\"saved_at\": \"rt-canary-0123456789\"");
+    assert_ne!(swapped, text);
+    std::fs::write(&f.path, swapped).expect("write");
+    let e = f.read().err().expect("corrupt");
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+    let shown = crate::http::error_chain(&e);
+    assert!(shown.contains("bad JSON at line"), "{shown}");
+    assert!(!shown.contains("rt-canary"), "{shown}");
 }

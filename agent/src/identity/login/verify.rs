@@ -7,7 +7,7 @@ use openidconnect::core::{CoreIdToken, CoreIdTokenVerifier, CoreJwsSigningAlgori
 use openidconnect::{ClientId, IssuerUrl, Nonce};
 
 use super::{ct_eq, LoginError};
-use crate::secret::{redact, Secret};
+use crate::secret::{redact, IdentityJwt};
 
 /// Refresh an ID token when less than this share of its lifetime is left
 /// (capped at [`REFRESH_MARGIN_MAX`]), so an exchange never receives one
@@ -31,7 +31,7 @@ const ALLOWED_ALGS: &[CoreJwsSigningAlgorithm] = &[
 /// A verified developer identity: the ID token and what it says.
 #[derive(Debug, Clone)]
 pub struct LoginIdentity {
-    pub id_token: Secret,
+    pub id_token: IdentityJwt,
     pub subject: String,
     pub email: Option<String>,
     pub issuer: String,
@@ -117,7 +117,7 @@ pub fn verify_id_token(
         .map_err(|e| fail(redact(&e.to_string(), &[])))?;
     let secs = |t: i64| UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
     Ok(LoginIdentity {
-        id_token: Secret::new(raw),
+        id_token: IdentityJwt::new(raw),
         subject: claims.subject().as_str().to_owned(),
         email: claims.email().map(|e| e.as_str().to_owned()),
         issuer: claims.issuer().as_str().to_owned(),

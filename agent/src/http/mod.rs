@@ -51,8 +51,16 @@ pub enum HttpError {
     Timeout { endpoint: String },
     #[error("{endpoint} sent a response larger than {MAX_RESPONSE_BYTES} bytes")]
     TooLarge { endpoint: String },
+    /// A request we would not send, in our own words.
     #[error("invalid request to {endpoint}: {reason}")]
     Request { endpoint: String, reason: String },
+    /// A request that could not be built: its URL or its parts.
+    #[error("invalid request to {endpoint}: {cause}")]
+    Build {
+        endpoint: String,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("could not load TLS roots: {}: {cause}", path.display())]
     RootsFile {
         path: std::path::PathBuf,
@@ -273,9 +281,9 @@ impl HttpClient {
     ) -> Result<http::Response<Vec<u8>>, HttpError> {
         let (parts, body) = req.into_parts();
         let body = zeroize::Zeroizing::new(body);
-        let url = Url::parse(&parts.uri.to_string()).map_err(|e| HttpError::Request {
+        let url = Url::parse(&parts.uri.to_string()).map_err(|e| HttpError::Build {
             endpoint: parts.uri.path().to_owned(),
-            reason: e.to_string(),
+            cause: Box::new(e),
         })?;
         let ep = endpoint(&url);
         let mut headers = Vec::new();
@@ -350,9 +358,9 @@ impl HttpClient {
             }
             None => Full::new(Bytes::new()),
         };
-        let req = req.body(payload).map_err(|e| HttpError::Request {
+        let req = req.body(payload).map_err(|e| HttpError::Build {
             endpoint: ep.clone(),
-            reason: e.to_string(),
+            cause: Box::new(e),
         })?;
         let call = async {
             let resp = self
@@ -434,67 +442,4 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_http_only_to_loopback() {
-        for ok in [
-            "https://sts.example.com/t",
-            "http://127.0.0.1:8200/",
-            "http://[::1]:1/",
-            "http://localhost:9/",
-        ] {
-            assert!(
-                check_transport(&Url::parse(ok).expect("url")).is_ok(),
-                "{ok}"
-            );
-        }
-        for bad in [
-            "http://sts.example.com/t",
-            "http://10.0.0.1/",
-            "ftp://127.0.0.1/",
-            "http://127.0.0.1.nip.io/",
-        ] {
-            assert!(
-                check_transport(&Url::parse(bad).expect("url")).is_err(),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn extra_ca_errors_keep_their_cause() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let empty = dir.path().join("empty.pem");
-        std::fs::write(&empty, "not a certificate\n").expect("write");
-        let e = tls_config(Some(&empty)).expect_err("no certs");
-        assert_eq!(
-            e.to_string(),
-            format!(
-                "could not load TLS roots: {}: no PEM certificates found",
-                empty.display()
-            )
-        );
-        let missing = dir.path().join("missing.pem");
-        let e = tls_config(Some(&missing)).expect_err("missing");
-        let cause = std::error::Error::source(&e).expect("source");
-        let io = std::error::Error::source(cause).expect("io");
-        assert_eq!(
-            io.downcast_ref::<std::io::Error>().map(|e| e.kind()),
-            Some(std::io::ErrorKind::NotFound)
-        );
-        // A real certificate is read (the per-job CA's own PEM).
-        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).expect("cert");
-        let good = dir.path().join("ca.pem");
-        std::fs::write(&good, ca.cert.pem()).expect("write");
-        assert!(tls_config(Some(&good)).is_ok());
-    }
-
-    #[test]
-    fn endpoint_drops_query_and_userinfo() {
-        let u =
-            Url::parse("https://user:pw@sts.example.com:8443/oauth/token?secret=1").expect("url");
-        assert_eq!(endpoint(&u), "https://sts.example.com:8443/oauth/token");
-    }
-}
+mod tests;
