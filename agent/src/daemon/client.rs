@@ -130,14 +130,21 @@ pub async fn start(env: &dyn Env, opts: StartOptions) -> Result<ExitCode, Comman
         .stdout(log)
         .stderr(log2);
     let mut child = cmd.spawn().map_err(StartError::Spawn)?;
+    // Why one future, polled to the end: the daemon's exit can be seen
+    // after `read_ready` accepted its connection but before the line was
+    // read. Dropping that read and starting another would wait for a
+    // second connection that never comes and lose the daemon's error
+    // (seen as "exited before it was ready; its log: (empty)").
+    let read = protocol::read_ready(&ready);
+    tokio::pin!(read);
     let reply = tokio::select! {
-        r = protocol::read_ready(&ready) => r.map_err(StartError::from),
+        r = &mut read => r.map_err(StartError::from),
         st = child.wait() => {
-            // Why: a daemon that fails writes its error to the ready socket
-            // and exits at once, so its exit can be seen before the message
-            // is read (regression: the Action's "issuer refuses" test on a
+            // A daemon that fails writes its error to the ready socket and
+            // exits at once, so its exit can be seen before the message is
+            // read (regression: the Action's "issuer refuses" test on a
             // fresh clone). A message already sent is read, not lost.
-            match tokio::time::timeout(READY_AFTER_EXIT, protocol::read_ready(&ready)).await {
+            match tokio::time::timeout(READY_AFTER_EXIT, &mut read).await {
                 Ok(Ok(r)) => Ok(r),
                 _ => Err(StartError::ExitedEarly {
                     status: st.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
