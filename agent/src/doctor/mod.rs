@@ -16,6 +16,12 @@ use crate::identity::{format_time, IdentitySource, IdentityToken, UnverifiedClai
 use crate::route::{Route, SessionIdentity};
 use crate::secret::Credential;
 
+mod explain;
+mod hints;
+
+use explain::{explain_url, methods};
+pub use hints::hints;
+
 pub struct Options {
     pub exchange: bool,
     pub url: Option<String>,
@@ -149,6 +155,37 @@ pub async fn run(
     if let Some(u) = &opts.url {
         explain_url(cfg, u, &opts.method, Some(&who), out);
     }
+    let (obtained, failed) = credentials(cfg, env, &http, &source, &token, out).await;
+    if failed {
+        code = ExitCode::Failed;
+    }
+    routes(cfg, &who, out);
+    if teardown(&http, &obtained, out).await {
+        code = ExitCode::Failed;
+    }
+    let _ = writeln!(
+        out,
+        "\nresult: {}",
+        if code == ExitCode::Ok {
+            "ok"
+        } else {
+            "FAILED (see above)"
+        }
+    );
+    Ok(code)
+}
+
+/// Obtains each credential as the running sidecar would; the ones obtained,
+/// and whether any failed.
+async fn credentials(
+    cfg: &Config,
+    env: &dyn Env,
+    http: &HttpClient,
+    source: &IdentitySource,
+    token: &IdentityToken,
+    out: &mut String,
+) -> (Vec<(Exchanger, Issued)>, bool) {
+    let mut failed = false;
     let skipped = if source.platform.is_developer() {
         cfg.ci_only_credentials()
     } else {
@@ -166,11 +203,11 @@ pub async fn run(
             );
             continue;
         }
-        let ex = match Exchanger::prepare(c, &cfg.credentials, &http, env).await {
+        let ex = match Exchanger::prepare(c, &cfg.credentials, http, env).await {
             Ok(x) => x,
             Err(e) => {
                 let _ = writeln!(out, "  {}: FAILED to set up: {e}", c.name);
-                code = ExitCode::Failed;
+                failed = true;
                 continue;
             }
         };
@@ -179,11 +216,11 @@ pub async fn run(
         // running sidecar does), else the job's one token.
         let id: Option<IdentityToken> =
             if ex.needs_identity() && (ex.identity_audience().is_some() || source.refreshes()) {
-                match source.token(&http, ex.identity_audience()).await {
+                match source.token(http, ex.identity_audience()).await {
                     Ok(t) => Some(t),
                     Err(e) => {
                         let _ = writeln!(out, "    FAILED: {e}");
-                        code = ExitCode::Failed;
+                        failed = true;
                         continue;
                     }
                 }
@@ -202,10 +239,10 @@ pub async fn run(
                 "    FAILED: its vault credential {:?} was not obtained",
                 ex.parent().unwrap_or_default()
             );
-            code = ExitCode::Failed;
+            failed = true;
             continue;
         }
-        match ex.obtain(&http, id.as_ref(), parent.as_ref()).await {
+        match ex.obtain(http, id.as_ref(), parent.as_ref()).await {
             Ok(issued) => {
                 let life = match issued.lifetime {
                     Some(l) => format!("lifetime {}", human(l)),
@@ -220,7 +257,7 @@ pub async fn run(
                 obtained.push((ex, issued));
             }
             Err(e) => {
-                code = ExitCode::Failed;
+                failed = true;
                 let _ = writeln!(out, "    FAILED: {e}");
                 let claims = id.as_ref().map(|t| &t.claims).unwrap_or(&token.claims);
                 let sent = ex.sent_audience(source.audience.as_deref());
@@ -234,6 +271,11 @@ pub async fn run(
         }
     }
 
+    (obtained, failed)
+}
+
+/// Each route, and whether it applies to this session.
+fn routes(cfg: &Config, who: &SessionIdentity, out: &mut String) {
     if !cfg.routes.is_empty() {
         let _ = writeln!(out, "\nroutes");
         for r in &cfg.routes {
@@ -255,12 +297,16 @@ pub async fn run(
             );
         }
     }
+}
 
+/// Revokes what was obtained, dependents first; whether a revocation failed.
+async fn teardown(http: &HttpClient, obtained: &[(Exchanger, Issued)], out: &mut String) -> bool {
+    let mut failed = false;
     if !obtained.is_empty() {
         let _ = writeln!(out, "\nteardown");
         // Dependents first (a KV value is read with its vault token).
         for (ex, issued) in obtained.iter().rev() {
-            match ex.revoke(&http, &issued.value).await {
+            match ex.revoke(http, &issued.value).await {
                 Ok(Revoked::Done(how)) => {
                     let _ = writeln!(out, "  {}: revoked ({how})", ex.name);
                 }
@@ -277,21 +323,12 @@ pub async fn run(
                 }
                 Err(e) => {
                     let _ = writeln!(out, "  {}: revocation FAILED: {e}", ex.name);
-                    code = ExitCode::Failed;
+                    failed = true;
                 }
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "\nresult: {}",
-        if code == ExitCode::Ok {
-            "ok"
-        } else {
-            "FAILED (see above)"
-        }
-    );
-    Ok(code)
+    failed
 }
 
 fn print_claims(c: &UnverifiedClaims, verified: bool, out: &mut String) {
@@ -329,83 +366,6 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
-/// Likely causes, from the service's own message and what was presented.
-pub fn hints(
-    e: &ExchangeError,
-    sent_audience: &[String],
-    claims: &UnverifiedClaims,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    let text = e.to_string();
-    let lower = text.to_lowercase();
-    if let ExchangeError::Http(_) = e {
-        out.push("the service did not answer: is it running, and is the address right?".into());
-        return out;
-    }
-    // `claim "repository" does not match…` / `subject token repository "evil/app" is not allowed`
-    for name in [
-        "repository",
-        "project_path",
-        "ref",
-        "environment",
-        "sub",
-        "job_workflow_ref",
-        "ref_protected",
-        "namespace_path",
-    ] {
-        if lower.contains(&format!("claim \"{name}\""))
-            || lower.contains(&format!("token {name} "))
-            || lower.contains(&format!("\"{name}\" does not match"))
-        {
-            let got = claims.text(name).unwrap_or_else(|| "(absent)".into());
-            out.push(format!("the token's {name} claim is {got:?} and the service's rules (bound claims) do not accept it: run from the expected {name}, or change the role"));
-        }
-    }
-    if lower.contains("aud") {
-        out.push(format!(
-            "audience mismatch: the token's aud is {:?}; lanyard asked for {}: set [identity] audience (or the credential's audience) to what the service expects",
-            claims.audiences(),
-            if sent_audience.is_empty() { "no specific audience".into() } else { format!("{sent_audience:?}") }
-        ));
-    }
-    if lower.contains("expired") || lower.contains("\"exp\"") || lower.contains("exp claim") {
-        match claims.exp() {
-            Some(exp) => out.push(format!("the token's exp is {}; tokens that cannot be re-minted (GitLab, Bitbucket, CircleCI) live only as long as the job", format_time(exp))),
-            None => out.push("the token has no exp claim".into()),
-        }
-    }
-    if lower.contains("role")
-        && (lower.contains("not found")
-            || lower.contains("could not be found")
-            || lower.contains("invalid role"))
-    {
-        out.push("the role does not exist on this auth mount: check `role` and `mount`".into());
-    }
-    if lower.contains("invalid_client") || lower.contains("client authentication") {
-        out.push("the token service did not accept the client: check client_id, client_auth and the secret variable".into());
-    }
-    if lower.contains("permission denied") {
-        out.push(
-            "the token is valid but its policies do not allow this path (or it was revoked)".into(),
-        );
-    }
-    if lower.contains("key")
-        && (lower.contains("not found")
-            || lower.contains("no key")
-            || lower.contains("unknown key")
-            || lower.contains("signature"))
-    {
-        out.push(
-            "the service could not verify the signature: check its JWKS / discovery URL and issuer"
-                .into(),
-        );
-    }
-    if out.is_empty() && e.is_refusal() {
-        out.push("the service's own message above is the best explanation; compare the claims listed under identity with the service's rules".into());
-    }
-    out
-}
-
 /// Who the session would be, without contacting anything: the platform, or
 /// the developer named in the stored login file.
 fn offline_identity(source: &IdentitySource) -> SessionIdentity {
@@ -420,124 +380,6 @@ fn offline_identity(source: &IdentitySource) -> SessionIdentity {
     SessionIdentity {
         developer: source.platform.is_developer(),
         who: sanitize(&who),
-    }
-}
-
-fn explain_url(
-    cfg: &Config,
-    raw: &str,
-    method: &str,
-    who: Option<&SessionIdentity>,
-    out: &mut String,
-) {
-    use crate::route::{check_path, parse_authority, Decision, RouteTable, Scheme};
-    let _ = writeln!(out, "\nroute for {method} {raw}");
-    // The proxy's own parse and matcher give the verdict, so doctor can
-    // never disagree with what the proxy will do.
-    let parsed = url::Url::parse(raw)
-        .map_err(|e| e.to_string())
-        .and_then(|u| {
-            let Some(scheme) = Scheme::parse(u.scheme()) else {
-                return Err(format!("scheme {:?} is not proxied", u.scheme()));
-            };
-            let authority = match u.port() {
-                Some(p) => format!("{}:{p}", u.host_str().unwrap_or("")),
-                None => u.host_str().unwrap_or("").to_owned(),
-            };
-            let dest = parse_authority(scheme, &authority).map_err(|e| e.to_string())?;
-            check_path(u.path()).map_err(|e| e.to_string())?;
-            Ok((dest, u.path().to_owned()))
-        });
-    let (dest, path) = match parsed {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = writeln!(out, "  refused with 400: {e}");
-            return;
-        }
-    };
-    let m = http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET);
-    let table = match who {
-        Some(w) => RouteTable::for_identity(cfg.routes.clone(), w.clone()),
-        None => RouteTable::new(cfg.routes.clone()),
-    };
-    let chosen = match table.decide(&dest, &path, &m) {
-        Decision::Route(r) => {
-            let _ = writeln!(
-                out,
-                "  matches {} → credential {} in header {}",
-                r.display_url(),
-                r.credential,
-                r.header
-            );
-            match who {
-                Some(w) => {
-                    let _ = writeln!(
-                        out,
-                        "  applies to this session: the route is for {}, and this session uses {}",
-                        r.identities.describe(),
-                        w.describe()
-                    );
-                }
-                None => {
-                    let _ = writeln!(
-                        out,
-                        "  the route is for {} (this session's identity is not known)",
-                        r.identities.describe()
-                    );
-                }
-            }
-            Some(r.display_url())
-        }
-        Decision::Refused { rule } => {
-            let _ = writeln!(out, "  refused with 403: {rule}");
-            // A route refused for its identity kind still is the match.
-            match RouteTable::new(cfg.routes.clone()).decide(&dest, &path, &m) {
-                Decision::Route(r) => Some(r.display_url()),
-                _ => None,
-            }
-        }
-        Decision::NoRoute => {
-            let _ = writeln!(
-                out,
-                "  no route: the request gets no credential; it is {}",
-                match cfg.proxy.egress {
-                    crate::config::Egress::Allow => "passed through untouched (egress = \"allow\")",
-                    crate::config::Egress::Deny => "refused with 403 (egress = \"deny\")",
-                }
-            );
-            None
-        }
-    };
-    // Why each other route does not apply.
-    for r in cfg
-        .routes
-        .iter()
-        .filter(|r| Some(r.display_url()) != chosen)
-    {
-        let mut why = Vec::new();
-        if r.scheme != dest.scheme {
-            why.push(format!("scheme {} is not {}", dest.scheme, r.scheme));
-        }
-        if !r.host.matches(&dest.host) {
-            why.push(format!("host {} does not match {}", dest.host, r.host));
-        }
-        if r.port != dest.port {
-            why.push(format!("port {} is not {}", dest.port, r.port));
-        }
-        if !path.starts_with(&r.path_prefix) {
-            why.push(format!("path {path} is not under {}", r.path_prefix));
-        }
-        if why.is_empty() {
-            why.push("a longer path prefix matches".into());
-        }
-        let _ = writeln!(out, "  not {}: {}", r.display_url(), why.join("; "));
-    }
-}
-
-fn methods(r: &Route) -> String {
-    match &r.methods {
-        None => "every method".into(),
-        Some(m) => m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "),
     }
 }
 
@@ -565,47 +407,4 @@ pub fn human(d: Duration) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    // Regression: doctor said "an earlier route wins" while the proxy's
-    // matcher picks the longest prefix; doctor must give the proxy's verdict.
-    #[test]
-    fn explain_url_gives_the_proxys_verdict() {
-        let cfg = Config::parse(
-            std::path::Path::new("t.toml"),
-            "[[credential]]\nname = \"a\"\nexchange = \"passthrough\"\n[[credential]]\nname = \"b\"\nexchange = \"passthrough\"\n[[route]]\nurl = \"https://api.example.com/v1/\"\ncredential = \"a\"\n[[route]]\nurl = \"https://api.example.com/v1/admin/\"\ncredential = \"b\"\nmethods = [\"GET\"]\n",
-        )
-        .expect("config");
-        let mut out = String::new();
-        explain_url(
-            &cfg,
-            "https://api.example.com/v1/admin/users",
-            "GET",
-            None,
-            &mut out,
-        );
-        assert!(
-            out.contains("matches https://api.example.com/v1/admin/ → credential b"),
-            "{out}"
-        );
-        let mut out = String::new();
-        explain_url(
-            &cfg,
-            "https://api.example.com/v1/admin/users",
-            "POST",
-            None,
-            &mut out,
-        );
-        assert!(
-            out.contains("refused with 403: method POST is not allowed"),
-            "{out}"
-        );
-        let mut out = String::new();
-        explain_url(&cfg, "https://api.example.com/v2/x", "GET", None, &mut out);
-        assert!(
-            out.contains("refused with 403: path /v2/x is outside the routes"),
-            "{out}"
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,81 @@
+//! Likely causes of a token service's refusal, from its error and the
+//! claims that were sent.
+
+use super::*;
+
+/// Likely causes, from the service's own message and what was presented.
+pub fn hints(
+    e: &ExchangeError,
+    sent_audience: &[String],
+    claims: &UnverifiedClaims,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let text = e.to_string();
+    let lower = text.to_lowercase();
+    if let ExchangeError::Http(_) = e {
+        out.push("the service did not answer: is it running, and is the address right?".into());
+        return out;
+    }
+    // `claim "repository" does not match…` / `subject token repository "evil/app" is not allowed`
+    for name in [
+        "repository",
+        "project_path",
+        "ref",
+        "environment",
+        "sub",
+        "job_workflow_ref",
+        "ref_protected",
+        "namespace_path",
+    ] {
+        if lower.contains(&format!("claim \"{name}\""))
+            || lower.contains(&format!("token {name} "))
+            || lower.contains(&format!("\"{name}\" does not match"))
+        {
+            let got = claims.text(name).unwrap_or_else(|| "(absent)".into());
+            out.push(format!("the token's {name} claim is {got:?} and the service's rules (bound claims) do not accept it: run from the expected {name}, or change the role"));
+        }
+    }
+    if lower.contains("aud") {
+        out.push(format!(
+            "audience mismatch: the token's aud is {:?}; lanyard asked for {}: set [identity] audience (or the credential's audience) to what the service expects",
+            claims.audiences(),
+            if sent_audience.is_empty() { "no specific audience".into() } else { format!("{sent_audience:?}") }
+        ));
+    }
+    if lower.contains("expired") || lower.contains("\"exp\"") || lower.contains("exp claim") {
+        match claims.exp() {
+            Some(exp) => out.push(format!("the token's exp is {}; tokens that cannot be re-minted (GitLab, Bitbucket, CircleCI) live only as long as the job", format_time(exp))),
+            None => out.push("the token has no exp claim".into()),
+        }
+    }
+    if lower.contains("role")
+        && (lower.contains("not found")
+            || lower.contains("could not be found")
+            || lower.contains("invalid role"))
+    {
+        out.push("the role does not exist on this auth mount: check `role` and `mount`".into());
+    }
+    if lower.contains("invalid_client") || lower.contains("client authentication") {
+        out.push("the token service did not accept the client: check client_id, client_auth and the secret variable".into());
+    }
+    if lower.contains("permission denied") {
+        out.push(
+            "the token is valid but its policies do not allow this path (or it was revoked)".into(),
+        );
+    }
+    if lower.contains("key")
+        && (lower.contains("not found")
+            || lower.contains("no key")
+            || lower.contains("unknown key")
+            || lower.contains("signature"))
+    {
+        out.push(
+            "the service could not verify the signature: check its JWKS / discovery URL and issuer"
+                .into(),
+        );
+    }
+    if out.is_empty() && e.is_refusal() {
+        out.push("the service's own message above is the best explanation; compare the claims listed under identity with the service's rules".into());
+    }
+    out
+}
