@@ -5,6 +5,7 @@
 //! (and its value is dropped unkept), so the caller's "no access_token"
 //! style messages stay the ones a reader can act on. Non-secret numbers and
 //! flags stay JSON values: services send `"3600"` as often as `3600`.
+//! Error answers become one message in [`refusal`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,6 +14,13 @@ use std::marker::PhantomData;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use url::Url;
+
+use super::ExchangeError;
+use crate::http::endpoint;
+use crate::identity::truncate;
+use crate::secret::redact;
+use crate::wipe::WipedJson;
 
 use crate::secret::{Credential, Secret};
 
@@ -167,6 +175,72 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
             }
         }
         d.deserialize_any(V(PhantomData)).map(Obj)
+    }
+}
+
+/// An error answer turned into a message: OAuth `error`/`error_description`,
+/// Vault `errors[]`, else the body itself, truncated, tokens redacted.
+pub(crate) fn refusal(
+    service: &Url,
+    status: http::StatusCode,
+    body: &[u8],
+    secrets: &[&Secret],
+) -> ExchangeError {
+    let service = endpoint(service);
+    // An error body may echo a token; its strings are wiped with it.
+    let parsed = WipedJson::parse(body).ok();
+    let (code, detail) = match parsed.as_deref() {
+        Some(Value::Object(m)) if m.contains_key("error") => {
+            let code = m.get("error").and_then(Value::as_str).map(str::to_owned);
+            let desc = m.get("error_description").and_then(Value::as_str);
+            let detail = match (&code, desc) {
+                (Some(c), Some(d)) => format!("{c}: {d}"),
+                (Some(c), None) => c.clone(),
+                _ => m.get("error").map(|e| e.to_string()).unwrap_or_default(),
+            };
+            (code, detail)
+        }
+        Some(Value::Object(m)) if m.contains_key("errors") => {
+            let errs: Vec<String> = m
+                .get("errors")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|e| {
+                            e.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| e.to_string())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                None,
+                if errs.is_empty() {
+                    "(no message)".into()
+                } else {
+                    errs.join("; ")
+                },
+            )
+        }
+        _ => {
+            let text = String::from_utf8_lossy(body);
+            let t = text.trim();
+            (
+                None,
+                if t.is_empty() {
+                    "(empty body)".into()
+                } else {
+                    t.to_owned()
+                },
+            )
+        }
+    };
+    ExchangeError::Refused {
+        service,
+        status: status.as_u16(),
+        detail: truncate(&redact(&detail, secrets), 500),
+        code,
     }
 }
 

@@ -5,8 +5,12 @@
 
 mod answer;
 pub mod aws;
+mod client_auth;
 mod oauth;
 mod vault;
+
+pub(crate) use answer::refusal;
+use client_auth::resolve_client;
 
 use std::time::Duration;
 
@@ -16,9 +20,8 @@ use url::Url;
 use crate::config::{ClientAuth, CredentialConfig, CredentialKind};
 use crate::env::Env;
 use crate::http::{endpoint, HttpClient, HttpError};
-use crate::identity::{truncate, IdentityError, IdentityToken};
-use crate::secret::{redact, Credential, Secret};
-use crate::wipe::WipedJson;
+use crate::identity::{IdentityError, IdentityToken};
+use crate::secret::{Credential, Secret};
 
 /// The granularity of a lifetime reported in whole seconds.
 pub const WHOLE_SECONDS: Duration = Duration::from_secs(1);
@@ -420,103 +423,6 @@ impl Exchanger {
                 "a Secrets Manager value is not ours to revoke; the role session's keys expire on their own",
             )),
         }
-    }
-}
-
-/// Builds the client, reading the secret from its variable.
-fn resolve_client(name: &str, c: &ClientAuth, env: &dyn Env) -> Result<Client, ExchangeError> {
-    let secret = |var: &str| {
-        env.non_empty(var)
-            .map(Secret::new)
-            .ok_or_else(|| ExchangeError::MissingSecret {
-                name: name.to_owned(),
-                variable: var.to_owned(),
-            })
-    };
-    Ok(match c {
-        ClientAuth::None { client_id } => Client::None {
-            client_id: client_id.clone(),
-        },
-        ClientAuth::Basic {
-            client_id,
-            secret_env,
-        } => Client::Basic {
-            client_id: client_id.clone(),
-            secret: secret(secret_env)?,
-        },
-        ClientAuth::Post {
-            client_id,
-            secret_env,
-        } => Client::Post {
-            client_id: client_id.clone(),
-            secret: secret(secret_env)?,
-        },
-    })
-}
-
-/// An error answer turned into a message: OAuth `error`/`error_description`,
-/// Vault `errors[]`, else the body itself, truncated, tokens redacted.
-pub(crate) fn refusal(
-    service: &Url,
-    status: http::StatusCode,
-    body: &[u8],
-    secrets: &[&Secret],
-) -> ExchangeError {
-    let service = endpoint(service);
-    // An error body may echo a token; its strings are wiped with it.
-    let parsed = WipedJson::parse(body).ok();
-    let (code, detail) = match parsed.as_deref() {
-        Some(Value::Object(m)) if m.contains_key("error") => {
-            let code = m.get("error").and_then(Value::as_str).map(str::to_owned);
-            let desc = m.get("error_description").and_then(Value::as_str);
-            let detail = match (&code, desc) {
-                (Some(c), Some(d)) => format!("{c}: {d}"),
-                (Some(c), None) => c.clone(),
-                _ => m.get("error").map(|e| e.to_string()).unwrap_or_default(),
-            };
-            (code, detail)
-        }
-        Some(Value::Object(m)) if m.contains_key("errors") => {
-            let errs: Vec<String> = m
-                .get("errors")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .map(|e| {
-                            e.as_str()
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| e.to_string())
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            (
-                None,
-                if errs.is_empty() {
-                    "(no message)".into()
-                } else {
-                    errs.join("; ")
-                },
-            )
-        }
-        _ => {
-            let text = String::from_utf8_lossy(body);
-            let t = text.trim();
-            (
-                None,
-                if t.is_empty() {
-                    "(empty body)".into()
-                } else {
-                    t.to_owned()
-                },
-            )
-        }
-    };
-    ExchangeError::Refused {
-        service,
-        status: status.as_u16(),
-        detail: truncate(&redact(&detail, secrets), 500),
-        code,
     }
 }
 
