@@ -40,10 +40,25 @@ fn a_role_session_from_moto_is_served_for_its_duration_and_its_keys_never_show()
     assert!((880..=899).contains(&left), "{st}");
     let at = c["expires_on_its_own_at"].as_str().expect("no-revoke note");
     assert!(at.ends_with('Z') && at.len() == 20, "{at}");
+    // The role session, as STS named it.
+    let a = &c["aws"];
+    assert_eq!(
+        a["assumed_role_arn"],
+        "arn:aws:sts::123456789012:assumed-role/ci-deploy/lanyard-acme.app-4242",
+        "{st}"
+    );
+    assert_eq!(a["session_name"], "lanyard-acme.app-4242", "{st}");
+    assert_eq!(a["region"], "us-east-1", "{st}");
+    assert_eq!(a["container_endpoint"], false, "{st}");
+    assert_eq!(a["routes"], serde_json::json!([]), "{st}");
+    assert_eq!(a["expires_at"].as_str().map(|e| e.len()), Some(20), "{st}");
+    assert!(st.get("aws_container_endpoint").is_none(), "{st}");
     let (code, text, err) = job.lanyard(&["status"]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        text.contains(&format!("(not revocable: expires on its own at {at})")),
+        text.contains(&format!("(not revocable: expires on its own at {at})"))
+            && text.contains("    assumed role arn:aws:sts::123456789012:assumed-role/ci-deploy/lanyard-acme.app-4242 (session lanyard-acme.app-4242), region us-east-1\n")
+            && text.contains("    container-credentials endpoint: off\n"),
         "{text}"
     );
 
@@ -285,6 +300,10 @@ fn doctor_describes_the_role_session_and_says_it_expires_on_its_own() {
         format!("aws: AWS STS AssumeRoleWithWebIdentity at {}/ (role {ROLE}, session named from the CI claims, duration 15m, region us-east-1, audience \"sts.amazonaws.com\")", moto.url),
         "ok: lifetime 15m, fingerprint sha256:".to_owned(),
         "aws: not revoked, expires on its own at ".to_owned(),
+        "    assumed role arn:aws:sts::123456789012:assumed-role/ci-deploy/lanyard-acme.app-4242 (session lanyard-acme.app-4242), region us-east-1".to_owned(),
+        "    keys expire at ".to_owned(),
+        "    container-credentials endpoint: off".to_owned(),
+        "    routes using it: none".to_owned(),
         "result: ok".to_owned(),
     ] {
         assert!(out.contains(&want), "missing {want:?} in:\n{out}");

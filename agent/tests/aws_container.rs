@@ -158,7 +158,26 @@ fn boto3_and_the_aws_cli_get_keys_from_the_endpoint_and_call_moto_with_checks_on
 
     let st = job.lanyard(&["status", "--json"]);
     assert_eq!(st.0, 0, "{st:?}");
+    let sj = json_of(st.1.trim());
+    assert_eq!(sj["aws_container_endpoint"], uri.as_str(), "{sj}");
+    let a = &sj["credentials"][0]["aws"];
+    assert_eq!(a["container_endpoint"], true, "{sj}");
+    assert!(
+        a["assumed_role_arn"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("arn:aws:sts::123456789012:assumed-role/ci-deploy/")),
+        "{sj}"
+    );
     let text = job.lanyard(&["status"]);
+    assert!(
+        text.1
+            .contains(&format!("AWS container-credentials endpoint: {uri}\n"))
+            && text.1.contains(
+                "    container-credentials endpoint: on (the job can fetch these short-lived keys)\n"
+            ),
+        "{}",
+        text.1
+    );
     let (code, stop, stop_err) = job.lanyard(&["stop"]);
     assert_eq!(code, 0, "{stop}\n{stop_err}");
     assert!(!token_file.exists(), "the token file outlived stop");

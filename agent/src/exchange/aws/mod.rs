@@ -5,6 +5,7 @@
 
 mod answer;
 pub mod hints;
+mod report;
 pub(super) mod secrets;
 
 use std::time::{Duration, SystemTime};
@@ -15,6 +16,7 @@ use crate::http::{endpoint, FormValue, HttpClient, HttpError};
 use crate::identity::{format_time, truncate, IdentityToken, UnverifiedClaims};
 use crate::secret::{redact, Credential, Secret};
 pub use answer::AwsKeys;
+pub use report::SessionReport;
 
 const API_VERSION: &str = "2011-06-15";
 /// Why 3: one attempt and two retries ride out a restarting endpoint or a
