@@ -25,6 +25,8 @@ pub enum Decision {
     Denied,
     /// Allowed, but the upstream or the credential could not be reached.
     Failed,
+    /// Keys handed to the job by the AWS container-credentials endpoint.
+    Served,
 }
 
 impl Decision {
@@ -34,6 +36,7 @@ impl Decision {
             Decision::Tunnelled => "tunnelled",
             Decision::Denied => "denied",
             Decision::Failed => "failed",
+            Decision::Served => "served",
         }
     }
 }
@@ -271,6 +274,10 @@ impl Summary {
             (Some(route), _) => route.clone(),
             (None, Decision::Tunnelled) => format!("(tunnelled) {}:{}", r.host, r.port),
             (None, Decision::Denied) => format!("(denied) {}:{}", r.host, r.port),
+            (None, Decision::Served) => format!(
+                "(served) AWS keys of {}",
+                r.credential.as_deref().unwrap_or("-")
+            ),
             (None, _) => format!("(no route) {}:{}", r.host, r.port),
         };
         self.rows.entry(key).or_default().count(r);

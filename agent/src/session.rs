@@ -43,6 +43,11 @@ pub enum SessionError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("writing the AWS container-credentials token file {path}: {source}")]
+    ContainerToken {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("writing the CA bundle {path}: {source}")]
     Bundle {
         path: PathBuf,
@@ -67,6 +72,9 @@ pub struct Session {
     cancel: CancellationToken,
     scrub: Vec<String>,
     routes: Vec<crate::route::Route>,
+    credentials: Vec<crate::config::CredentialConfig>,
+    /// The AWS container-credentials token file (removed at teardown).
+    container_token: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Session {
@@ -85,6 +93,10 @@ pub struct Teardown {
     /// The audit file, which teardown keeps.
     pub audit: PathBuf,
 }
+
+/// The AWS container-credentials token's file, in the session's private
+/// folder (never the workspace); removed at teardown.
+pub const CONTAINER_TOKEN_FILE: &str = "aws-container-token";
 
 /// The audit file's name when `[audit] file` names none.
 pub const AUDIT_FILE: &str = "lanyard-audit.jsonl";
@@ -179,6 +191,7 @@ impl Session {
                 same_user: cfg!(target_os = "linux"),
                 identity: control.session_identity.clone(),
                 limits: cfg.proxy.limits,
+                container_credential: crate::config::container_credential(&cfg.credentials),
             },
             control.store.clone(),
             audit.clone(),
@@ -193,12 +206,29 @@ impl Session {
                 path: bundle.clone(),
                 source,
             });
-        if let Err(e) = text {
-            // Nothing may outlive a failed start: revoke what was obtained.
-            proxy.shutdown().await;
-            control.store.shutdown().await;
-            return Err(e);
-        }
+        let container_token = opts.dir.join(CONTAINER_TOKEN_FILE);
+        let text = match (text, proxy.container_endpoint()) {
+            (Ok(()), Some((_, token))) => write_private(&container_token, token.expose())
+                .map(|()| Some(container_token.clone()))
+                .map_err(|source| SessionError::ContainerToken {
+                    path: container_token.clone(),
+                    source,
+                }),
+            (Ok(()), None) => Ok(None),
+            (Err(e), _) => Err(e),
+        };
+        let container_token = match text {
+            Ok(t) => t,
+            Err(e) => {
+                // Nothing may outlive a failed start: revoke what was
+                // obtained, delete what was written.
+                let _ = std::fs::remove_file(&bundle);
+                let _ = std::fs::remove_file(&container_token);
+                proxy.shutdown().await;
+                control.store.shutdown().await;
+                return Err(e);
+            }
+        };
         let scrub = control.identity.consumed_variables().to_vec();
         tokio::spawn(audit.clone().flush_loop(cancel.child_token()));
         Ok(Session {
@@ -210,6 +240,8 @@ impl Session {
             cancel,
             scrub,
             routes: cfg.routes.clone(),
+            credentials: cfg.credentials.clone(),
+            container_token,
         })
     }
 
@@ -234,6 +266,19 @@ impl Session {
         out.push(("NODE_USE_ENV_PROXY".into(), Secret::new("1")));
         out.push(("LANYARD_PROXY".into(), url));
         out.push(("LANYARD_CA_FILE".into(), bundle));
+        // The endpoint's URL and the token's file, never the token.
+        if let (Some((url, _)), Some(file)) =
+            (self.proxy.container_endpoint(), &self.container_token)
+        {
+            out.push((
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI".into(),
+                Secret::new(url),
+            ));
+            out.push((
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE".into(),
+                Secret::new(file.display().to_string()),
+            ));
+        }
         let mut rev = self.proxy.reverse_urls();
         rev.sort_by(|a, b| a.0.cmp(&b.0));
         out.extend(rev);
@@ -242,6 +287,15 @@ impl Session {
 
     pub fn routes(&self) -> &[crate::route::Route] {
         &self.routes
+    }
+
+    pub fn credentials(&self) -> &[crate::config::CredentialConfig] {
+        &self.credentials
+    }
+
+    /// The AWS container-credentials endpoint's URL, when on.
+    pub fn container_url(&self) -> Option<String> {
+        self.proxy.container_endpoint().map(|(u, _)| u)
     }
 
     /// Identity inputs that the job's commands must not inherit.
@@ -257,6 +311,9 @@ impl Session {
         self.cancel.cancel();
         self.audit.flush();
         let _ = std::fs::remove_file(&self.bundle);
+        if let Some(t) = &self.container_token {
+            let _ = std::fs::remove_file(t);
+        }
         Teardown {
             revoked,
             summary: self.audit.summary(),

@@ -8,95 +8,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::aws::{AwsSts, Moto};
+use common::aws::{assert_keys_absent, moto_with_secrets, AwsJob as Job, AwsSts, Moto};
 use common::*;
-use serde_json::Value;
 
-const ROLE: &str = "arn:aws:iam::123456789012:role/ci-deploy";
-
-struct Job {
-    dir: tempfile::TempDir,
-    issuer: Issuer,
-    config: String,
-    state: String,
-    audit: String,
-}
-
-impl Job {
-    /// One aws-web-identity credential against `sts`, nothing routed.
-    fn new(sts: &str, extra: &str) -> Job {
-        let issuer = Issuer::start();
-        let dir = tempfile::tempdir().expect("tmp");
-        let audit = dir.path().join("audit.jsonl").display().to_string();
-        let text = format!(
-            "[identity]\nsource = \"auto\"\n\n\
-             [[credential]]\nname = \"aws\"\nexchange = \"aws-web-identity\"\nrole_arn = \"{ROLE}\"\n\
-             region = \"us-east-1\"\nsts_endpoint = \"{sts}\"\nduration = \"15m\"\n{extra}\n\
-             [audit]\nfile = \"{audit}\"\n"
-        );
-        let config = write_config(dir.path(), &text).display().to_string();
-        let state = dir.path().join("state").display().to_string();
-        Job {
-            dir,
-            issuer,
-            config,
-            state,
-            audit,
-        }
-    }
-
-    fn lanyard(&self, args: &[&str]) -> (i32, String, String) {
-        let home = self.dir.path().display().to_string();
-        let gha = self.issuer.gha_url();
-        lanyard(
-            args,
-            &[
-                ("GITHUB_ACTIONS", "true"),
-                ("ACTIONS_ID_TOKEN_REQUEST_URL", &gha),
-                ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", &self.issuer.bearer),
-                ("LANYARD_STATE_DIR", &self.state),
-                ("HOME", &home),
-                ("LANYARD_LOG", "info"),
-            ],
-        )
-    }
-
-    fn start(&self) -> (i32, String, String) {
-        self.lanyard(&["start", "--config", &self.config, "--watch-pid", "0"])
-    }
-
-    fn status_json(&self) -> Value {
-        let (code, out, err) = self.lanyard(&["status", "--json"]);
-        assert_eq!(code, 0, "{out}\n{err}");
-        json_of(out.trim())
-    }
-
-    fn audit_text(&self) -> String {
-        std::fs::read_to_string(&self.audit).unwrap_or_default()
-    }
-}
-
-/// Each key part of each issued set is absent from every text.
-fn assert_keys_absent(texts: &[&str], issued: &[Value]) {
-    assert!(!issued.is_empty(), "no keys were issued");
-    for keys in issued {
-        for (part, key) in [
-            ("access key id", "access_key_id"),
-            ("secret access key", "secret_access_key"),
-            ("session token", "session_token"),
-            ("access key id", "AccessKeyId"),
-            ("secret access key", "SecretAccessKey"),
-            ("session token", "SessionToken"),
-        ] {
-            if let Some(v) = keys[key].as_str() {
-                assert_absent(texts, v, part);
-            }
-        }
-    }
-    for t in texts {
-        assert!(!t.contains("eyJ"), "a JWT leaked:\n{t}");
-    }
-}
+const ROLE: &str = common::aws::ROLE;
 
 #[test]
 fn a_role_session_from_moto_is_served_for_its_duration_and_its_keys_never_show() {
@@ -125,10 +40,25 @@ fn a_role_session_from_moto_is_served_for_its_duration_and_its_keys_never_show()
     assert!((880..=899).contains(&left), "{st}");
     let at = c["expires_on_its_own_at"].as_str().expect("no-revoke note");
     assert!(at.ends_with('Z') && at.len() == 20, "{at}");
+    // The role session, as STS named it.
+    let a = &c["aws"];
+    assert_eq!(
+        a["assumed_role_arn"],
+        "arn:aws:sts::123456789012:assumed-role/ci-deploy/lanyard-acme.app-4242",
+        "{st}"
+    );
+    assert_eq!(a["session_name"], "lanyard-acme.app-4242", "{st}");
+    assert_eq!(a["region"], "us-east-1", "{st}");
+    assert_eq!(a["container_endpoint"], false, "{st}");
+    assert_eq!(a["routes"], serde_json::json!([]), "{st}");
+    assert_eq!(a["expires_at"].as_str().map(|e| e.len()), Some(20), "{st}");
+    assert!(st.get("aws_container_endpoint").is_none(), "{st}");
     let (code, text, err) = job.lanyard(&["status"]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        text.contains(&format!("(not revocable: expires on its own at {at})")),
+        text.contains(&format!("(not revocable: expires on its own at {at})"))
+            && text.contains("    assumed role arn:aws:sts::123456789012:assumed-role/ci-deploy/lanyard-acme.app-4242 (session lanyard-acme.app-4242), region us-east-1\n")
+            && text.contains("    container-credentials endpoint: off\n"),
         "{text}"
     );
 
@@ -370,35 +300,15 @@ fn doctor_describes_the_role_session_and_says_it_expires_on_its_own() {
         format!("aws: AWS STS AssumeRoleWithWebIdentity at {}/ (role {ROLE}, session named from the CI claims, duration 15m, region us-east-1, audience \"sts.amazonaws.com\")", moto.url),
         "ok: lifetime 15m, fingerprint sha256:".to_owned(),
         "aws: not revoked, expires on its own at ".to_owned(),
+        "    assumed role arn:aws:sts::123456789012:assumed-role/ci-deploy/lanyard-acme.app-4242 (session lanyard-acme.app-4242), region us-east-1".to_owned(),
+        "    keys expire at ".to_owned(),
+        "    container-credentials endpoint: off".to_owned(),
+        "    routes using it: none".to_owned(),
         "result: ok".to_owned(),
     ] {
         assert!(out.contains(&want), "missing {want:?} in:\n{out}");
     }
     assert_keys_absent(&[&out, &err], &moto.assumed_roles());
-}
-
-/// moto with two roles, `ci-deploy` allowed GetSecretValue and
-/// `ci-nosecrets` with no policy, one secret, and its signature and policy
-/// checks on after the one unsigned STS call. (moto checks Secrets Manager
-/// calls against resource `*`, so the denial is by role.)
-fn moto_with_secrets(db: &str) -> Moto {
-    let moto = Moto::start();
-    let script = r#"
-iam = client('iam')
-trust = json.dumps({
-    'Version': '2012-10-17',
-    'Statement': [{'Effect': 'Allow', 'Principal': {'Federated': 'arn:aws:iam::123456789012:oidc-provider/issuer'},
-                   'Action': 'sts:AssumeRoleWithWebIdentity'}]})
-iam.create_role(RoleName='ci-deploy', AssumeRolePolicyDocument=trust)
-iam.create_role(RoleName='ci-nosecrets', AssumeRolePolicyDocument=trust)
-iam.put_role_policy(RoleName='ci-deploy', PolicyName='read-secrets', PolicyDocument=json.dumps({
-    'Version': '2012-10-17',
-    'Statement': [{'Effect': 'Allow', 'Action': 'secretsmanager:GetSecretValue', 'Resource': '*'}]}))
-client('secretsmanager').create_secret(Name='ci/db', SecretString=json.dumps({'user': 'app', 'password': DB}))
-"#;
-    moto.boto(&script.replace("DB", &format!("{db:?}")));
-    moto.auth_after(1);
-    moto
 }
 
 /// A job whose route attaches a Secrets Manager value read with the aws

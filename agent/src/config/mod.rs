@@ -272,6 +272,15 @@ fn build(d: &mut Diag<'_>, path: &Path, mut doc: Table<'_>) -> Option<Config> {
     })
 }
 
+/// The credential served on the AWS container-credentials endpoint
+/// (`container_endpoint = true`; config allows one).
+pub fn container_credential(credentials: &[CredentialConfig]) -> Option<String> {
+    credentials.iter().find_map(|c| match &c.kind {
+        CredentialKind::AwsWebIdentity(a) if a.container_endpoint => Some(c.name.clone()),
+        _ => None,
+    })
+}
+
 /// An `aws-web-identity` credential without its own `audience` asks for
 /// `[identity] audience`, else `sts.amazonaws.com`.
 fn aws_audience(credentials: &mut [CredentialConfig], identity: &IdentityConfig) {

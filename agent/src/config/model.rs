@@ -192,6 +192,10 @@ pub struct AwsWebIdentity {
     pub role_arn: String,
     /// `None`: built from the CI claims at each exchange.
     pub session_name: Option<String>,
+    /// Serve the keys to the job on the AWS container-credentials endpoint
+    /// (`container_endpoint = true`; off by default: the job then sees
+    /// short-lived real keys).
+    pub container_endpoint: bool,
     /// `DurationSeconds`, 900 s to 12 h.
     pub duration: Duration,
     /// An inline session policy (JSON text).

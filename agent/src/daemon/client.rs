@@ -339,6 +339,9 @@ fn human_status(st: &Status) -> String {
         };
         let _ = writeln!(out, "  {}{m} → {}{kinds}", r.url, r.credential);
     }
+    if let Some(u) = &st.aws_container_endpoint {
+        let _ = writeln!(out, "AWS container-credentials endpoint: {u}");
+    }
     let _ = writeln!(out, "credentials:");
     for c in &st.credentials {
         let exp = c
@@ -367,6 +370,9 @@ fn human_status(st: &Status) -> String {
             c.rotations,
             if c.renewable { ", renewable" } else { "" }
         );
+        for l in c.aws.iter().flat_map(|a| a.lines()) {
+            let _ = writeln!(out, "    {l}");
+        }
     }
     out
 }

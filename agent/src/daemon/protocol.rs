@@ -74,6 +74,9 @@ pub(super) struct Status {
     pub identity: String,
     pub routes: Vec<RouteStatus>,
     pub credentials: Vec<CredentialStatus>,
+    /// The AWS container-credentials endpoint's URL, when on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_container_endpoint: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -99,6 +102,9 @@ pub(super) struct CredentialStatus {
     /// value ends by itself, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_on_its_own_at: Option<String>,
+    /// An aws-web-identity credential's role session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<crate::exchange::aws::SessionReport>,
 }
 
 /// Write `msg` as one JSON line.

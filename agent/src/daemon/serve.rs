@@ -277,6 +277,7 @@ fn status_of(session: &Session) -> Status {
                             std::time::SystemTime::now() + e.saturating_duration_since(now),
                         )
                     }),
+                aws: aws_report(session, n, cur.map(|c| &**c)),
             }
         })
         .collect();
@@ -299,5 +300,30 @@ fn status_of(session: &Session) -> Status {
             })
             .collect(),
         credentials,
+        aws_container_endpoint: session.container_url(),
     }
+}
+
+/// An aws-web-identity credential's role session, for `status`.
+fn aws_report(
+    session: &Session,
+    name: &str,
+    cur: Option<&crate::store::Current>,
+) -> Option<crate::exchange::aws::SessionReport> {
+    let cfg = session.credentials().iter().find_map(|c| match &c.kind {
+        crate::config::CredentialKind::AwsWebIdentity(a) if c.name == name => Some(a),
+        _ => None,
+    })?;
+    let routes = session
+        .routes()
+        .iter()
+        .filter(|r| r.credential == name)
+        .map(|r| r.display_url())
+        .collect();
+    Some(crate::exchange::aws::SessionReport::new(
+        cfg,
+        cur.map_or(&[], |c| &c.about),
+        cur.map(|c| &c.value),
+        routes,
+    ))
 }

@@ -254,6 +254,9 @@ async fn credentials(
                     if issued.renewable { ", renewable" } else { "" },
                     issued.value.fingerprint()
                 );
+                for l in aws_lines(cfg, &ex.name, &issued) {
+                    let _ = writeln!(out, "    {l}");
+                }
                 obtained.push((ex, issued));
             }
             Err(e) => {
@@ -272,6 +275,26 @@ async fn credentials(
     }
 
     (obtained, failed)
+}
+
+/// An aws-web-identity credential's role session: the assumed role,
+/// session, region, expiry, the container endpoint, the routes using it.
+fn aws_lines(cfg: &Config, name: &str, issued: &Issued) -> Vec<String> {
+    let aws = cfg.credentials.iter().find_map(|c| match &c.kind {
+        crate::config::CredentialKind::AwsWebIdentity(a) if c.name == name => Some(a),
+        _ => None,
+    });
+    let Some(aws) = aws else {
+        return Vec::new();
+    };
+    let routes = cfg
+        .routes
+        .iter()
+        .filter(|r| r.credential == name)
+        .map(|r| r.display_url())
+        .collect();
+    crate::exchange::aws::SessionReport::new(aws, &issued.about, Some(&issued.value), routes)
+        .lines()
 }
 
 /// Each route, and whether it applies to this session.

@@ -40,6 +40,9 @@ pub struct Issued {
     pub granularity: Duration,
     /// Vault: `renew-self` may extend it.
     pub renewable: bool,
+    /// What the service said about the value that is safe to show, for
+    /// `status` and `doctor` (STS: the assumed-role ARN, the session name).
+    pub about: Vec<(&'static str, String)>,
 }
 
 /// What happened at revocation, for the teardown report.
@@ -386,6 +389,7 @@ impl Exchanger {
                     lifetime: id.claims.remaining(),
                     granularity: Duration::ZERO,
                     renewable: false,
+                    about: Vec::new(),
                 })
             }
         }

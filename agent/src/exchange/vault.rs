@@ -77,6 +77,7 @@ fn auth_of(url: &Url, status: http::StatusCode, body: &[u8]) -> Result<Issued, E
         lifetime: (lease > 0).then(|| Duration::from_secs(lease)),
         granularity: super::WHOLE_SECONDS,
         renewable,
+        about: Vec::new(),
     })
 }
 
@@ -189,6 +190,7 @@ pub(super) async fn read_kv(
         lifetime: (lease > 0).then(|| Duration::from_secs(lease)),
         granularity: super::WHOLE_SECONDS,
         renewable: false,
+        about: Vec::new(),
     })
 }
 

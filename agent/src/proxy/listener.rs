@@ -142,7 +142,11 @@ async fn connection(
     };
     let svc = gated_service(
         verdicts,
-        move |req| phase::handle(shared.clone(), tracker.clone(), req),
+        move |mut req: Request<Incoming>| {
+            req.extensions_mut()
+                .insert(super::aws_container::Peer(peer));
+            phase::handle(shared.clone(), tracker.clone(), req)
+        },
         refuse,
     );
     let conn = http1_server()

@@ -21,6 +21,9 @@
 //! request's `context` carries its audit record, a drop guard written
 //! exactly once.
 //!
+//! Beside the phases, `aws_container`: the AWS container-credentials
+//! endpoint, a local endpoint on the listener (opt-in per credential).
+//!
 //! Below the phases:
 //! - `inject`: replace-never-merge header injection;
 //! - `tls`: the per-job CA and per-host leaf certificates;
@@ -33,6 +36,7 @@
 //! - `pool`: each worker thread's upstream connections;
 //! - `server`: the proxy's options, shared state, workers and teardown.
 
+pub(crate) mod aws_container;
 pub mod body;
 pub mod conn;
 pub(crate) mod context;

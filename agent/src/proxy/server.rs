@@ -100,6 +100,9 @@ pub struct ProxyOptions {
     pub identity: SessionIdentity,
     /// How long an upstream may take (`[proxy] upstream_*`).
     pub limits: super::deadline::Limits,
+    /// The credential served on the AWS container-credentials endpoint
+    /// (`container_endpoint = true`); `None`: no endpoint.
+    pub container_credential: Option<String>,
 }
 
 /// What every worker and every request reads.
@@ -123,6 +126,8 @@ pub(crate) struct Shared {
     /// The job's uid; `None` when the check is off.
     pub uid: Option<u32>,
     pub limits: super::deadline::Limits,
+    /// The AWS container-credentials endpoint, when a credential has it.
+    pub container: Option<super::aws_container::Endpoint>,
 }
 
 /// A running listener.
@@ -176,6 +181,15 @@ impl Proxy {
         })?;
         let secret = ProxySecret::random(24).map_err(|e| ProxyError::Random(e.to_string()))?;
         let ca = JobCa::new(&opts.routes, opts.ca_lifetime)?;
+        // Its own token, not the proxy secret: the token file is readable
+        // by the job's tools, the proxy URL by every process of the job.
+        let container = match opts.container_credential {
+            Some(credential) => Some(super::aws_container::Endpoint {
+                token: Secret::random(32).map_err(|e| ProxyError::Random(e.to_string()))?,
+                credential,
+            }),
+            None => None,
+        };
         let tls = crate::http::tls_config(opts.extra_ca.as_deref())?;
         let workers = opts.workers.clamp(1, MAX_WORKER_THREADS);
         let named = opts
@@ -200,6 +214,7 @@ impl Proxy {
             trace: opts.trace,
             uid: opts.same_user.then(|| nix::unistd::getuid().as_raw()),
             limits: opts.limits,
+            container,
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -275,6 +290,19 @@ impl Proxy {
                 Some((env, Secret::new(url)))
             })
             .collect()
+    }
+
+    /// The AWS container-credentials endpoint's URL and token, when on.
+    pub fn container_endpoint(&self) -> Option<(String, &Secret)> {
+        self.shared.container.as_ref().map(|c| {
+            let url = format!(
+                "http://{}{}{}",
+                self.addr,
+                super::aws_container::PREFIX,
+                c.credential
+            );
+            (url, &c.token)
+        })
     }
 
     pub fn ca_pem(&self) -> &str {

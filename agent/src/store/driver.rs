@@ -31,6 +31,7 @@ pub(super) fn current_of(
         expires_at: lifetime.map(|l| started + l),
         full_lifetime: full_lifetime.unwrap_or(lifetime),
         renewable: issued.renewable,
+        about: issued.about,
         generation,
     }
 }

@@ -70,6 +70,8 @@ pub struct Current {
     /// The lifetime at the last full exchange (not a renewal).
     pub full_lifetime: Option<Duration>,
     pub renewable: bool,
+    /// What is safe to show about it (`Issued::about`).
+    pub about: Vec<(&'static str, String)>,
     /// Increases with every new value.
     pub generation: u64,
 }

@@ -47,6 +47,7 @@ impl CredentialSource for Scripted {
                 lifetime: Some(*self.lifetime.lock().expect("lock")),
                 granularity: self.granularity,
                 renewable: self.renewable,
+                about: Vec::new(),
             })
         })
     }
@@ -61,6 +62,7 @@ impl CredentialSource for Scripted {
                 lifetime: Some(*self.lifetime.lock().expect("lock")),
                 granularity: self.granularity,
                 renewable: true,
+                about: Vec::new(),
             }))
         })
     }

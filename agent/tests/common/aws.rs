@@ -155,3 +155,116 @@ impl Moto {
         assert_eq!(code, 200, "{body}");
     }
 }
+
+/// The role the AWS tests assume.
+pub const ROLE: &str = "arn:aws:iam::123456789012:role/ci-deploy";
+
+/// A job with one aws-web-identity credential, run as GitHub.
+pub struct AwsJob {
+    pub dir: tempfile::TempDir,
+    pub issuer: Issuer,
+    pub config: String,
+    pub state: String,
+    pub audit: String,
+}
+
+impl AwsJob {
+    /// One aws-web-identity credential against `sts`, nothing routed.
+    pub fn new(sts: &str, extra: &str) -> AwsJob {
+        let issuer = Issuer::start();
+        let dir = tempfile::tempdir().expect("tmp");
+        let audit = dir.path().join("audit.jsonl").display().to_string();
+        let text = format!(
+            "[identity]\nsource = \"auto\"\n\n\
+             [[credential]]\nname = \"aws\"\nexchange = \"aws-web-identity\"\nrole_arn = \"{ROLE}\"\n\
+             region = \"us-east-1\"\nsts_endpoint = \"{sts}\"\nduration = \"15m\"\n{extra}\n\
+             [audit]\nfile = \"{audit}\"\n"
+        );
+        let config = write_config(dir.path(), &text).display().to_string();
+        let state = dir.path().join("state").display().to_string();
+        AwsJob {
+            dir,
+            issuer,
+            config,
+            state,
+            audit,
+        }
+    }
+
+    pub fn lanyard(&self, args: &[&str]) -> (i32, String, String) {
+        let home = self.dir.path().display().to_string();
+        let gha = self.issuer.gha_url();
+        lanyard_in(
+            Some(self.dir.path()),
+            args,
+            &[
+                ("GITHUB_ACTIONS", "true"),
+                ("ACTIONS_ID_TOKEN_REQUEST_URL", &gha),
+                ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", &self.issuer.bearer),
+                ("LANYARD_STATE_DIR", &self.state),
+                ("HOME", &home),
+                ("LANYARD_LOG", "info"),
+            ],
+        )
+    }
+
+    pub fn start(&self) -> (i32, String, String) {
+        self.lanyard(&["start", "--config", &self.config, "--watch-pid", "0"])
+    }
+
+    pub fn status_json(&self) -> Value {
+        let (code, out, err) = self.lanyard(&["status", "--json"]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        json_of(out.trim())
+    }
+
+    pub fn audit_text(&self) -> String {
+        std::fs::read_to_string(&self.audit).unwrap_or_default()
+    }
+}
+
+/// Each key part of each issued set is absent from every text.
+pub fn assert_keys_absent(texts: &[&str], issued: &[Value]) {
+    assert!(!issued.is_empty(), "no keys were issued");
+    for keys in issued {
+        for (part, key) in [
+            ("access key id", "access_key_id"),
+            ("secret access key", "secret_access_key"),
+            ("session token", "session_token"),
+            ("access key id", "AccessKeyId"),
+            ("secret access key", "SecretAccessKey"),
+            ("session token", "SessionToken"),
+        ] {
+            if let Some(v) = keys[key].as_str() {
+                assert_absent(texts, v, part);
+            }
+        }
+    }
+    for t in texts {
+        assert!(!t.contains("eyJ"), "a JWT leaked:\n{t}");
+    }
+}
+
+/// moto with two roles, `ci-deploy` allowed GetSecretValue and
+/// `ci-nosecrets` with no policy, one secret, and its signature and policy
+/// checks on after the one unsigned STS call. (moto checks Secrets Manager
+/// calls against resource `*`, so the denial is by role.)
+pub fn moto_with_secrets(db: &str) -> Moto {
+    let moto = Moto::start();
+    let script = r#"
+iam = client('iam')
+trust = json.dumps({
+    'Version': '2012-10-17',
+    'Statement': [{'Effect': 'Allow', 'Principal': {'Federated': 'arn:aws:iam::123456789012:oidc-provider/issuer'},
+                   'Action': 'sts:AssumeRoleWithWebIdentity'}]})
+iam.create_role(RoleName='ci-deploy', AssumeRolePolicyDocument=trust)
+iam.create_role(RoleName='ci-nosecrets', AssumeRolePolicyDocument=trust)
+iam.put_role_policy(RoleName='ci-deploy', PolicyName='read-secrets', PolicyDocument=json.dumps({
+    'Version': '2012-10-17',
+    'Statement': [{'Effect': 'Allow', 'Action': 'secretsmanager:GetSecretValue', 'Resource': '*'}]}))
+client('secretsmanager').create_secret(Name='ci/db', SecretString=json.dumps({'user': 'app', 'password': DB}))
+"#;
+    moto.boto(&script.replace("DB", &format!("{db:?}")));
+    moto.auth_after(1);
+    moto
+}

@@ -21,6 +21,7 @@ pub(super) const KEYS: &[&str] = &[
     "policy_arns",
     "region",
     "sts_endpoint",
+    "container_endpoint",
 ];
 
 /// The keys only a `from` read of Secrets Manager takes (besides `name`,
@@ -51,6 +52,7 @@ pub(super) struct AwsKeys {
     sts_endpoint: Option<At<String>>,
     version_stage: Option<At<String>>,
     secrets_endpoint: Option<At<String>>,
+    container_endpoint: Option<At<bool>>,
 }
 
 impl AwsKeys {
@@ -65,6 +67,7 @@ impl AwsKeys {
             sts_endpoint: t.string(d, "sts_endpoint"),
             version_stage: t.string(d, "version_stage"),
             secrets_endpoint: t.string(d, "secrets_endpoint"),
+            container_endpoint: t.bool(d, "container_endpoint"),
         }
     }
 
@@ -83,6 +86,10 @@ impl AwsKeys {
             ("sts_endpoint", s(&self.sts_endpoint)),
             ("version_stage", s(&self.version_stage)),
             ("secrets_endpoint", s(&self.secrets_endpoint)),
+            (
+                "container_endpoint",
+                self.container_endpoint.as_ref().map(|v| v.span.clone()),
+            ),
         ]
         .into_iter()
         .filter_map(|(k, span)| span.map(|span| (k, span)))
@@ -90,8 +97,14 @@ impl AwsKeys {
     }
 }
 
-pub(super) fn web_identity(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) -> Option<CredentialKind> {
+pub(super) fn web_identity(
+    d: &mut Diag<'_>,
+    t: &Table<'_>,
+    k: &Keys,
+    earlier: &[CredentialConfig],
+) -> Option<CredentialKind> {
     let a = &k.aws;
+    let container_endpoint = container_endpoint(d, t, a, earlier);
     let role_arn = match &a.role_arn {
         Some(r) if is_role_arn(&r.v) => Some(r.v.clone()),
         Some(r) => {
@@ -209,7 +222,31 @@ pub(super) fn web_identity(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) -> Option<
         region: region?,
         sts_endpoint: sts_endpoint?,
         audience: audience?,
+        container_endpoint: container_endpoint?,
     }))
+}
+
+/// `container_endpoint = true`: at most one credential, because the SDKs
+/// read one `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
+fn container_endpoint(
+    d: &mut Diag<'_>,
+    t: &Table<'_>,
+    a: &AwsKeys,
+    earlier: &[CredentialConfig],
+) -> Option<bool> {
+    let Some(v) = &a.container_endpoint else {
+        return Some(false);
+    };
+    let other = earlier
+        .iter()
+        .find(|c| matches!(&c.kind, CredentialKind::AwsWebIdentity(o) if o.container_endpoint));
+    match other {
+        Some(o) if v.v => {
+            d.err(&v.span, &t.key("container_endpoint"), format!("credential {:?} already serves the container-credentials endpoint; the AWS SDKs read one AWS_CONTAINER_CREDENTIALS_FULL_URI, so only one credential may set container_endpoint = true", o.name));
+            None
+        }
+        _ => Some(v.v),
+    }
 }
 
 /// True when `from` names an aws-web-identity credential defined above.

@@ -181,7 +181,7 @@ pub(super) fn credential(
             Some(ExchangeKind::JwtBearer) => oauth::jwt_bearer(d, &t, &k),
             Some(ExchangeKind::Vault) => vault::login(d, &t, &k),
             Some(ExchangeKind::Passthrough) => passthrough(d, &t, &k),
-            Some(ExchangeKind::AwsWebIdentity) => aws::web_identity(d, &t, &k),
+            Some(ExchangeKind::AwsWebIdentity) => aws::web_identity(d, &t, &k, earlier),
             None => {
                 d.err(
                     &e.span,

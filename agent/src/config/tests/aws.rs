@@ -134,3 +134,37 @@ fn a_secrets_manager_read_takes_its_region_from_the_aws_credential() {
     .join("\n");
     assert!(m.contains("a Secrets Manager read needs `secret"), "{m}");
 }
+
+#[test]
+fn the_container_endpoint_is_off_by_default_and_on_for_one_credential_at_most() {
+    let cred = |name: &str, extra: &str| {
+        format!("[[credential]]\nname = \"{name}\"\nexchange = \"aws-web-identity\"\nrole_arn = \"{ROLE}\"\nregion = \"us-east-1\"\n{extra}")
+    };
+    let c = parse(&cred("aws", "")).expect("config");
+    assert!(!aws(&c).container_endpoint);
+    assert_eq!(crate::config::container_credential(&c.credentials), None);
+    let c = parse(&cred("aws", "container_endpoint = true\n")).expect("config");
+    assert!(aws(&c).container_endpoint);
+    assert_eq!(
+        crate::config::container_credential(&c.credentials).as_deref(),
+        Some("aws")
+    );
+    let two = format!(
+        "{}{}",
+        cred("a", "container_endpoint = true\n"),
+        cred("b", "container_endpoint = true\n")
+    );
+    let m = messages(&two).join("\n");
+    assert!(
+        m.contains("credential[1].container_endpoint: credential \"a\" already serves the container-credentials endpoint"),
+        "{m}"
+    );
+    let m = messages(&cred("aws", "container_endpoint = \"yes\"\n")).join("\n");
+    assert!(m.contains("container_endpoint"), "{m}");
+    let vault = "[[credential]]\nname = \"v\"\nexchange = \"vault\"\naddress = \"https://v.example\"\nrole = \"r\"\ncontainer_endpoint = true\n";
+    let m = messages(vault).join("\n");
+    assert!(
+        m.contains("`container_endpoint` does not apply to a credential with exchange = \"vault\""),
+        "{m}"
+    );
+}

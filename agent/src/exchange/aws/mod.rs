@@ -5,6 +5,7 @@
 
 mod answer;
 pub mod hints;
+mod report;
 pub(super) mod secrets;
 
 use std::time::{Duration, SystemTime};
@@ -15,6 +16,7 @@ use crate::http::{endpoint, FormValue, HttpClient, HttpError};
 use crate::identity::{format_time, truncate, IdentityToken, UnverifiedClaims};
 use crate::secret::{redact, Credential, Secret};
 pub use answer::AwsKeys;
+pub use report::SessionReport;
 
 const API_VERSION: &str = "2011-06-15";
 /// Why 3: one attempt and two retries ride out a restarting endpoint or a
@@ -23,6 +25,9 @@ pub const ATTEMPTS: u32 = 3;
 /// One attempt's bound. STS answers in well under a second; a slower
 /// answer is a broken path, and the next attempt may take another.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The keys of [`Issued::about`] for a role session.
+pub const ABOUT_ASSUMED_ROLE: &str = "assumed_role_arn";
+pub const ABOUT_SESSION: &str = "session_name";
 const BACKOFF: Duration = Duration::from_millis(500);
 /// STS refusal codes that say "try again", not "no".
 const RETRYABLE_CODES: &[&str] = &["Throttling", "IDPCommunicationError", "ServiceUnavailable"];
@@ -138,7 +143,7 @@ impl Sts {
                 Attempt::Done(Err(e))
             };
         }
-        Attempt::Done(self.parse(resp.status, &resp.body, sent.elapsed()))
+        Attempt::Done(self.parse(resp.status, &resp.body, sent.elapsed(), session))
     }
 
     /// `<ErrorResponse>`: the AWS code and message; anything else (a proxy's
@@ -162,6 +167,7 @@ impl Sts {
         status: http::StatusCode,
         body: &[u8],
         elapsed: Duration,
+        session: &str,
     ) -> Result<Issued, ExchangeError> {
         let bad = |problem: String| ExchangeError::BadAnswer {
             service: endpoint(&self.cfg.sts_endpoint),
@@ -199,15 +205,19 @@ impl Sts {
             session_token: c.session_token.0,
             expiration,
         };
+        let mut about = Vec::new();
         if let Some(u) = &r.assume_role_with_web_identity_result.assumed_role_user {
             tracing::info!(role = %u.arn.trim(), subject = ?r.assume_role_with_web_identity_result.subject_from_web_identity_token, expires = %format_time(expiration), "AWS role session started");
+            about.push((ABOUT_ASSUMED_ROLE, truncate(u.arn.trim(), 2048)));
         }
+        about.push((ABOUT_SESSION, session.to_owned()));
         Ok(Issued {
             value: keys.to_credential(),
             lifetime: Some(lifetime),
             // Expiration is whole seconds at real STS.
             granularity: super::WHOLE_SECONDS,
             renewable: false,
+            about,
         })
     }
 

@@ -130,6 +130,7 @@ impl SecretRead {
             lifetime: None,
             granularity: std::time::Duration::ZERO,
             renewable: false,
+            about: Vec::new(),
         })
     }
 }

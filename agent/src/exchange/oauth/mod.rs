@@ -174,6 +174,7 @@ impl OAuth {
             lifetime: Some(lifetime),
             granularity,
             renewable: false,
+            about: Vec::new(),
         })
     }
 

@@ -95,6 +95,9 @@ fn answer(ctx: Ctx, done: Result<Done, Refusal>) -> Response<Body> {
 /// The five phases, in order; the first refusal ends the request.
 async fn phases(shared: &Shared, ctx: &mut Ctx, req: Request<Incoming>) -> Result<Done, Refusal> {
     let admitted = admit::request(shared, ctx, &req)?;
+    if crate::proxy::aws_container::is_for(shared, ctx, &req) {
+        return crate::proxy::aws_container::serve(shared, ctx, &req).map(Done::Answer);
+    }
     resolve::resolve(shared, ctx, &req, admitted).await?;
     let plan = decide::decide(shared, ctx, &req)?;
     match plan {

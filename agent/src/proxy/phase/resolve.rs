@@ -220,7 +220,7 @@ fn is_self(shared: &Shared, addr: SocketAddr) -> bool {
 
 /// Does this destination name the listener itself, without asking DNS
 /// (`localhost`, or one of its addresses, on its port)?
-fn names_listener(shared: &Shared, d: &Destination) -> bool {
+pub(crate) fn names_listener(shared: &Shared, d: &Destination) -> bool {
     if d.port != shared.local.port() {
         return false;
     }
