@@ -123,6 +123,8 @@ pub(crate) struct Shared {
     /// The job's uid; `None` when the check is off.
     pub uid: Option<u32>,
     pub limits: super::deadline::Limits,
+    /// The job's placeholder AWS keys, when a route signs with SigV4.
+    pub aws: Option<super::sigv4::placeholder::Placeholders>,
 }
 
 /// A running listener.
@@ -176,6 +178,13 @@ impl Proxy {
         })?;
         let secret = ProxySecret::random(24).map_err(|e| ProxyError::Random(e.to_string()))?;
         let ca = JobCa::new(&opts.routes, opts.ca_lifetime)?;
+        let aws = opts
+            .routes
+            .iter()
+            .any(|r| r.aws.is_some())
+            .then(super::sigv4::placeholder::Placeholders::random)
+            .transpose()
+            .map_err(|e| ProxyError::Random(e.to_string()))?;
         let tls = crate::http::tls_config(opts.extra_ca.as_deref())?;
         let workers = opts.workers.clamp(1, MAX_WORKER_THREADS);
         let named = opts
@@ -200,6 +209,7 @@ impl Proxy {
             trace: opts.trace,
             uid: opts.same_user.then(|| nix::unistd::getuid().as_raw()),
             limits: opts.limits,
+            aws,
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -261,6 +271,16 @@ impl Proxy {
 
     pub fn secret(&self) -> &ProxySecret {
         &self.shared.secret
+    }
+
+    /// The placeholder AWS keys for the job's SDKs (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), when a route signs.
+    pub fn aws_placeholder_env(&self) -> Vec<(String, Secret)> {
+        self.shared
+            .aws
+            .as_ref()
+            .map(|p| p.env())
+            .unwrap_or_default()
     }
 
     /// `LANYARD_URL_<NAME>` → the local base URL of each named route.
