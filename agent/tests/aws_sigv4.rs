@@ -338,3 +338,162 @@ fn unmodified_aws_clients_work_through_lanyard_and_their_placeholder_keys_fail_w
         );
     }
 }
+
+/// `curl` through lanyard, printing `== name`, the status line and the rule.
+const CURL_FN: &str = "c() { echo \"== $1\"; shift; curl -s -o /dev/null -D - \"$@\" | tr -d '\\r' | grep -Ei '^(HTTP/|x-lanyard-rule)'; }\n";
+
+/// The answer to the case named `name` in the script's output.
+fn case<'a>(out: &'a str, name: &str) -> &'a str {
+    let start = out
+        .find(&format!("== {name}\n"))
+        .unwrap_or_else(|| panic!("no case {name} in:\n{out}"));
+    let rest = &out[start + name.len() + 4..];
+    &rest[..rest.find("== ").unwrap_or(rest.len())]
+}
+
+#[test]
+fn placeholders_sent_elsewhere_and_requests_that_cannot_be_re_signed_reach_no_upstream() {
+    // No auth checks needed: this is about what leaves lanyard.
+    let moto = Moto::start();
+    let aws_up = Upstream::start(true);
+    let elsewhere = Upstream::start(true);
+    let route = format!(
+        "[[route]]\nname = \"up\"\nurl = \"http://127.0.0.1:{}/\"\ncredential = \"aws\"\naws_service = \"s3\"\naws_region = \"us-east-1\"\n",
+        aws_up.port
+    );
+    let job = AwsJob::new(&moto, &route);
+    let dir = job.dir.path();
+    std::fs::write(dir.join("small"), "abc").expect("small");
+    std::fs::write(dir.join("big"), vec![b'x'; 9 * 1024 * 1024]).expect("big");
+    let script = format!(
+        "cd {d}; U=http://127.0.0.1:{u}; E=http://127.0.0.1:{e}\n{CURL_FN}\
+         c elsewhere-auth -H \"Authorization: AWS4-HMAC-SHA256 Credential=$AWS_ACCESS_KEY_ID/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00\" $E/a\n\
+         c elsewhere-token -H \"X-Amz-Security-Token: $AWS_SESSION_TOKEN\" $E/b\n\
+         c elsewhere-query \"$E/c?X-Amz-Credential=$AWS_ACCESS_KEY_ID%2F20260101\"\n\
+         c elsewhere-plain $E/ok\n\
+         echo '== elsewhere-cli'; aws sts get-caller-identity --endpoint-url $E --region us-east-1 2>&1 | head -c 600; echo\n\
+         c presigned \"$U/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=$AWS_ACCESS_KEY_ID%2F20260101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20260101T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature=00\"\n\
+         c streaming -X PUT -H 'x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD' -H 'content-encoding: aws-chunked' --data-binary @small $U/b/s\n\
+         c big -X PUT --data-binary @big $U/b/big\n\
+         c big-chunked -X PUT -H 'Transfer-Encoding: chunked' --data-binary @big $U/b/big2\n\
+         c host-disagrees -H 'Host: 127.0.0.1:1' $U/b/h\n\
+         c signed -X PUT -H \"Authorization: AWS4-HMAC-SHA256 Credential=$AWS_ACCESS_KEY_ID/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00\" -H 'X-Amz-Date: 20000101T000000Z' --data-binary @small $U/b/ok\n\
+         echo '== end'\n",
+        d = dir.display(),
+        u = aws_up.port,
+        e = elsewhere.port,
+    );
+    let (code, out, err) = job.run(&script);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let placeholder_rule =
+        "x-lanyard-rule: the request carries the job's placeholder AWS credentials";
+    for name in ["elsewhere-auth", "elsewhere-token", "elsewhere-query"] {
+        let a = case(&out, name);
+        assert!(
+            a.contains(" 403") && a.contains(placeholder_rule),
+            "{name}: {a}"
+        );
+    }
+    assert!(case(&out, "elsewhere-plain").contains(" 200"), "{out}");
+    assert!(case(&out, "elsewhere-cli").contains("403"), "{out}");
+    let p = case(&out, "presigned");
+    assert!(
+        p.contains(" 400") && p.contains("presigned URLs made in the job are signed with lanyard's placeholder keys and cannot work"),
+        "{p}"
+    );
+    let s = case(&out, "streaming");
+    assert!(
+        s.contains(" 400") && s.contains("AWS_REQUEST_CHECKSUM_CALCULATION=when_required"),
+        "{s}"
+    );
+    for name in ["big", "big-chunked"] {
+        let b = case(&out, name);
+        assert!(
+            b.contains(" 413") && b.contains("over 8 MiB"),
+            "{name}: {b}"
+        );
+    }
+    assert!(case(&out, "host-disagrees").contains(" 400"), "{out}");
+    assert!(case(&out, "signed").contains(" 200"), "{out}");
+
+    // The AWS upstream saw one request: the signed one, with the real key
+    // id, a fresh date and the body's hash; nothing half-signed.
+    let recs = aws_up.records();
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    assert_eq!(recs[0]["path"], "/b/ok");
+    let roles = moto.assumed_roles();
+    let id = roles[0]["access_key_id"].as_str().expect("key id");
+    let auth = header_values(&recs[0], "authorization");
+    assert_eq!(auth.len(), 1, "{auth:?}");
+    assert!(
+        auth[0].starts_with(&format!("AWS4-HMAC-SHA256 Credential={id}/"))
+            && auth[0].contains("/us-east-1/s3/aws4_request"),
+        "{auth:?}"
+    );
+    assert_ne!(header_values(&recs[0], "x-amz-date"), ["20000101T000000Z"]);
+    assert_eq!(
+        header_values(&recs[0], "x-amz-content-sha256"),
+        ["ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"]
+    );
+    // The other host saw only the plain request and the refused CLI call
+    // never left: no placeholder and no real key reached it.
+    let other = elsewhere.raw_records();
+    assert_eq!(elsewhere.records().len(), 1, "{other}");
+    let env_dump = other.clone();
+    assert!(!env_dump.contains("AWS4-HMAC-SHA256"), "{other}");
+    let text = job.audit_text();
+    assert_real_keys_absent(&moto, &[&out, &err, &text, &other]);
+    let audit = job.audit();
+    let denied = audit
+        .iter()
+        .filter(|l| {
+            l["decision"] == "denied"
+                && l["reason"].as_str().is_some_and(|r| {
+                    r.starts_with("the request carries the job's placeholder AWS credentials")
+                })
+        })
+        .count();
+    assert_eq!(denied, 4, "{audit:#?}");
+    assert_eq!(
+        audit.iter().filter(|l| l["decision"] == "signed").count(),
+        1,
+        "{audit:#?}"
+    );
+}
+
+#[test]
+fn doctor_on_the_github_aws_example_says_routes_sign_and_presigned_urls_will_not_work() {
+    let moto = Moto::start();
+    let issuer = Issuer::start();
+    let dir = tempfile::tempdir().expect("tmp");
+    let text = std::fs::read_to_string(root().join("examples/github-aws.toml")).expect("example");
+    let text = text.replace(
+        "region = \"eu-west-3\"\n",
+        &format!("region = \"eu-west-3\"\nsts_endpoint = \"{}\"\n", moto.url),
+    );
+    let text = text.replace(
+        "lanyard-audit.jsonl",
+        &dir.path().join("a.jsonl").display().to_string(),
+    );
+    let config = write_config(dir.path(), &text).display().to_string();
+    let gha = issuer.gha_url();
+    let home = dir.path().display().to_string();
+    let (code, out, err) = lanyard(
+        &["doctor", "--config", &config],
+        &[
+            ("GITHUB_ACTIONS", "true"),
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", &gha),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", &issuer.bearer),
+            ("HOME", &home),
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    for want in [
+        "https://*.amazonaws.com/ → aws",
+        "signs each request with SigV4 (AWS); the job gets placeholder AWS keys",
+        "note: presigned URLs made in the job will not work",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert_real_keys_absent(&moto, &[&out, &err]);
+}
