@@ -88,3 +88,15 @@ else
   [ -x "$AWS_VENV/bin/moto_server" ] || die "moto_server was not installed in $AWS_VENV/bin"
   echo "aws venv (moto $("$AWS_VENV/bin/python" -c 'import moto; print(moto.__version__)'), awscli, boto3): installed at $AWS_VENV"
 fi
+
+# 5. The AWS SDK for JavaScript v3 (STS client), a real unmodified client for the SigV4 tests
+AWS_JS="$PEERS/aws-js"
+if [ -f "$AWS_JS/node_modules/@aws-sdk/client-sts/package.json" ]; then
+  echo "aws-js (@aws-sdk/client-sts $(node -p 'require(process.argv[1]).version' "$AWS_JS/node_modules/@aws-sdk/client-sts/package.json")): already present at $AWS_JS"
+else
+  mkdir -p "$AWS_JS"
+  [ -f "$AWS_JS/package.json" ] || echo '{"name":"lanyard-aws-js-peer","private":true}' >"$AWS_JS/package.json"
+  (cd "$AWS_JS" && npm install --no-progress --loglevel=error '@aws-sdk/client-sts@3' 2>&1 | { grep -v 'Unknown user config' || true; } >&2) \
+    || die "npm install @aws-sdk/client-sts in $AWS_JS"
+  echo "aws-js (@aws-sdk/client-sts $(node -p 'require(process.argv[1]).version' "$AWS_JS/node_modules/@aws-sdk/client-sts/package.json")): installed at $AWS_JS"
+fi

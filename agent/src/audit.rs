@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 pub enum Decision {
     /// A route's credential was attached.
     Injected,
+    /// An AWS route's request was signed afresh (SigV4) with its keys.
+    Signed,
     /// Passed through untouched (a host without routes, `egress = "allow"`).
     Tunnelled,
     /// Refused by policy or by the listener's own checks.
@@ -33,6 +35,7 @@ impl Decision {
     pub fn as_str(self) -> &'static str {
         match self {
             Decision::Injected => "injected",
+            Decision::Signed => "signed",
             Decision::Tunnelled => "tunnelled",
             Decision::Denied => "denied",
             Decision::Failed => "failed",

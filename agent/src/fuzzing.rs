@@ -173,6 +173,7 @@ pub fn route_match(data: &[u8]) {
                 ci: true,
                 developer: i % 3 != 2,
             },
+            aws: None,
         });
     }
     let table = match developer {

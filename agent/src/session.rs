@@ -264,6 +264,18 @@ impl Session {
         }
         // Node ≥ 22.21 / 24.5 honours HTTPS_PROXY for fetch with this.
         out.push(("NODE_USE_ENV_PROXY".into(), Secret::new("1")));
+        // AWS routes: placeholder keys for the SDKs (lanyard signs each
+        // request afresh), the bundle for botocore, and no aws-chunked
+        // uploads (their chunk signatures cannot be re-signed).
+        let aws = self.proxy.aws_placeholder_env();
+        if !aws.is_empty() {
+            out.extend(aws);
+            out.push(("AWS_CA_BUNDLE".into(), bundle.clone()));
+            out.push((
+                "AWS_REQUEST_CHECKSUM_CALCULATION".into(),
+                Secret::new("when_required"),
+            ));
+        }
         out.push(("LANYARD_PROXY".into(), url));
         out.push(("LANYARD_CA_FILE".into(), bundle));
         // The endpoint's URL and the token's file, never the token.

@@ -242,10 +242,14 @@ fn build(d: &mut Diag<'_>, path: &Path, mut doc: Table<'_>) -> Option<Config> {
     }
     // `from` names a vault credential defined above it (checked in
     // `credential`), which is also the order of the first exchange.
+    let aws_creds: Vec<String> = credentials
+        .iter()
+        .filter(|c| matches!(c.kind, CredentialKind::AwsWebIdentity(_)))
+        .map(|c| c.name.clone())
+        .collect();
     let mut routes = Vec::new();
     for t in route_tables {
-        refuse_unsigned_aws_route(d, &t, &credentials);
-        if let Some(r) = route::route(d, t, &declared) {
+        if let Some(r) = route::route(d, t, &declared, &aws_creds) {
             routes.push(r);
         }
     }
@@ -292,19 +296,6 @@ fn aws_audience(credentials: &mut [CredentialConfig], identity: &IdentityConfig)
                     .clone()
                     .unwrap_or_else(|| credential::aws::DEFAULT_AUDIENCE.to_owned());
             }
-        }
-    }
-}
-
-/// AWS keys cannot be attached as a header: every AWS request is signed
-/// with them (SigV4), which routes do not do yet.
-fn refuse_unsigned_aws_route(d: &mut Diag<'_>, t: &Table<'_>, credentials: &[CredentialConfig]) {
-    let Some(name) = t.peek_string("credential") else {
-        return;
-    };
-    if let Some(c) = credentials.iter().find(|c| c.name == name) {
-        if matches!(c.kind, CredentialKind::AwsWebIdentity(_)) {
-            d.err(&t.span, &t.key("credential"), format!("credential {name:?} holds AWS keys (aws-web-identity), which must sign each request (SigV4); SigV4 signing of routes is not built yet, so no route can use it"));
         }
     }
 }

@@ -5,7 +5,7 @@
 use http::{HeaderName, Method};
 
 use super::raw::{Diag, Table};
-use crate::route::{parse_route_url, IdentityKinds, Route, Template};
+use crate::route::{parse_route_url, AwsSigning, HostPattern, IdentityKinds, Route, Template};
 
 const ALLOWED_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 /// Headers a route may not inject into: framing, routing and proxy control.
@@ -36,9 +36,18 @@ const ROUTE_KEYS: &[&str] = &[
     "name",
     "websocket",
     "identities",
+    "aws_service",
+    "aws_region",
 ];
 
-pub(super) fn route(d: &mut Diag<'_>, mut t: Table<'_>, creds: &[String]) -> Option<Route> {
+/// `creds`: every credential's name; `aws_creds`: those holding AWS keys
+/// (their routes sign with SigV4).
+pub(super) fn route(
+    d: &mut Diag<'_>,
+    mut t: Table<'_>,
+    creds: &[String],
+    aws_creds: &[String],
+) -> Option<Route> {
     let url_v = t.string(d, "url");
     let cred = t.string(d, "credential");
     let methods = t.strings(d, "methods");
@@ -49,7 +58,27 @@ pub(super) fn route(d: &mut Diag<'_>, mut t: Table<'_>, creds: &[String]) -> Opt
     let name = t.string(d, "name");
     let websocket = t.bool(d, "websocket").map(|b| b.v).unwrap_or(false);
     let identities = t.strings(d, "identities");
+    let aws_service = t.string(d, "aws_service");
+    let aws_region = t.string(d, "aws_region");
     t.finish(d, ROUTE_KEYS);
+    let signs = cred.as_ref().is_some_and(|c| aws_creds.contains(&c.v));
+    if signs {
+        for (key, v) in [
+            ("header", &header),
+            ("format", &format),
+            ("username", &username),
+        ] {
+            if let Some(v) = v {
+                d.err(&v.span, &t.key(key), format!("credential {:?} holds AWS keys, so this route signs each request with SigV4 and sends no header; remove `{key}`", cred.as_ref().map(|c| c.v.as_str()).unwrap_or_default()));
+            }
+        }
+    } else {
+        for (key, v) in [("aws_service", &aws_service), ("aws_region", &aws_region)] {
+            if let Some(v) = v {
+                d.err(&v.span, &t.key(key), format!("`{key}` is for routes whose credential is an aws-web-identity one (they sign with SigV4)"));
+            }
+        }
+    }
     let identities = match identities {
         None => Some(IdentityKinds::default()),
         Some(list) => {
@@ -237,6 +266,16 @@ pub(super) fn route(d: &mut Diag<'_>, mut t: Table<'_>, creds: &[String]) -> Opt
         None => Some(None),
     };
     let (scheme, host, port, path_prefix) = target?;
+    let aws = signs.then(|| AwsSigning {
+        service: aws_service.map(|v| v.v),
+        region: aws_region.map(|v| v.v),
+    });
+    if let (Some(a), Some(u)) = (&aws, &url_v) {
+        if let Err(msg) = check_aws_scope(a, &host) {
+            d.err(&u.span, &t.key("url"), msg);
+            return None;
+        }
+    }
     Some(Route {
         name: name?,
         scheme,
@@ -249,7 +288,40 @@ pub(super) fn route(d: &mut Diag<'_>, mut t: Table<'_>, creds: &[String]) -> Opt
         template: template?,
         websocket,
         identities: identities?,
+        aws,
     })
+}
+
+/// An AWS route's service and region: named, or derivable from its host.
+fn check_aws_scope(a: &AwsSigning, host: &HostPattern) -> Result<(), String> {
+    for v in [&a.service, &a.region].into_iter().flatten() {
+        if v.is_empty()
+            || !v
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(format!(
+                "aws_service and aws_region are lower-case names like \"s3\" and \"eu-west-1\"; got {v:?}"
+            ));
+        }
+    }
+    // The service can come from the client's own signature scope; the
+    // region of a host that is not AWS's must be named.
+    if a.region.is_some() {
+        return Ok(());
+    }
+    let probe = match host {
+        HostPattern::Exact(h) => h.clone(),
+        // Each request's host is looked at on its own; only the suffix is
+        // known here.
+        HostPattern::Suffix(s) => format!("x.{s}"),
+    };
+    match crate::proxy::sigv4::scope::derive(&probe) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "lanyard cannot tell the AWS service and region from host {host} (it reads <service>.<region>.amazonaws.com); set aws_region (and aws_service, else the client's own signature names the service) on this route"
+        )),
+    }
 }
 
 /// Route names must stay distinct after `LANYARD_URL_` mangling.

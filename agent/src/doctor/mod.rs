@@ -318,6 +318,15 @@ fn routes(cfg: &Config, who: &SessionIdentity, out: &mut String) {
                     .map(|e| format!(", reverse base URL in {e}"))
                     .unwrap_or_default()
             );
+            if r.aws.is_some() {
+                let _ = writeln!(
+                    out,
+                    "    signs each request with SigV4 (AWS); the job gets placeholder AWS keys"
+                );
+            }
+        }
+        if cfg.routes.iter().any(|r| r.aws.is_some()) {
+            let _ = writeln!(out, "  note: presigned URLs made in the job will not work: they are signed with lanyard's placeholder keys (presign outside the job, or call the API through lanyard)");
         }
     }
 }

@@ -94,6 +94,7 @@ mod tests {
             template,
             websocket: false,
             identities: Default::default(),
+            aws: None,
         }
     }
 

@@ -50,6 +50,7 @@ pub(crate) mod phase;
 pub mod pool;
 pub mod refusal;
 pub mod server;
+pub mod sigv4;
 pub mod tls;
 
 pub use server::{Proxy, ProxyError, ProxyOptions};

@@ -128,6 +128,8 @@ pub(crate) struct Shared {
     pub limits: super::deadline::Limits,
     /// The AWS container-credentials endpoint, when a credential has it.
     pub container: Option<super::aws_container::Endpoint>,
+    /// The job's placeholder AWS keys, when a route signs with SigV4.
+    pub aws: Option<super::sigv4::placeholder::Placeholders>,
 }
 
 /// A running listener.
@@ -190,6 +192,13 @@ impl Proxy {
             }),
             None => None,
         };
+        let aws = opts
+            .routes
+            .iter()
+            .any(|r| r.aws.is_some())
+            .then(super::sigv4::placeholder::Placeholders::random)
+            .transpose()
+            .map_err(|e| ProxyError::Random(e.to_string()))?;
         let tls = crate::http::tls_config(opts.extra_ca.as_deref())?;
         let workers = opts.workers.clamp(1, MAX_WORKER_THREADS);
         let named = opts
@@ -215,6 +224,7 @@ impl Proxy {
             uid: opts.same_user.then(|| nix::unistd::getuid().as_raw()),
             limits: opts.limits,
             container,
+            aws,
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -276,6 +286,16 @@ impl Proxy {
 
     pub fn secret(&self) -> &ProxySecret {
         &self.shared.secret
+    }
+
+    /// The placeholder AWS keys for the job's SDKs (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), when a route signs.
+    pub fn aws_placeholder_env(&self) -> Vec<(String, Secret)> {
+        self.shared
+            .aws
+            .as_ref()
+            .map(|p| p.env())
+            .unwrap_or_default()
     }
 
     /// `LANYARD_URL_<NAME>` → the local base URL of each named route.

@@ -14,7 +14,7 @@ mod table;
 use std::fmt;
 
 pub use host::{parse_authority, Destination, HostPattern, TargetError};
-pub use model::{parse_route_url, IdentityKinds, Route, Template};
+pub use model::{parse_route_url, AwsSigning, IdentityKinds, Route, Template};
 pub use path::check_path;
 pub use table::{Decision, RouteTable, SessionIdentity};
 

@@ -53,6 +53,18 @@ pub struct Route {
     pub websocket: bool,
     /// Which identity kinds may use this route (default: both).
     pub identities: IdentityKinds,
+    /// `Some`: the credential holds AWS keys and each request is signed
+    /// with SigV4 instead of carrying `header` (which is then unused).
+    pub aws: Option<AwsSigning>,
+}
+
+/// How an AWS route signs: the service and region, when the config names
+/// them (`aws_service`, `aws_region`); otherwise derived from each
+/// request's host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsSigning {
+    pub service: Option<String>,
+    pub region: Option<String>,
 }
 
 /// The kinds of identity a route serves: CI automation tokens and

@@ -149,6 +149,7 @@ mod tests {
             },
             websocket: false,
             identities: IdentityKinds::default(),
+            aws: None,
         }
     }
 

@@ -86,13 +86,29 @@ fn each_bad_aws_value_is_named_with_sts_limits() {
 }
 
 #[test]
-fn a_route_cannot_use_aws_keys_until_routes_sign() {
-    let src = format!("[[credential]]\nname = \"aws\"\nexchange = \"aws-web-identity\"\nrole_arn = \"{ROLE}\"\nregion = \"us-east-1\"\n[[route]]\nurl = \"https://s3.amazonaws.com/\"\ncredential = \"aws\"\n");
-    let m = messages(&src).join("\n");
-    assert!(
-        m.contains("route[0].credential: credential \"aws\" holds AWS keys (aws-web-identity), which must sign each request (SigV4); SigV4 signing of routes is not built yet"),
-        "{m}"
+fn a_route_naming_aws_keys_signs_and_takes_no_header_template() {
+    let base = format!("[[credential]]\nname = \"aws\"\nexchange = \"aws-web-identity\"\nrole_arn = \"{ROLE}\"\nregion = \"us-east-1\"\n[[credential]]\nname = \"tok\"\nexchange = \"passthrough\"\n");
+    let c = parse(&format!("{base}[[route]]\nurl = \"https://s3.eu-west-1.amazonaws.com/\"\ncredential = \"aws\"\n[[route]]\nurl = \"http://127.0.0.1:5000/\"\ncredential = \"aws\"\naws_service = \"sts\"\naws_region = \"us-east-1\"\n[[route]]\nurl = \"https://*.amazonaws.com/\"\ncredential = \"aws\"\n")).expect("config");
+    assert_eq!(c.routes[0].aws, Some(crate::route::AwsSigning::default()));
+    assert_eq!(
+        c.routes[1].aws,
+        Some(crate::route::AwsSigning {
+            service: Some("sts".into()),
+            region: Some("us-east-1".into())
+        })
     );
+    assert!(c.routes[2].aws.is_some());
+
+    let m = messages(&format!("{base}[[route]]\nurl = \"https://s3.amazonaws.com/\"\ncredential = \"aws\"\nheader = \"x-token\"\nformat = \"Token {{token}}\"\n[[route]]\nurl = \"http://127.0.0.1:5000/\"\ncredential = \"aws\"\n[[route]]\nurl = \"https://api.example.com/\"\ncredential = \"tok\"\naws_region = \"us-east-1\"\n[[route]]\nurl = \"http://127.0.0.1:5001/\"\ncredential = \"aws\"\naws_service = \"STS\"\naws_region = \"us-east-1\"\n")).join("\n");
+    for want in [
+        "route[0].header: credential \"aws\" holds AWS keys, so this route signs each request with SigV4 and sends no header; remove `header`",
+        "route[0].format: credential \"aws\" holds AWS keys",
+        "route[1].url: lanyard cannot tell the AWS service and region from host 127.0.0.1 (it reads <service>.<region>.amazonaws.com); set aws_region (and aws_service, else the client's own signature names the service) on this route",
+        "route[2].aws_region: `aws_region` is for routes whose credential is an aws-web-identity one",
+        "route[3].url: aws_service and aws_region are lower-case names",
+    ] {
+        assert!(m.contains(want), "missing {want:?} in:\n{m}");
+    }
 }
 
 #[test]

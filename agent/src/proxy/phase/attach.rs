@@ -4,10 +4,10 @@
 //! (rendered through its template) and the trace headers; a request
 //! passed through loses every credential-looking header instead.
 //!
-//! This is where later back ends plug in: request signing (which needs
-//! the final method, target and headers, all in [`Outgoing`]) and
-//! placeholder substitution go into [`credential`], which also runs again
-//! for the 401 replay with the refreshed value.
+//! An AWS route's request gets no header: the next step, [`super::sign`],
+//! removes the client's signature (refusing what cannot be re-signed) and
+//! signs the request once its body is read. Any other request that carries the job's placeholder AWS
+//! keys is refused: the job is trying to use them elsewhere.
 
 use std::sync::Arc;
 
@@ -26,6 +26,13 @@ use crate::proxy::server::Shared;
 use crate::route::Route;
 use crate::store::Current;
 
+/// The request body: as the client sends it, or already read (an AWS
+/// route's, to hash it).
+pub enum OutBody {
+    Fresh(Incoming),
+    Read(crate::proxy::body::Buffered),
+}
+
 /// The upstream request under construction.
 pub struct Outgoing<'s> {
     /// `None`: passed through with no credential.
@@ -33,7 +40,9 @@ pub struct Outgoing<'s> {
     /// The client's request head; its headers are the outgoing ones.
     pub parts: Parts,
     pub uri: Uri,
-    pub body: Incoming,
+    pub body: OutBody,
+    /// An AWS route's request: what it is signed for (set by `sign`).
+    pub signing: Option<crate::proxy::sigv4::Scope>,
     /// A WebSocket upgrade: the client's side of the switch.
     pub client_upgrade: Option<OnUpgrade>,
     /// The credential attached, for the 401 refresh.
@@ -75,7 +84,26 @@ pub fn attach<'s>(
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
     let mut cred = None;
+    if route.is_none_or(|r| r.aws.is_none()) {
+        if let Some(p) = &shared.aws {
+            if p.seen_in(headers, uri.query()) {
+                return Err(Refusal::policy(PLACEHOLDER_ELSEWHERE));
+            }
+        }
+    }
     match route {
+        Some(r) if r.aws.is_some() => {
+            let c = shared
+                .store
+                .get(&r.credential)
+                .map_err(|e| Refusal::credential(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+            inject::strip(headers, None);
+            for (k, v) in &shared.trace {
+                headers.insert(k.clone(), v.clone());
+            }
+            ctx.log.rec.fingerprint = Some(c.fingerprint.clone());
+            cred = Some(c);
+        }
         Some(r) => {
             let c = shared
                 .store
@@ -100,11 +128,16 @@ pub fn attach<'s>(
         route,
         parts,
         uri,
-        body,
+        body: OutBody::Fresh(body),
+        signing: None,
         client_upgrade,
         cred,
     })
 }
+
+/// The rule for the job's placeholder AWS keys sent to any host that is
+/// not an AWS route. The placeholders themselves are never quoted.
+pub const PLACEHOLDER_ELSEWHERE: &str = "the request carries the job's placeholder AWS credentials (from AWS_ACCESS_KEY_ID / AWS_SESSION_TOKEN), which only lanyard's AWS routes accept; this host is not one";
 
 /// Attach a routed request's credential: the route's header, rendered
 /// through its template, replacing any the client sent; then the trace

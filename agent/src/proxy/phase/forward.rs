@@ -14,14 +14,18 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::attach::{self, Outgoing};
+use super::attach::{self, OutBody, Outgoing};
+use super::sign;
 use crate::audit;
+use crate::proxy::body::Buffered;
 use crate::proxy::conn::{Activity, GateHandle};
 use crate::proxy::context::Ctx;
 use crate::proxy::forward::{self as fwd, empty, strip_hop_by_hop, Body, Pending};
 use crate::proxy::refusal::Refusal;
 use crate::proxy::server::{Shared, IDLE_TIMEOUT, MAX_REPLAY_BODY, WORKER};
+use crate::proxy::sigv4::Payload;
 use crate::route::Destination;
+use hyper::body::Incoming;
 
 pub async fn forward(
     shared: &Shared,
@@ -43,7 +47,12 @@ pub async fn forward(
     // before anything is sent, so a framing error in it (found by the
     // gate) is refused before the head and its credential go upstream; a
     // routed body of known small length is kept whole to replay on 401.
-    let exact = out.body.size_hint().exact();
+    let signing = out.signing;
+    let (fresh, read) = match out.body {
+        OutBody::Fresh(b) => (Some(b), None),
+        OutBody::Read(b) => (None, Some(b)),
+    };
+    let exact = fresh.as_ref().and_then(|b| b.size_hint().exact());
     let gate = parts.extensions.get::<GateHandle>().cloned();
     let buffer = !websocket
         && (exact.is_none() || (route.is_some() && exact.is_some_and(|n| n <= MAX_REPLAY_BODY)));
@@ -70,27 +79,35 @@ pub async fn forward(
     let cut = log.cut.clone();
     let (limits, cut, go) = (&shared.limits, &cut, &go);
     let send = |r: Request<Body>| crate::proxy::deadline::send(limits, cut, r, go);
-    let (first, kept) = if buffer {
-        match crate::proxy::body::prebuffer(out.body, MAX_REPLAY_BODY).await {
-            Ok(crate::proxy::body::Buffered::Whole(bytes)) => {
-                log.bytes_in
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                (
-                    build(headers.clone(), fwd::full(bytes.clone())),
-                    Some((headers, bytes)),
-                )
+    // `Ok`: read (whole, or up to the bound); `Err`: streamed as it comes.
+    let read: Result<Buffered, Incoming> = match (fresh, read) {
+        (_, Some(b)) => Ok(b),
+        (Some(b), None) if buffer => {
+            match crate::proxy::body::prebuffer(b, MAX_REPLAY_BODY).await {
+                Ok(b) => Ok(b),
+                Err(e) => return Err(body_failed(gate.as_ref(), &e.to_string())),
             }
-            Ok(crate::proxy::body::Buffered::Partial(rest)) => (
-                build(headers, fwd::counted(rest, log.bytes_in.clone())),
-                None,
-            ),
-            Err(e) => return Err(body_failed(gate.as_ref(), &e.to_string())),
         }
-    } else {
-        (
-            build(headers, fwd::counted(out.body, log.bytes_in.clone())),
+        (Some(b), None) => Err(b),
+        (None, None) => return Err(Refusal::malformed("the request body was lost")),
+    };
+    let (first, kept) = match read {
+        Ok(Buffered::Whole(bytes)) => {
+            log.bytes_in
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            (
+                build(headers.clone(), fwd::full(bytes.clone())),
+                Some((headers, bytes)),
+            )
+        }
+        Ok(Buffered::Partial(rest)) => (
+            build(headers, fwd::counted(rest, log.bytes_in.clone())),
             None,
-        )
+        ),
+        Err(body) => (
+            build(headers, fwd::counted(body, log.bytes_in.clone())),
+            None,
+        ),
     };
     let mut resp = match send(first).await {
         Ok(r) => r,
@@ -103,7 +120,20 @@ pub async fn forward(
         if let (Some(r), Some(c), Some((mut headers, bytes))) = (route, &out.cred, kept) {
             match shared.store.refresh(&r.credential, c.generation).await {
                 Ok(fresh) if fresh.generation != c.generation => {
-                    if attach::credential(shared, &mut headers, r, &fresh).is_ok() {
+                    // An AWS request is signed again with the fresh keys,
+                    // never replayed with its old signature.
+                    let again = match &signing {
+                        Some(scope) => sign::resign(
+                            &mut headers,
+                            &parts.method,
+                            scope,
+                            &fresh,
+                            Payload::Bytes(&bytes),
+                        )
+                        .is_ok(),
+                        None => attach::credential(shared, &mut headers, r, &fresh).is_ok(),
+                    };
+                    if again {
                         log.rec.fingerprint = Some(fresh.fingerprint.clone());
                         log.rec.reason = Some(
                             "upstream answered 401; refreshed the credential and replayed once"

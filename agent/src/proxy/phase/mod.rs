@@ -6,7 +6,8 @@
 //!    destination (and the self-loop check);
 //! 3. [`decide`]: route, path, method, identity, WebSocket, egress;
 //! 4. [`attach`]: the upstream head, the credential through its template
-//!    (where signing and placeholder substitution will plug in);
+//!    (an AWS route's client signature removed instead), then [`sign`]:
+//!    an AWS route's body read and the request signed with SigV4;
 //! 5. [`forward`]: pool, deadlines, 401 refresh and replay.
 //!
 //! [`handle`] runs them. A refusal from any phase is answered by
@@ -17,6 +18,7 @@ pub mod attach;
 pub mod decide;
 pub mod forward;
 pub mod resolve;
+pub mod sign;
 
 use std::sync::Arc;
 
@@ -108,6 +110,7 @@ async fn phases(shared: &Shared, ctx: &mut Ctx, req: Request<Incoming>) -> Resul
         }
         Plan::Route(_) | Plan::Pass => {}
     }
-    let out = attach::attach(shared, ctx, plan, req)?;
+    let mut out = attach::attach(shared, ctx, plan, req)?;
+    sign::sign(ctx, &mut out).await?;
     forward::forward(shared, ctx, out).await.map(Done::Answer)
 }
