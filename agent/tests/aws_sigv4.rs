@@ -10,7 +10,7 @@ mod common;
 
 use std::process::Command;
 
-use common::aws::{aws_venv, Moto};
+use common::aws::{aws_venv, ci_role, Moto};
 use common::*;
 use serde_json::Value;
 
@@ -22,15 +22,12 @@ const OBJECT: &str = "object-body-canary-91f3";
 /// a bucket and a secret; checks on after the one unsigned STS call.
 fn moto_for_clients() -> Moto {
     let moto = Moto::start();
-    let script = r#"
-iam = client('iam')
-trust = json.dumps({'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow',
-    'Principal': {'Federated': 'arn:aws:iam::123456789012:oidc-provider/issuer'},
-    'Action': 'sts:AssumeRoleWithWebIdentity'}]})
-iam.create_role(RoleName='ci-deploy', AssumeRolePolicyDocument=trust)
-iam.put_role_policy(RoleName='ci-deploy', PolicyName='ci', PolicyDocument=json.dumps({
-    'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow', 'Resource': '*', 'Action': [
-        'sts:GetCallerIdentity', 's3:PutObject', 's3:GetObject', 'secretsmanager:GetSecretValue']}]}))
+    let script = ci_role(&[
+        "sts:GetCallerIdentity",
+        "s3:PutObject",
+        "s3:GetObject",
+        "secretsmanager:GetSecretValue",
+    ]) + r#"
 client('s3').create_bucket(Bucket='ci-bucket')
 client('secretsmanager').create_secret(Name='ci/db', SecretString=SECRET)
 "#;

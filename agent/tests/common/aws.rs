@@ -106,6 +106,29 @@ impl AwsSts {
             .collect()
     }
 
+    /// `peers/aws_sts.py --mode moto`: forwards AssumeRoleWithWebIdentity
+    /// to `moto` (signed with the front user's keys, see [`sts_front_user`])
+    /// and answers with moto's real role session, its Expiration `ttl`
+    /// seconds away.
+    pub fn forwarding_to(moto: &Moto, front: &(String, String), ttl: u32) -> AwsSts {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new(aws_venv().join("bin/python"));
+        cmd.arg(root().join("agent/tests/peers/aws_sts.py"))
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--mode", "moto", "--ttl", &ttl.to_string()])
+            .args(["--upstream", &moto.url])
+            .args(["--front-key", &front.0, "--front-secret", &front.1]);
+        let (proc, v) = spawn_ready("aws_sts moto", cmd);
+        let port = v["port"].as_u64().expect("port") as u16;
+        AwsSts {
+            proc,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+        }
+    }
+
     /// Each request's form (the token as its decoded claims).
     pub fn requests(&self) -> Vec<Value> {
         self.lines("requests.jsonl")
@@ -143,6 +166,21 @@ impl Moto {
         so
     }
 
+    /// moto's checks are on: a call signed with keys it never issued is
+    /// refused before any policy is looked at.
+    pub fn assert_checks_on(&self) {
+        let out = self.boto(
+            "try:\n    client('secretsmanager').get_secret_value(SecretId='ci/db')\n    print('served')\n\
+             except Exception as e:\n    print('refused', e)\n",
+        );
+        assert!(
+            out.starts_with("refused")
+                && (out.contains("InvalidClientTokenId") || out.contains("SignatureDoesNotMatch")),
+            "moto's signature checks are off: {out}"
+        );
+        assert!(!out.contains("canary"), "{out}");
+    }
+
     /// Turns moto's signature and IAM policy checks on after `free` more
     /// requests (`/moto-api/reset-auth`).
     pub fn auth_after(&self, free: u32) {
@@ -154,6 +192,42 @@ impl Moto {
         );
         assert_eq!(code, 200, "{body}");
     }
+}
+
+/// A boto3 set-up snippet (for [`Moto::boto`]): role `ci-deploy`, trusting
+/// the test issuer, allowed exactly `actions` on every resource.
+pub fn ci_role(actions: &[&str]) -> String {
+    format!(
+        r#"
+iam = client('iam')
+trust = json.dumps({{'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow',
+    'Principal': {{'Federated': 'arn:aws:iam::123456789012:oidc-provider/issuer'}},
+    'Action': 'sts:AssumeRoleWithWebIdentity'}}]}})
+iam.create_role(RoleName='ci-deploy', AssumeRolePolicyDocument=trust)
+iam.put_role_policy(RoleName='ci-deploy', PolicyName='ci', PolicyDocument=json.dumps({{
+    'Version': '2012-10-17', 'Statement': [{{'Effect': 'Allow', 'Resource': '*', 'Action': {actions:?}}}]}}))
+"#
+    )
+}
+
+/// An IAM user allowed exactly `sts:AssumeRoleWithWebIdentity`: moto,
+/// unlike real STS, checks that call's signature once its checks are on,
+/// so a forwarding STS peer signs it with these keys `(id, secret)`.
+/// Call before the checks are turned on.
+pub fn sts_front_user(moto: &Moto) -> (String, String) {
+    let out = moto.boto(
+        r#"
+iam = client('iam')
+iam.create_user(UserName='sts-front')
+iam.put_user_policy(UserName='sts-front', PolicyName='front', PolicyDocument=json.dumps({
+    'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow', 'Resource': '*',
+    'Action': 'sts:AssumeRoleWithWebIdentity'}]}))
+k = iam.create_access_key(UserName='sts-front')['AccessKey']
+print(k['AccessKeyId'] + ' ' + k['SecretAccessKey'])
+"#,
+    );
+    let (id, secret) = out.trim().split_once(' ').expect("front keys");
+    (id.to_owned(), secret.to_owned())
 }
 
 /// The role the AWS tests assume.

@@ -21,6 +21,16 @@ Modes (each request is answered by the first rule that applies):
              then the connection closed
   error:CODE:STATUS  an ErrorResponse with that code and status, whose
              message quotes the WebIdentityToken (lanyard must not)
+  moto       forwards the request to moto (--upstream) and answers with
+             moto's own role session (real keys moto checks signatures
+             with), its Expiration rewritten to now + --ttl seconds. Real
+             STS's minimum DurationSeconds is 900 and moto honours it; the
+             long-job test compresses time instead of waiting 15 minutes,
+             and lanyard's refresh path is the same. moto, unlike real STS,
+             checks the signature of AssumeRoleWithWebIdentity too once its
+             checks are on, so the forwarded call is signed with
+             --front-key/--front-secret (an IAM user allowed exactly that
+             call); needs botocore (run with the aws venv's python).
 Modes apply to the first --count requests (default: all); later ones get ok.
 """
 
@@ -29,6 +39,7 @@ import base64
 import datetime
 import json
 import os
+import re
 import secrets
 import socketserver
 import sys
@@ -80,6 +91,32 @@ def ok_body(form):
     ).encode()
 
 
+def moto_body(form):
+    """moto's answer to the same call, Expiration rewritten (see `moto`)."""
+    import urllib.request
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    body = urllib.parse.urlencode(form)
+    req = AWSRequest(method="POST", url=ARGS.upstream + "/", data=body,
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    SigV4Auth(Credentials(ARGS.front_key, ARGS.front_secret), "sts", "us-east-1").add_auth(req)
+    prepared = req.prepare()
+    out = urllib.request.urlopen(
+        urllib.request.Request(prepared.url, data=body.encode(), headers=dict(prepared.headers), method="POST"),
+        timeout=20,
+    )
+    text = out.read().decode()
+    exp = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=ARGS.ttl or 6)
+    text, n = re.subn(r"<Expiration>[^<]*</Expiration>", f"<Expiration>{exp.strftime('%Y-%m-%dT%H:%M:%SZ')}</Expiration>", text)
+    assert n == 1, text
+    keys = {k: re.search(f"<{k}>([^<]*)</{k}>", text).group(1) for k in ("AccessKeyId", "SecretAccessKey", "SessionToken")}
+    append("issued.jsonl", keys)
+    return text.encode()
+
+
 def error_body(code, message):
     return (
         '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
@@ -118,6 +155,8 @@ class Handler(BaseHTTPRequestHandler):
             mode = "ok"
         if mode == "ok":
             self.send(200, ok_body(form))
+        elif mode == "moto":
+            self.send(200, moto_body(form))
         elif mode == "5xx":
             self.send(503, error_body("ServiceUnavailable", "Service is unavailable"))
         elif mode == "garbage":
@@ -148,6 +187,9 @@ def main():
     p.add_argument("--ttl", type=int)
     p.add_argument("--count", type=int)
     p.add_argument("--delay", type=float, default=15.0)
+    p.add_argument("--upstream")
+    p.add_argument("--front-key")
+    p.add_argument("--front-secret")
     ARGS = p.parse_args()
     srv = Server(("127.0.0.1", 0), Handler)
     print(json.dumps({"port": srv.server_address[1]}), flush=True)
