@@ -23,33 +23,56 @@ pub struct Moto {
     pub proc: Proc,
     pub port: u16,
     pub url: String,
+    /// The CA its certificate chains to, when it serves https.
+    pub ca: Option<PathBuf>,
 }
 
 impl Moto {
     pub fn start() -> Moto {
+        Self::start_with(None)
+    }
+
+    /// moto serving https with `cert`/`key` (chaining to `ca`).
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Moto {
+        Self::start_with(Some((cert, key, ca)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path, &Path)>) -> Moto {
         let bin = need(&aws_venv().join("bin/moto_server"));
         for _ in 0..5 {
             let port = free_port();
             let dir = tempfile::tempdir().expect("tempdir");
             let log = dir.path().join("moto.log");
-            let child = Command::new(&bin)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            let mut cmd = Command::new(&bin);
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            if let Some((cert, key, _)) = tls {
+                cmd.arg("-s").arg("-c").arg(cert).arg("-k").arg(key);
+            }
+            let child = cmd
                 .stdin(Stdio::null())
                 .stdout(std::fs::File::create(&log).expect("log"))
                 .stderr(std::fs::File::create(dir.path().join("moto.err")).expect("log"))
                 .spawn()
                 .expect("start moto_server");
             let mut proc = Proc::adopt("moto", child, log, dir);
-            let url = format!("http://127.0.0.1:{port}");
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let url = format!("{scheme}://127.0.0.1:{port}");
+            let ca = tls.map(|t| t.2.to_owned());
             let end = Instant::now() + READY_TIMEOUT;
             loop {
                 if !proc.alive() {
                     eprintln!("moto: port {port} was taken before moto bound it; picking another");
                     break;
                 }
-                let (code, body) = curl("GET", &format!("{url}/moto-api/data.json"), &[], None);
+                let (code, body) =
+                    moto_call(&url, ca.as_deref(), "GET", "/moto-api/data.json", None);
                 if code == 200 && serde_json::from_str::<Value>(&body).is_ok() && proc.alive() {
-                    return Moto { proc, port, url };
+                    return Moto {
+                        proc,
+                        port,
+                        url,
+                        ca,
+                    };
                 }
                 assert!(
                     Instant::now() < end,
@@ -65,10 +88,11 @@ impl Moto {
     /// moto's own record of the role sessions it issued (keys included):
     /// what the tests check never shows in lanyard's output.
     pub fn assumed_roles(&self) -> Vec<Value> {
-        let (code, body) = curl(
+        let (code, body) = moto_call(
+            &self.url,
+            self.ca.as_deref(),
             "GET",
-            &format!("{}/moto-api/data.json", self.url),
-            &[],
+            "/moto-api/data.json",
             None,
         );
         assert_eq!(code, 200, "{body}");
@@ -77,6 +101,22 @@ impl Moto {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// A moto API call, trusting `ca` for https: (status, body).
+fn moto_call(
+    url: &str,
+    ca: Option<&Path>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let headers: &[(&str, &str)] = if body.is_some() {
+        &[("content-type", "text/plain")]
+    } else {
+        &[]
+    };
+    curl_ca(ca, method, &format!("{url}{path}"), headers, body)
 }
 
 /// `peers/aws_sts.py` in one of its modes.
@@ -150,14 +190,16 @@ impl Moto {
              def client(name):\n    return boto3.client(name, endpoint_url=endpoint, region_name=region)\n{script}",
             url = self.url
         );
-        let out = Command::new(py)
-            .args(["-c", &full])
+        let mut cmd = Command::new(py);
+        cmd.args(["-c", &full])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .output()
-            .expect("run boto3");
+            .env("AWS_SECRET_ACCESS_KEY", "testing");
+        if let Some(ca) = &self.ca {
+            cmd.env("AWS_CA_BUNDLE", ca);
+        }
+        let out = cmd.output().expect("run boto3");
         let (so, se) = (
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -184,10 +226,11 @@ impl Moto {
     /// Turns moto's signature and IAM policy checks on after `free` more
     /// requests (`/moto-api/reset-auth`).
     pub fn auth_after(&self, free: u32) {
-        let (code, body) = curl(
+        let (code, body) = moto_call(
+            &self.url,
+            self.ca.as_deref(),
             "POST",
-            &format!("{}/moto-api/reset-auth", self.url),
-            &[("content-type", "text/plain")],
+            "/moto-api/reset-auth",
             Some(&free.to_string()),
         );
         assert_eq!(code, 200, "{body}");

@@ -139,7 +139,21 @@ pub fn curl(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> (u16, String) {
+    curl_ca(None, method, url, headers, body)
+}
+
+/// [`curl`] trusting `ca` for https.
+pub fn curl_ca(
+    ca: Option<&Path>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String) {
     let mut c = Command::new("curl");
+    if let Some(ca) = ca {
+        c.arg("--cacert").arg(ca);
+    }
     c.args([
         "-sS",
         "--max-time",
