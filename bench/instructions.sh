@@ -5,25 +5,41 @@
 #   bash bench/instructions.sh [LANYARD_BINARY ...]     # default: target/release/lanyard
 #   N=4000 bash bench/instructions.sh a/lanyard b/lanyard
 #
-# For each binary and mode (reverse, forward), `lanyard run` is started under
+# For each binary and mode (reverse, forward, aws), `lanyard run` is started under
 # callgrind twice, with a client that sends N requests and 0 requests over one
 # keep-alive connection to a plain loopback upstream; the difference divided by N
 # is the cost of one request (start-up cancels out). One worker thread.
+#
+#   reverse  /r/<secret>/api/x, a Bearer header injected
+#   forward  GET http://127.0.0.1:<up>/x through the proxy, a Bearer header injected
+#   aws      the same request through an AWS signing route: the client's placeholder
+#            SigV4 headers are stripped and the request is signed afresh (aws-sigv4)
+#            with keys from agent/tests/peers/aws_sts.py in `ok` mode (one exchange at
+#            start, which cancels out); the ratio aws/forward is printed per binary
+#
+#   MODES="forward aws" bash bench/instructions.sh ...  # a subset
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-2000}
+MODES=${MODES:-reverse forward aws}
 BINS=("$@")
 [ ${#BINS[@]} -gt 0 ] || BINS=("$ROOT/target/release/lanyard")
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 WORK=$(mktemp -d)
-trap 'kill "${UPID:-}" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
+trap 'kill "${UPID:-}" "${STSPID:-}" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 
 cat >"$WORK/upstream.py" <<'EOF'
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
-        ok = self.headers.get("Authorization", "").startswith("Bearer ")
+        a = self.headers.get("Authorization", "")
+        # A Bearer header (injected), or a SigV4 signature with the real key
+        # (ASIA… from the STS peer, never the job's ASIALANYARD placeholder).
+        ok = a.startswith("Bearer ") or (
+            a.startswith("AWS4-HMAC-SHA256 Credential=ASIA")
+            and not a.startswith("AWS4-HMAC-SHA256 Credential=ASIALANYARD")
+            and "x-amz-date" in self.headers)
         body = b"ok" if ok else b"no credential"
         self.send_response(200 if ok else 401)
         self.send_header("Content-Length", str(len(body)))
@@ -47,8 +63,15 @@ auth = "Basic " + base64.b64encode(f"lanyard:{secret}".encode()).decode()
 for _ in range(n):
     if mode == "reverse":
         c.request("GET", f"/r/{secret}/api/x", headers={"Host": f"{lhost}:{lport}"})
-    else:
+    elif mode == "forward":
         c.request("GET", f"http://127.0.0.1:{up}/x", headers={"Proxy-Authorization": auth})
+    else:  # aws: what an SDK sends, signed with the job's placeholder keys
+        c.request("GET", f"http://127.0.0.1:{up}/x", headers={
+            "Proxy-Authorization": auth,
+            "X-Amz-Date": "20260101T000000Z",
+            "X-Amz-Security-Token": os.environ["AWS_SESSION_TOKEN"],
+            "Authorization": "AWS4-HMAC-SHA256 Credential=" + os.environ["AWS_ACCESS_KEY_ID"]
+            + "/20260101/us-east-1/sts/aws4_request, SignedHeaders=host;x-amz-date, Signature=" + "0" * 64})
     r = c.getresponse()
     r.read()
     if r.status != 200:
@@ -81,22 +104,60 @@ credential = "t"
 [audit]
 file = "$WORK/audit.jsonl"
 EOF
+case " $MODES " in *" aws "*)
+    mkdir -p "$WORK/sts"
+    python3 "$ROOT/agent/tests/peers/aws_sts.py" --dir "$WORK/sts" --mode ok --ttl 3600 >"$WORK/sts.port" 2>/dev/null &
+    STSPID=$!
+    until [ -s "$WORK/sts.port" ]; do kill -0 "$STSPID" || exit 1; sleep 0.05; done
+    STS=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' "$WORK/sts.port")
+    cat >"$WORK/lanyard-aws.toml" <<EOF
+[identity]
+source = "env"
+variable = "BENCH_TOKEN"
+
+[[credential]]
+name = "aws"
+exchange = "aws-web-identity"
+role_arn = "arn:aws:iam::123456789012:role/bench"
+region = "us-east-1"
+sts_endpoint = "http://127.0.0.1:$STS"
+
+[[route]]
+name = "api"
+url = "http://127.0.0.1:$UP/"
+credential = "aws"
+aws_service = "sts"
+aws_region = "us-east-1"
+
+[audit]
+file = "$WORK/audit.jsonl"
+EOF
+    ;;
+esac
 
 count() { # binary mode n → total instructions of the lanyard process
-    local out="$WORK/cg-$(basename "$1")-$2-$3.out"
+    local out="$WORK/cg-$(basename "$1")-$2-$3.out" config="$WORK/lanyard.toml"
+    [ "$2" != aws ] || config="$WORK/lanyard-aws.toml"
     rm -f "$out"
     (cd "$WORK" && BENCH_TOKEN="$TOKEN" UP="$UP" LANYARD_WORKER_THREADS=1 \
         valgrind --tool=callgrind --callgrind-out-file="$out" --trace-children=no \
-        "$1" run --config "$WORK/lanyard.toml" -- python3 "$WORK/client.py" "$3" "$2" \
+        "$1" run --config "$config" -- python3 "$WORK/client.py" "$3" "$2" \
         >"$WORK/run.log" 2>&1) || { cat "$WORK/run.log" >&2; return 1; }
     awk '/^(summary|totals):/ { print $2; exit }' "$out"
 }
 
 printf '%-60s %-8s %12s\n' binary mode instr/request
 for bin in "${BINS[@]}"; do
-    for mode in reverse forward; do
+    declare -A per=()
+    for mode in $MODES; do
         base=$(count "$bin" "$mode" 0)
         full=$(count "$bin" "$mode" "$N")
-        printf '%-60s %-8s %12d\n' "$bin" "$mode" $(((full - base) / N))
+        per[$mode]=$(((full - base) / N))
+        printf '%-60s %-8s %12d\n' "$bin" "$mode" "${per[$mode]}"
     done
+    if [ -n "${per[aws]:-}" ] && [ -n "${per[forward]:-}" ]; then
+        ratio=$(python3 -c 'import sys; print(f"{int(sys.argv[1]) / int(sys.argv[2]):.2f}x")' "${per[aws]}" "${per[forward]}")
+        printf '%-60s %-8s %12s\n' "$bin" aws/fwd "$ratio"
+    fi
+    unset per
 done
