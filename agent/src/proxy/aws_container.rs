@@ -17,8 +17,6 @@
 //! Every fetch is audited (`served` with the credential's name and
 //! fingerprint, or `denied` with the rule); the keys never are.
 
-use std::net::SocketAddr;
-
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -43,10 +41,6 @@ pub struct Endpoint {
     /// The one credential served (config allows one).
     pub credential: String,
 }
-
-/// Who connected: set on each request by the listener.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
 
 /// Is this request for the endpoint? Origin-form with a Host naming the
 /// listener, or absolute-form naming the listener (a client that sends it
@@ -83,9 +77,9 @@ pub fn serve(
         return Err(Refusal::client(StatusCode::NOT_FOUND, "no such endpoint"));
     };
     ctx.locate_listener(shared, req.uri().path());
-    match req.extensions().get::<Peer>() {
-        Some(Peer(p)) if p.ip().is_loopback() => {}
-        Some(Peer(p)) => {
+    match ctx.peer {
+        Some(p) if p.ip().is_loopback() => {}
+        Some(p) => {
             let rule = format!("the container-credentials endpoint answers loopback clients only; this one is not from loopback ({})", p.ip());
             return Err(Refusal::client(StatusCode::FORBIDDEN, rule));
         }

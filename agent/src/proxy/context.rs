@@ -23,6 +23,9 @@ pub struct Ctx {
     pub pq: String,
     /// The audit record, written once when dropped.
     pub log: Pending,
+    /// The client's address, for requests on the listener itself (not
+    /// inside a tunnel).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl Ctx {
@@ -37,6 +40,7 @@ impl Ctx {
             }),
             pq: String::new(),
             log: Pending::new(shared.audit.clone(), rec),
+            peer: None,
         }
     }
 

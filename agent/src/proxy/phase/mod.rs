@@ -20,6 +20,7 @@ pub mod forward;
 pub mod resolve;
 pub mod sign;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Request, Response};
@@ -51,9 +52,11 @@ enum Done {
 pub async fn handle(
     shared: Arc<Shared>,
     tracker: TaskTracker,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let mut ctx = Ctx::new(&shared, req.method(), None);
+    ctx.peer = Some(peer);
     match phases(&shared, &mut ctx, req).await {
         Ok(Done::Intercept(on)) => {
             let (dest, log) = (ctx.dest, ctx.log);
