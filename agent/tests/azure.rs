@@ -85,6 +85,48 @@ fn entra_refusals_are_explained_in_aadsts_words_without_the_token() {
 }
 
 #[test]
+fn garbage_answers_from_entra_or_key_vault_fail_closed_without_quoting_them() {
+    let issuer = Issuer::start();
+    let entra = Entra::start(&issuer.url, &["--garbage", "token"]);
+    let job = AzureJob::new(issuer, &entra, &config(""));
+    let (code, out, err) = job.doctor();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("answered HTTP 200 with a body that is not JSON"),
+        "{out}"
+    );
+    let issued = entra.issued();
+    assert_eq!(issued.len(), 1);
+    assert_absent(&[&out, &err], &issued[0], "the Entra access token");
+    assert!(
+        !out.contains("having a moment"),
+        "the body was quoted: {out}"
+    );
+
+    // A secret bundle whose value is not a string: no value, nothing quoted.
+    let issuer = Issuer::start();
+    let entra = Entra::start(
+        &issuer.url,
+        &[
+            "--garbage",
+            "secret",
+            "--secret",
+            &format!("db={DB_PASSWORD}"),
+        ],
+    );
+    let kv =
+        "[[credential]]\nname = \"db\"\nfrom = \"kv-token\"\nsecret = \"{ENTRA}/secrets/db\"\n";
+    let job = AzureJob::new(issuer, &entra, &config(kv));
+    let (code, out, err) = job.doctor();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("no value (a secret bundle's `value` string)"),
+        "{out}"
+    );
+    assert_absent(&[&out, &err], DB_PASSWORD, "the Key Vault secret");
+}
+
+#[test]
 fn an_entra_token_and_a_key_vault_secret_reach_routes_and_never_the_job() {
     let issuer = Issuer::start();
     let entra = Entra::start(
@@ -102,7 +144,9 @@ fn an_entra_token_and_a_key_vault_secret_reach_routes_and_never_the_job() {
     std::fs::copy(up.ca.as_ref().expect("ca"), &ca).expect("ca");
     let routes = format!(
         "[[credential]]\nname = \"db\"\nfrom = \"kv-token\"\nsecret = \"{{ENTRA}}/secrets/db-password\"\n\n\
-         [[route]]\nurl = \"https://127.0.0.1:{p}/arm/\"\ncredential = \"kv-token\"\n\n\
+         [[credential]]\nname = \"arm\"\nexchange = \"entra\"\ntenant = \"{TENANT}\"\nclient_id = \"{CLIENT_ID}\"\n\
+         scope = \"https://management.azure.com/.default\"\nauthority = \"{{ENTRA}}\"\n\n\
+         [[route]]\nurl = \"https://127.0.0.1:{p}/arm/\"\ncredential = \"arm\"\n\n\
          [[route]]\nurl = \"https://127.0.0.1:{p}/db/\"\ncredential = \"db\"\nheader = \"X-Db-Password\"\nformat = \"{{token}}\"\n\n\
          [upstream]\nextra_ca = \"{ca}\"\n",
         p = up.port,
@@ -118,14 +162,31 @@ fn an_entra_token_and_a_key_vault_secret_reach_routes_and_never_the_job() {
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
 
     // The token endpoint got exactly Entra's client-credentials form, with
-    // a freshly minted GitHub token for api://AzureADTokenExchange.
+    // a GitHub token minted afresh for each exchange for
+    // api://AzureADTokenExchange.
     let reqs = entra.token_requests();
-    assert_eq!(reqs.len(), 1, "{reqs:?}");
-    let r = &reqs[0];
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    let mut scopes: Vec<&str> = reqs.iter().filter_map(|r| r["scope"].as_str()).collect();
+    scopes.sort();
+    assert_eq!(
+        scopes,
+        [
+            "https://management.azure.com/.default",
+            "https://vault.azure.net/.default"
+        ]
+    );
+    assert_ne!(
+        reqs[0]["assertion_claims"]["jti"], reqs[1]["assertion_claims"]["jti"],
+        "one CI token was reused for two exchanges"
+    );
+    assert!(job.issuer.gha_requests() >= 2);
+    let r = reqs
+        .iter()
+        .find(|r| r["scope"] == "https://vault.azure.net/.default")
+        .expect("vault exchange");
     assert_eq!(r["path_tenant"], TENANT);
     assert_eq!(r["grant_type"], "client_credentials");
     assert_eq!(r["client_id"], CLIENT_ID);
-    assert_eq!(r["scope"], "https://vault.azure.net/.default");
     assert_eq!(
         r["client_assertion_type"],
         "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -136,7 +197,6 @@ fn an_entra_token_and_a_key_vault_secret_reach_routes_and_never_the_job() {
         r.get("audience").is_none() && r.get("client_secret").is_none(),
         "{r}"
     );
-    assert!(job.issuer.gha_requests() >= 1);
 
     // Key Vault was read with that token and api-version 7.4.
     let reads: Vec<_> = entra
@@ -149,7 +209,7 @@ fn an_entra_token_and_a_key_vault_secret_reach_routes_and_never_the_job() {
     assert_eq!(reads[0]["query"], "api-version=7.4");
     assert_eq!(reads[0]["authorization_scheme"], "Bearer");
 
-    let issued = entra.issued();
+    let issued = entra.issued_for("https://management.azure.com");
     assert_eq!(issued.len(), 1);
     let recs = up.records();
     let arm = recs
@@ -168,10 +228,9 @@ fn an_entra_token_and_a_key_vault_secret_reach_routes_and_never_the_job() {
 
     let audit = job.audit_text();
     assert!(audit.contains("\"decision\":\"injected\""), "{audit}");
-    for (secret, what) in [
-        (&issued[0], "the Entra token"),
-        (&DB_PASSWORD.to_owned(), "the Key Vault secret"),
-    ] {
-        assert_absent(&[&out, &err, &audit], secret, what);
+    assert!(out.contains("HTTPS_PROXY="), "env ran: {out}");
+    for t in entra.issued() {
+        assert_absent(&[&out, &err, &audit], &t, "an Entra token");
     }
+    assert_absent(&[&out, &err, &audit], DB_PASSWORD, "the Key Vault secret");
 }

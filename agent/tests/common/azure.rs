@@ -68,6 +68,15 @@ impl Entra {
             .collect()
     }
 
+    /// The access tokens it issued for one resource.
+    pub fn issued_for(&self, resource: &str) -> Vec<String> {
+        self.lines("issued.jsonl")
+            .iter()
+            .filter(|v| v["resource"] == resource)
+            .map(|v| v["access_token"].as_str().expect("token").to_owned())
+            .collect()
+    }
+
     /// The access tokens it issued.
     pub fn issued(&self) -> Vec<String> {
         self.lines("issued.jsonl")

@@ -32,6 +32,10 @@ GET /secrets/<name>[/<version>]?api-version=7.4 (Key Vault):
   - api-version is required (400 BadParameter);
   - answers {"value","id","attributes"}; an unknown name is 404 SecretNotFound.
 
+--garbage token|secret answers 200 with a body that is not the contract's
+(not JSON for the token endpoint, a bundle without `value` for Key Vault):
+lanyard must fail closed.
+
 Binds 127.0.0.1:0 and prints one JSON ready line: {"port": P, "url": U}.
 Every request is appended to DIR/requests.jsonl (the assertion replaced by its
 unverified claims); every access token issued to DIR/issued.jsonl, so tests
@@ -183,7 +187,15 @@ class Handler(BaseHTTPRequestHandler):
         if len(parts) != 4 or parts[1:] != ["oauth2", "v2.0", "token"]:
             return self.send(404, {"error": "not_found"})
         try:
-            self.send(200, token_request(parts[0], self.headers, raw))
+            answer = token_request(parts[0], self.headers, raw)
+            if ARGS.garbage == "token":
+                data = b"<html>login.microsoftonline.com is having a moment</html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                return self.wfile.write(data)
+            self.send(200, answer)
         except Refuse as e:
             sys.stderr.write(f"entra: refused AADSTS{e.code}: {e.message}\n")
             self.send(e.status, aad_error(e))
@@ -218,12 +230,15 @@ class Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host") or "127.0.0.1"
         scheme = "https" if ARGS.tls_cert else "http"
         now = int(time.time())
-        self.send(200, {
+        bundle = {
             "value": ARGS.secrets[name],
             "id": f"{scheme}://{host}/secrets/{name}/{version}",
             "attributes": {"enabled": True, "created": now, "updated": now, "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90},
             "tags": {},
-        })
+        }
+        if ARGS.garbage == "secret":
+            bundle["value"] = {"nested": ARGS.secrets[name]}
+        self.send(200, bundle)
 
 
 def main():
@@ -237,6 +252,7 @@ def main():
     ap.add_argument("--secret", action="append", default=[], help="NAME=VALUE served by Key Vault")
     ap.add_argument("--ttl", type=int, default=3599)
     ap.add_argument("--authority", default="https://login.microsoftonline.com")
+    ap.add_argument("--garbage", choices=["token", "secret"])
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ARGS = ap.parse_args()

@@ -71,6 +71,10 @@ fn each_bad_entra_value_is_named() {
     let keys: Vec<&str> = missing.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(
         keys,
-        ["credential[0].tenant", "credential[0].client_id", "credential[0].scope"]
+        [
+            "credential[0].tenant",
+            "credential[0].client_id",
+            "credential[0].scope"
+        ]
     );
 }

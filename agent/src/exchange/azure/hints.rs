@@ -139,7 +139,8 @@ mod tests {
 
     #[test]
     fn entra_error_codes_become_aadsts_codes_and_each_has_its_hint() {
-        let url = url::Url::parse("https://login.microsoftonline.com/t/oauth2/v2.0/token").expect("url");
+        let url =
+            url::Url::parse("https://login.microsoftonline.com/t/oauth2/v2.0/token").expect("url");
         let canary = Secret::from("assertion-canary-91c2".to_owned());
         let body = br#"{"error":"invalid_client","error_description":"AADSTS700024: Client assertion is not within its valid time range. assertion-canary-91c2","error_codes":[700024],"trace_id":"x"}"#;
         let e = crate::exchange::refusal(&url, http::StatusCode::BAD_REQUEST, body, &[&canary]);
@@ -147,9 +148,14 @@ mod tests {
             matches!(&e, ExchangeError::Refused { code: Some(c), detail, .. } if c == "AADSTS700024" && !detail.contains("assertion-canary-91c2") && detail.starts_with("invalid_client: AADSTS700024")),
             "{e:?}"
         );
-        let c = claims(r#"{"iss":"https://token.actions.githubusercontent.com","sub":"repo:a/b:ref:refs/heads/main","aud":"api://AzureADTokenExchange","exp":1700000000,"repository":"a/b","run_id":"1"}"#);
+        let c = claims(
+            r#"{"iss":"https://token.actions.githubusercontent.com","sub":"repo:a/b:ref:refs/heads/main","aud":"api://AzureADTokenExchange","exp":1700000000,"repository":"a/b","run_id":"1"}"#,
+        );
         let h = entra_hints(&e, &entra(), &c).expect("hints").join("\n");
-        assert!(h.contains("the client assertion had expired when Entra read it"), "{h}");
+        assert!(
+            h.contains("the client assertion had expired when Entra read it"),
+            "{h}"
+        );
 
         let retried = ExchangeError::Retried {
             service: "x".into(),
@@ -161,8 +167,13 @@ mod tests {
                 code: Some("AADSTS9999999".into()),
             }),
         };
-        let h = entra_hints(&retried, &entra(), &c).expect("hints").join("\n");
-        assert!(h.contains("https://login.microsoftonline.com/error?code=9999999"), "{h}");
+        let h = entra_hints(&retried, &entra(), &c)
+            .expect("hints")
+            .join("\n");
+        assert!(
+            h.contains("https://login.microsoftonline.com/error?code=9999999"),
+            "{h}"
+        );
         // Not Entra's: the general hints apply.
         let other = ExchangeError::Refused {
             service: "x".into(),
