@@ -78,3 +78,13 @@ fn each_bad_entra_value_is_named() {
         ]
     );
 }
+
+#[test]
+fn the_github_azure_example_is_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("root");
+    let c = Config::load(&root.join("examples/github-azure.toml")).expect("valid");
+    let labels: Vec<&str> = c.credentials.iter().map(|c| c.kind.label()).collect();
+    assert_eq!(labels, ["entra", "entra", "azure-key-vault"]);
+}
