@@ -100,3 +100,15 @@ else
     || die "npm install @aws-sdk/client-sts in $AWS_JS"
   echo "aws-js (@aws-sdk/client-sts $(node -p 'require(process.argv[1]).version' "$AWS_JS/node_modules/@aws-sdk/client-sts/package.json")): installed at $AWS_JS"
 fi
+
+# 6. Azure: the real azure-identity and azure-keyvault-secrets clients (the entra.py peer plays Entra and Key Vault)
+AZURE_VENV="$PEERS/azure-venv"
+if [ -x "$AZURE_VENV/bin/python" ] && "$AZURE_VENV/bin/python" -c 'import azure.identity, azure.keyvault.secrets' 2>/dev/null; then
+  echo "azure venv (azure-identity $("$AZURE_VENV/bin/python" -c 'import azure.identity; print(azure.identity.__version__)'), azure-keyvault-secrets): already present at $AZURE_VENV"
+else
+  python3 -m venv "$AZURE_VENV" || die "python3 -m venv $AZURE_VENV"
+  "$AZURE_VENV/bin/python" -m pip install -q 'azure-identity>=1.15,<2' 'azure-keyvault-secrets>=4.7,<5' \
+    || die "pip install azure-identity azure-keyvault-secrets"
+  "$AZURE_VENV/bin/python" -c 'import azure.identity, azure.keyvault.secrets' || die "the azure venv cannot import azure.identity/azure.keyvault.secrets"
+  echo "azure venv (azure-identity $("$AZURE_VENV/bin/python" -c 'import azure.identity; print(azure.identity.__version__)'), azure-keyvault-secrets): installed at $AZURE_VENV"
+fi

@@ -166,6 +166,37 @@ pub enum CredentialKind {
     AwsWebIdentity(AwsWebIdentity),
     /// A Secrets Manager value read with an aws-web-identity credential.
     AwsSecret(AwsSecret),
+    /// Entra ID: the job's token as a federated client assertion.
+    Entra(Entra),
+    /// A Key Vault secret read with an entra credential.
+    KeyVaultSecret(KeyVaultSecret),
+}
+
+/// `exchange = "entra"`: RFC 7523 client assertion at Entra ID's v2.0 token
+/// endpoint, `client_credentials` for one resource's `.default` scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entra {
+    /// A directory (tenant) ID or a verified domain.
+    pub tenant: String,
+    /// The application (client) ID whose federated credential trusts the job.
+    pub client_id: String,
+    /// `<resource>/.default`.
+    pub scope: String,
+    /// `https://login.microsoftonline.com` unless configured.
+    pub authority: Url,
+    /// `<authority>/<tenant>/oauth2/v2.0/token`.
+    pub token_url: Url,
+    /// The `aud` the identity token is minted for (`api://AzureADTokenExchange`).
+    pub audience: String,
+}
+
+/// `from = "<entra credential>"`: `GET <secret url>?api-version=7.4`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyVaultSecret {
+    pub from: String,
+    /// `https://<vault>.vault.azure.net/secrets/<name>[/<version>]`.
+    pub url: Url,
+    pub refresh: Duration,
 }
 
 /// `from = "<aws credential>"`: `GetSecretValue`, signed with its keys.
@@ -215,6 +246,7 @@ impl CredentialKind {
         match self {
             CredentialKind::VaultKv { from, .. } => Some(from),
             CredentialKind::AwsSecret(s) => Some(&s.from),
+            CredentialKind::KeyVaultSecret(s) => Some(&s.from),
             _ => None,
         }
     }
@@ -229,6 +261,8 @@ impl CredentialKind {
             CredentialKind::Passthrough { .. } => ExchangeKind::Passthrough,
             CredentialKind::AwsWebIdentity(_) => ExchangeKind::AwsWebIdentity,
             CredentialKind::AwsSecret(_) => return "aws-secrets-manager",
+            CredentialKind::Entra(_) => ExchangeKind::Entra,
+            CredentialKind::KeyVaultSecret(_) => return "azure-key-vault",
         };
         keyword::name(&exchange)
     }
@@ -243,6 +277,7 @@ pub enum ExchangeKind {
     Vault,
     Passthrough,
     AwsWebIdentity,
+    Entra,
 }
 
 #[derive(Debug, Clone)]

@@ -191,14 +191,22 @@ pub(crate) fn refusal(
     let parsed = WipedJson::parse(body).ok();
     let (code, detail) = match parsed.as_deref() {
         Some(Value::Object(m)) if m.contains_key("error") => {
-            let code = m.get("error").and_then(Value::as_str).map(str::to_owned);
+            // Entra ID adds `error_codes`; its documentation names an error
+            // by the first as `AADSTS<n>`, the code doctor explains.
+            let aadsts = m
+                .get("error_codes")
+                .and_then(Value::as_array)
+                .and_then(|a| a.first())
+                .and_then(Value::as_u64)
+                .map(|n| format!("AADSTS{n}"));
+            let error = m.get("error").and_then(Value::as_str).map(str::to_owned);
             let desc = m.get("error_description").and_then(Value::as_str);
-            let detail = match (&code, desc) {
+            let detail = match (&error, desc) {
                 (Some(c), Some(d)) => format!("{c}: {d}"),
                 (Some(c), None) => c.clone(),
                 _ => m.get("error").map(|e| e.to_string()).unwrap_or_default(),
             };
-            (code, detail)
+            (aadsts.or(error), detail)
         }
         Some(Value::Object(m)) if m.contains_key("errors") => {
             let errs: Vec<String> = m

@@ -5,6 +5,7 @@
 
 mod answer;
 pub mod aws;
+pub mod azure;
 mod client_auth;
 mod oauth;
 mod vault;
@@ -150,6 +151,8 @@ enum Kind {
     },
     Aws(aws::Sts),
     AwsSecret(aws::secrets::SecretRead),
+    Entra(Box<azure::EntraExchange>),
+    KeyVault(azure::keyvault::SecretRead),
 }
 
 /// One credential's exchange, ready to run.
@@ -251,6 +254,12 @@ impl Exchanger {
             CredentialKind::AwsSecret(s) => {
                 Kind::AwsSecret(aws::secrets::SecretRead { cfg: s.clone() })
             }
+            CredentialKind::Entra(e) => Kind::Entra(Box::new(
+                azure::EntraExchange::prepare(&name, http, e).await?,
+            )),
+            CredentialKind::KeyVaultSecret(s) => {
+                Kind::KeyVault(azure::keyvault::SecretRead { cfg: s.clone() })
+            }
         };
         Ok(Exchanger { name, kind })
     }
@@ -260,6 +269,7 @@ impl Exchanger {
         match &self.kind {
             Kind::VaultKv { parent, .. } => Some(parent),
             Kind::AwsSecret(s) => Some(&s.cfg.from),
+            Kind::KeyVault(s) => Some(&s.cfg.from),
             _ => None,
         }
     }
@@ -270,19 +280,23 @@ impl Exchanger {
         match &self.kind {
             Kind::Passthrough { audience } => audience.as_deref(),
             Kind::Aws(a) => Some(a.audience()),
+            Kind::Entra(e) => Some(&e.cfg.audience),
             _ => None,
         }
     }
 
     /// Whether obtaining needs an identity token.
     pub fn needs_identity(&self) -> bool {
-        !matches!(self.kind, Kind::VaultKv { .. } | Kind::AwsSecret(_))
+        !matches!(
+            self.kind,
+            Kind::VaultKv { .. } | Kind::AwsSecret(_) | Kind::KeyVault(_)
+        )
     }
 
     /// False where the service has no revocation (STS): the value expires
     /// on its own, and `status` says when.
     pub fn revocable(&self) -> bool {
-        !matches!(self.kind, Kind::Aws(_))
+        !matches!(self.kind, Kind::Aws(_) | Kind::Entra(_))
     }
 
     /// How often to re-read a value that has no expiry.
@@ -290,6 +304,7 @@ impl Exchanger {
         match &self.kind {
             Kind::VaultKv { refresh, .. } => Some(*refresh),
             Kind::AwsSecret(s) => Some(s.cfg.refresh),
+            Kind::KeyVault(s) => Some(s.cfg.refresh),
             _ => None,
         }
     }
@@ -316,6 +331,8 @@ impl Exchanger {
             },
             Kind::Aws(a) => a.describe(),
             Kind::AwsSecret(s) => s.describe(),
+            Kind::Entra(e) => e.describe(),
+            Kind::KeyVault(s) => s.describe(),
         }
     }
 
@@ -324,6 +341,7 @@ impl Exchanger {
         match &self.kind {
             Kind::OAuth(o) => o.audience.clone(),
             Kind::Aws(a) => vec![a.audience().to_owned()],
+            Kind::Entra(e) => vec![e.cfg.audience.clone()],
             _ => identity_audience
                 .map(|a| vec![a.to_owned()])
                 .unwrap_or_default(),
@@ -341,6 +359,8 @@ impl Exchanger {
         match &self.kind {
             Kind::Aws(_) => aws::hints::hints(e, sent_audience, claims),
             Kind::AwsSecret(s) => aws::hints::secret_hints(e, &s.cfg),
+            Kind::Entra(x) => azure::hints::entra_hints(e, &x.cfg, claims),
+            Kind::KeyVault(s) => azure::hints::keyvault_hints(e, &s.cfg),
             _ => None,
         }
     }
@@ -364,6 +384,8 @@ impl Exchanger {
             Kind::Vault(v) => v.login(http, need_id()?).await,
             Kind::Aws(a) => a.obtain(http, need_id()?).await,
             Kind::AwsSecret(s) => s.read(http, &self.name, parent).await,
+            Kind::Entra(e) => e.obtain(http, need_id()?).await,
+            Kind::KeyVault(s) => s.read(http, &self.name, parent).await,
             Kind::VaultKv {
                 parent: pname,
                 address,
@@ -425,6 +447,10 @@ impl Exchanger {
             Kind::Aws(a) => Ok(a.revoke(value)),
             Kind::AwsSecret(_) => Ok(Revoked::NotRevocable(
                 "a Secrets Manager value is not ours to revoke; the role session's keys expire on their own",
+            )),
+            Kind::Entra(e) => Ok(e.revoke(value)),
+            Kind::KeyVault(_) => Ok(Revoked::NotRevocable(
+                "a Key Vault secret is not ours to revoke; the Entra token it was read with expires on its own",
             )),
         }
     }

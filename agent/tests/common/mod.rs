@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 pub mod aws;
+pub mod azure;
 pub mod job;
 
 /// Why: the peers answer in well under a second; a bound that is reached

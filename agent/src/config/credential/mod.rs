@@ -3,6 +3,7 @@
 //! passthrough here), after the keys every kind shares are checked.
 
 pub(super) mod aws;
+pub(super) mod azure;
 mod oauth;
 mod vault;
 
@@ -82,6 +83,7 @@ struct Keys {
     secret: Option<At<String>>,
     refresh: Option<At<String>>,
     aws: aws::AwsKeys,
+    azure: azure::AzureKeys,
 }
 
 impl Keys {
@@ -109,8 +111,12 @@ impl Keys {
             secret: t.string(d, "secret"),
             refresh: t.string(d, "refresh"),
             aws: aws::AwsKeys::read(d, t),
+            azure: azure::AzureKeys::read(d, t),
         };
-        t.finish(d, &[CREDENTIAL_KEYS, aws::KEYS, aws::SECRET_KEYS].concat());
+        t.finish(
+            d,
+            &[CREDENTIAL_KEYS, aws::KEYS, aws::SECRET_KEYS, azure::KEYS].concat(),
+        );
         k
     }
 
@@ -141,6 +147,7 @@ impl Keys {
         .into_iter()
         .filter_map(|(k, span)| span.map(|span| (k, span)))
         .chain(self.aws.given())
+        .chain(self.azure.given())
         .collect()
     }
 }
@@ -168,10 +175,14 @@ pub(super) fn credential(
             return None;
         }
         (None, None) => {
-            d.err(&t.span, &t.key("exchange"), format!("every [[credential]] needs `exchange` (one of: {}) or `from` (a vault or aws-web-identity credential, with `secret`)", keyword::names::<ExchangeKind>().join(", ")));
+            d.err(&t.span, &t.key("exchange"), format!("every [[credential]] needs `exchange` (one of: {}) or `from` (a vault, aws-web-identity or entra credential, with `secret`)", keyword::names::<ExchangeKind>().join(", ")));
             return None;
         }
         (None, Some(f)) if aws::names_aws(f, earlier) => aws::secret_read(d, &t, &k, f, earlier),
+        (None, Some(f)) if azure::names_entra(f, earlier) => {
+            aws::refuse_secret_keys(d, &t, &k);
+            azure::keyvault_read(d, &t, &k, f, earlier)
+        }
         (None, Some(f)) => {
             aws::refuse_secret_keys(d, &t, &k);
             vault::kv_read(d, &t, &k, f, earlier)
@@ -182,6 +193,7 @@ pub(super) fn credential(
             Some(ExchangeKind::Vault) => vault::login(d, &t, &k),
             Some(ExchangeKind::Passthrough) => passthrough(d, &t, &k),
             Some(ExchangeKind::AwsWebIdentity) => aws::web_identity(d, &t, &k, earlier),
+            Some(ExchangeKind::Entra) => azure::entra(d, &t, &k),
             None => {
                 d.err(
                     &e.span,
@@ -252,6 +264,10 @@ fn refuse_keys_that_do_not_apply(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) {
         (Some(Some(ExchangeKind::AwsWebIdentity)), false) => {
             &[&["name", "exchange", "audience"], aws::KEYS]
         }
+        (Some(Some(ExchangeKind::Entra)), false) => &[
+            &["name", "exchange", "client_id", "scope", "audience"],
+            azure::KEYS,
+        ],
         _ => &[CREDENTIAL_KEYS],
     };
     let kind_label = match (&k.exchange, &k.from) {

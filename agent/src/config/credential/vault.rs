@@ -96,7 +96,7 @@ pub(super) fn kv_read(
             &f.span,
             &t.key("from"),
             format!(
-                "`from` must name a vault or aws-web-identity credential; {:?} is {}",
+                "`from` must name a vault, aws-web-identity or entra credential; {:?} is {}",
                 f.v,
                 other.kind.label()
             ),
@@ -105,7 +105,7 @@ pub(super) fn kv_read(
             &f.span,
             &t.key("from"),
             format!(
-                "no vault or aws-web-identity credential named {:?} is defined above this one",
+                "no vault, aws-web-identity or entra credential named {:?} is defined above this one",
                 f.v
             ),
         ),

@@ -8,6 +8,7 @@ use super::*;
 use crate::route::{HostPattern, Template};
 
 mod aws;
+mod azure;
 mod sections;
 
 pub(super) fn parse(src: &str) -> Result<Config, ConfigErrors> {
@@ -200,13 +201,13 @@ fn kv_credentials_must_name_an_earlier_vault_credential() {
     let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
     assert!(
         all.iter().any(|e| e.contains(
-            "`from` must name a vault or aws-web-identity credential; \"gw\" is passthrough"
+            "`from` must name a vault, aws-web-identity or entra credential; \"gw\" is passthrough"
         )),
         "{all:?}"
     );
     assert!(
         all.iter()
-            .any(|e| e.contains("no vault or aws-web-identity credential named \"nope\"")),
+            .any(|e| e.contains("no vault, aws-web-identity or entra credential named \"nope\"")),
         "{all:?}"
     );
     assert!(

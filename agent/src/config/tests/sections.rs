@@ -239,11 +239,11 @@ fn messages_list_the_accepted_keywords_as_before() {
         ),
         (
             format!("{cred}exchange = \"oauth\"\n"),
-            "credential[0].exchange: unknown exchange \"oauth\"; expected one of: token-exchange, jwt-bearer, vault, passthrough, aws-web-identity",
+            "credential[0].exchange: unknown exchange \"oauth\"; expected one of: token-exchange, jwt-bearer, vault, passthrough, aws-web-identity, entra",
         ),
         (
             cred.to_owned(),
-            "credential[0].exchange: every [[credential]] needs `exchange` (one of: token-exchange, jwt-bearer, vault, passthrough, aws-web-identity) or `from` (a vault or aws-web-identity credential, with `secret`)",
+            "credential[0].exchange: every [[credential]] needs `exchange` (one of: token-exchange, jwt-bearer, vault, passthrough, aws-web-identity, entra) or `from` (a vault, aws-web-identity or entra credential, with `secret`)",
         ),
         (
             format!("{cred}exchange = \"token-exchange\"\ntoken_url = \"https://s/t\"\nsubject_token_type = \"saml\"\n"),
@@ -259,7 +259,7 @@ fn messages_list_the_accepted_keywords_as_before() {
         ),
         (
             format!("{cred}exchange = \"passthrough\"\n[[credential]]\nname = \"kv\"\nfrom = \"gw\"\nsecret = \"secret/data/x#y\"\n"),
-            "credential[1].from: `from` must name a vault or aws-web-identity credential; \"gw\" is passthrough",
+            "credential[1].from: `from` must name a vault, aws-web-identity or entra credential; \"gw\" is passthrough",
         ),
         (
             "[proxy]\negress = \"maybe\"\n".to_owned(),
