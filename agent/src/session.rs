@@ -192,6 +192,7 @@ impl Session {
                 identity: control.session_identity.clone(),
                 limits: cfg.proxy.limits,
                 container_credential: crate::config::container_credential(&cfg.credentials),
+                entra: crate::config::entra_credentials(&cfg.credentials),
             },
             control.store.clone(),
             audit.clone(),
@@ -291,6 +292,9 @@ impl Session {
                 Secret::new(file.display().to_string()),
             ));
         }
+        // Entra credentials: App Service's managed-identity variables, for
+        // azure-identity; the tokens it hands out are placeholders.
+        out.extend(self.proxy.azure_mi_env());
         let mut rev = self.proxy.reverse_urls();
         rev.sort_by(|a, b| a.0.cmp(&b.0));
         out.extend(rev);

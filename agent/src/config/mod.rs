@@ -285,6 +285,20 @@ pub fn container_credential(credentials: &[CredentialConfig]) -> Option<String> 
     })
 }
 
+/// `(name, scope, client_id)` of each `entra` credential, for the
+/// managed-identity endpoint (on whenever there is one).
+pub fn entra_credentials(credentials: &[CredentialConfig]) -> Vec<(String, String, String)> {
+    credentials
+        .iter()
+        .filter_map(|c| match &c.kind {
+            CredentialKind::Entra(e) => {
+                Some((c.name.clone(), e.scope.clone(), e.client_id.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// An `aws-web-identity` credential without its own `audience` asks for
 /// `[identity] audience`, else `sts.amazonaws.com`.
 fn aws_audience(credentials: &mut [CredentialConfig], identity: &IdentityConfig) {

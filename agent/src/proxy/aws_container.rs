@@ -17,18 +17,18 @@
 //! Every fetch is audited (`served` with the credential's name and
 //! fingerprint, or `denied` with the rule); the keys never are.
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::context::Ctx;
 use super::forward::{full, Body};
+use super::local_endpoint;
 use super::refusal::Refusal;
 use super::server::Shared;
 use crate::audit::Decision;
 use crate::exchange::aws::AwsKeys;
 use crate::identity::format_time;
-use crate::route::{parse_authority, Scheme};
 use crate::secret::Secret;
 
 /// The endpoint's path; the credential's name follows.
@@ -42,29 +42,9 @@ pub struct Endpoint {
     pub credential: String,
 }
 
-/// Is this request for the endpoint? Origin-form with a Host naming the
-/// listener, or absolute-form naming the listener (a client that sends it
-/// through `HTTP_PROXY`), under [`PREFIX`], outside any tunnel.
+/// Is this request for the endpoint? See [`local_endpoint::addressed`].
 pub fn is_for(shared: &Shared, ctx: &Ctx, req: &Request<Incoming>) -> bool {
-    if ctx.tunnel || shared.container.is_none() {
-        return false;
-    }
-    let uri = req.uri();
-    if !uri.path().starts_with(PREFIX.trim_end_matches('/')) {
-        return false;
-    }
-    let named = match uri.authority() {
-        Some(a) if uri.scheme_str() == Some("http") => Some(a.as_str().to_owned()),
-        Some(_) => None,
-        None => req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned),
-    };
-    named
-        .and_then(|n| parse_authority(Scheme::Http, &n).ok())
-        .is_some_and(|d| super::phase::resolve::names_listener(shared, &d))
+    shared.container.is_some() && local_endpoint::addressed(shared, ctx, req, PREFIX)
 }
 
 /// Serve one fetch, or refuse it.
@@ -77,23 +57,7 @@ pub fn serve(
         return Err(Refusal::client(StatusCode::NOT_FOUND, "no such endpoint"));
     };
     ctx.locate_listener(shared, req.uri().path());
-    match ctx.peer {
-        Some(p) if p.ip().is_loopback() => {}
-        Some(p) => {
-            let rule = format!("the container-credentials endpoint answers loopback clients only; this one is not from loopback ({})", p.ip());
-            return Err(Refusal::client(StatusCode::FORBIDDEN, rule));
-        }
-        None => {
-            return Err(Refusal::client(
-                StatusCode::FORBIDDEN,
-                "cannot tell where the client is, so refusing",
-            ))
-        }
-    }
-    if let Some(h) = browser_header(req.headers()) {
-        let rule = format!("a browser request ({h}) to the container-credentials endpoint");
-        return Err(Refusal::client(StatusCode::FORBIDDEN, rule).closing());
-    }
+    local_endpoint::screen(ctx, req, "container-credentials")?;
     let name = req.uri().path().strip_prefix(PREFIX).unwrap_or_default();
     if name != ep.credential {
         return Err(Refusal::client(
@@ -153,29 +117,4 @@ pub fn serve(
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
-}
-
-/// A header only a browser sends: any `Origin`, any `Sec-Fetch-*`.
-fn browser_header(h: &HeaderMap) -> Option<String> {
-    h.keys()
-        .find(|k| *k == header::ORIGIN || k.as_str().starts_with("sec-fetch-"))
-        .map(|k| k.as_str().to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn browser_headers_are_any_origin_or_sec_fetch() {
-        let mut h = HeaderMap::new();
-        assert_eq!(browser_header(&h), None);
-        h.insert("accept", HeaderValue::from_static("application/json"));
-        assert_eq!(browser_header(&h), None);
-        h.insert("sec-fetch-mode", HeaderValue::from_static("cors"));
-        assert_eq!(browser_header(&h).as_deref(), Some("sec-fetch-mode"));
-        let mut h = HeaderMap::new();
-        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert_eq!(browser_header(&h).as_deref(), Some("origin"));
-    }
 }

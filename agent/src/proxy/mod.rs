@@ -37,6 +37,7 @@
 //! - `server`: the proxy's options, shared state, workers and teardown.
 
 pub(crate) mod aws_container;
+pub(crate) mod azure_mi;
 pub mod body;
 pub mod conn;
 pub(crate) mod context;
@@ -45,6 +46,7 @@ pub mod forward;
 pub mod framing;
 pub mod inject;
 pub(crate) mod listener;
+pub(crate) mod local_endpoint;
 pub mod peer;
 pub(crate) mod phase;
 pub mod pool;

@@ -103,6 +103,9 @@ pub struct ProxyOptions {
     /// The credential served on the AWS container-credentials endpoint
     /// (`container_endpoint = true`); `None`: no endpoint.
     pub container_credential: Option<String>,
+    /// `(credential, scope, client_id)` of each entra credential: the
+    /// managed-identity endpoint serves them; empty: no endpoint.
+    pub entra: Vec<(String, String, String)>,
 }
 
 /// What every worker and every request reads.
@@ -130,6 +133,9 @@ pub(crate) struct Shared {
     pub container: Option<super::aws_container::Endpoint>,
     /// The job's placeholder AWS keys, when a route signs with SigV4.
     pub aws: Option<super::sigv4::placeholder::Placeholders>,
+    /// The Azure managed-identity endpoint and its placeholder tokens,
+    /// when the config has an entra credential.
+    pub azure: Option<super::azure_mi::Endpoint>,
 }
 
 /// A running listener.
@@ -199,6 +205,10 @@ impl Proxy {
             .then(super::sigv4::placeholder::Placeholders::random)
             .transpose()
             .map_err(|e| ProxyError::Random(e.to_string()))?;
+        let azure = (!opts.entra.is_empty())
+            .then(|| super::azure_mi::Endpoint::new(opts.entra))
+            .transpose()
+            .map_err(|e| ProxyError::Random(e.to_string()))?;
         let tls = crate::http::tls_config(opts.extra_ca.as_deref())?;
         let workers = opts.workers.clamp(1, MAX_WORKER_THREADS);
         let named = opts
@@ -225,6 +235,7 @@ impl Proxy {
             limits: opts.limits,
             container,
             aws,
+            azure,
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -323,6 +334,22 @@ impl Proxy {
             );
             (url, &c.token)
         })
+    }
+
+    /// The managed-identity endpoint's URL and `X-IDENTITY-HEADER` value
+    /// (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`), when on.
+    pub fn azure_mi_env(&self) -> Vec<(String, Secret)> {
+        self.shared
+            .azure
+            .as_ref()
+            .map(|a| {
+                let url = format!("http://{}{}", self.addr, super::azure_mi::PATH);
+                vec![
+                    ("IDENTITY_ENDPOINT".to_owned(), Secret::new(url)),
+                    ("IDENTITY_HEADER".to_owned(), a.header.clone()),
+                ]
+            })
+            .unwrap_or_default()
     }
 
     pub fn ca_pem(&self) -> &str {

@@ -7,7 +7,9 @@
 //! An AWS route's request gets no header: the next step, [`super::sign`],
 //! removes the client's signature (refusing what cannot be re-signed) and
 //! signs the request once its body is read. Any other request that carries the job's placeholder AWS
-//! keys is refused: the job is trying to use them elsewhere.
+//! keys is refused: the job is trying to use them elsewhere; so is one
+//! carrying a placeholder Azure token anywhere but in `Authorization` on
+//! a route of its own entra credential (which replaces it).
 
 use std::sync::Arc;
 
@@ -89,6 +91,13 @@ pub fn attach<'s>(
             if p.seen_in(headers, uri.query()) {
                 return Err(Refusal::policy(PLACEHOLDER_ELSEWHERE));
             }
+        }
+    }
+    if let Some(az) = &shared.azure {
+        if az.misused(headers, uri.query(), route) {
+            return Err(Refusal::policy(
+                crate::proxy::azure_mi::PLACEHOLDER_ELSEWHERE,
+            ));
         }
     }
     match route {

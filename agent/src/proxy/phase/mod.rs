@@ -103,6 +103,9 @@ async fn phases(shared: &Shared, ctx: &mut Ctx, req: Request<Incoming>) -> Resul
     if crate::proxy::aws_container::is_for(shared, ctx, &req) {
         return crate::proxy::aws_container::serve(shared, ctx, &req).map(Done::Answer);
     }
+    if crate::proxy::azure_mi::is_for(shared, ctx, &req) {
+        return crate::proxy::azure_mi::serve(shared, ctx, &req).map(Done::Answer);
+    }
     resolve::resolve(shared, ctx, &req, admitted).await?;
     let plan = decide::decide(shared, ctx, &req)?;
     match plan {
