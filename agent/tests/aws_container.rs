@@ -224,23 +224,7 @@ fn the_endpoint_refuses_strangers_and_the_run_child_holds_no_token_or_key() {
     // pass on STS's own.
     let sts = AwsSts::start("ok", &["--ttl", "1200"]);
     let job = Job::new(&sts.url, "container_endpoint = true\n");
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let other_ip = Command::new("hostname")
-        .arg("-I")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .find(|a| {
-                    a.parse::<std::net::Ipv4Addr>()
-                        .is_ok_and(|ip| !ip.is_loopback())
-                })
-                .map(str::to_owned)
-        });
+    let (root, other_ip) = (is_root(), non_loopback_ip());
     let out_dir = job.dir.path().join("out");
     std::fs::create_dir(&out_dir).expect("out dir");
     let o = out_dir.display();

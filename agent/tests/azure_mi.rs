@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Command;
 
 use common::azure::{azure_venv, AzureJob, Entra, CLIENT_ID, GITHUB_SUB, TENANT};
 use common::*;
@@ -36,7 +35,8 @@ fn config(port: u16) -> String {
     )
 }
 
-fn entra() -> (Entra, AzureJob) {
+/// The peer, the job, and the peer's port (the routes' upstream).
+fn entra() -> (Entra, AzureJob, String) {
     let issuer = Issuer::start();
     let entra = Entra::start(
         &issuer.url,
@@ -54,7 +54,7 @@ fn entra() -> (Entra, AzureJob) {
         .and_then(|p| p.trim_end_matches('/').parse().ok())
         .expect("entra port");
     let job = AzureJob::new(issuer, &entra, &config(port));
-    (entra, job)
+    (entra, job, port.to_string())
 }
 
 fn audit_lines(job: &AzureJob) -> Vec<Value> {
@@ -76,24 +76,8 @@ fn gets(entra: &Entra) -> Vec<Value> {
 
 #[test]
 fn placeholders_elsewhere_and_endpoint_strangers_are_refused_and_audited() {
-    let (entra, job) = entra();
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let other_ip = Command::new("hostname")
-        .arg("-I")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .find(|a| {
-                    a.parse::<std::net::Ipv4Addr>()
-                        .is_ok_and(|ip| !ip.is_loopback())
-                })
-                .map(str::to_owned)
-        });
+    let (entra, job, port) = entra();
+    let (root, other_ip) = (is_root(), non_loopback_ip());
     let out_dir = job.dir.path().join("out");
     std::fs::create_dir(&out_dir).expect("out dir");
     let o = out_dir.display();
@@ -131,13 +115,6 @@ p in-query "$B/secrets/db-password?api-version=7.4&t=$P"
         )),
         None => eprintln!("SKIPPED non-loopback case: this machine has no non-loopback IPv4 address"),
     }
-    let port = entra
-        .url
-        .rsplit(':')
-        .next()
-        .expect("port")
-        .trim_end_matches('/')
-        .to_owned();
     let (code, out, err) = job.run(&script, &[("PORT", &port)]);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     let got: HashMap<&str, &str> = out.lines().filter_map(|l| l.split_once(' ')).collect();
@@ -255,7 +232,7 @@ p in-query "$B/secrets/db-password?api-version=7.4&t=$P"
 
 #[test]
 fn azure_identity_credentials_get_placeholders_that_the_route_turns_into_the_real_token() {
-    let (entra, job) = entra();
+    let (entra, job, port) = entra();
     let py = azure_venv();
     let script = job.dir.path().join("client.py");
     std::fs::write(
@@ -274,13 +251,6 @@ print(json.dumps({"mi": mi.token, "arm": arm.token, "dac": dac.token,
 "#,
     )
     .expect("script");
-    let port = entra
-        .url
-        .rsplit(':')
-        .next()
-        .expect("port")
-        .trim_end_matches('/')
-        .to_owned();
     let (code, out, err) = job.run(
         &format!("{} {} && env", py.display(), script.display()),
         &[("PORT", &port)],

@@ -818,3 +818,29 @@ impl Hostile {
             .count()
     }
 }
+
+/// Are the tests running as root (so `setpriv` can run a client as another user)?
+pub fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A non-loopback IPv4 address of this machine, for a client that must not
+/// come from loopback.
+pub fn non_loopback_ip() -> Option<String> {
+    std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .find(|a| {
+                    a.parse::<std::net::Ipv4Addr>()
+                        .is_ok_and(|ip| !ip.is_loopback())
+                })
+                .map(str::to_owned)
+        })
+}
