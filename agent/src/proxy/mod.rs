@@ -11,8 +11,10 @@
 //! - `phase::resolve`: forward, reverse or `CONNECT` → one canonical
 //!   destination; the self-loop check;
 //! - `phase::decide`: route, path, method, identity, WebSocket, egress;
-//! - `phase::attach`: the upstream head and the credential (the place for
-//!   signing and placeholder substitution);
+//! - `phase::attach`: the upstream head and the credential; cloud
+//!   placeholders swapped for the real credential, or refused elsewhere;
+//! - `phase::sign`: AWS routes only, SigV4 afresh with the real keys
+//!   (`sigv4`);
 //! - `phase::forward`: pool, deadlines, 401 refresh and replay; blind
 //!   tunnels.
 //!
@@ -21,8 +23,10 @@
 //! request's `context` carries its audit record, a drop guard written
 //! exactly once.
 //!
-//! Beside the phases, `aws_container`: the AWS container-credentials
-//! endpoint, a local endpoint on the listener (opt-in per credential).
+//! Beside the phases, right after `admit`, the local SDK credential
+//! endpoints on the listener (`local_endpoint`): `aws_container` (AWS
+//! container credentials, opt-in per credential) and `azure_mi` (Azure
+//! managed identity, placeholder tokens).
 //!
 //! Below the phases:
 //! - `inject`: replace-never-merge header injection;
