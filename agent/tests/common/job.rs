@@ -120,3 +120,8 @@ impl Job {
             .collect()
     }
 }
+
+/// The `Authorization` value the job's routes attach (`Bearer <token>`).
+pub fn bearer(job: &Job) -> String {
+    format!("Bearer {}", job.token)
+}
