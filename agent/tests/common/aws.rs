@@ -285,6 +285,17 @@ pub struct AwsJob {
     pub audit: String,
 }
 
+/// A test that fails before its own `stop` must not leave a daemon behind
+/// (it was started with `--watch-pid 0`, so nothing else ends it): `stop` is
+/// idempotent, so calling it again after a test's own stop is harmless.
+impl Drop for AwsJob {
+    fn drop(&mut self) {
+        if std::path::Path::new(&self.state).join("pid").exists() {
+            let _ = self.lanyard(&["stop"]);
+        }
+    }
+}
+
 impl AwsJob {
     /// One aws-web-identity credential against `sts`, nothing routed.
     pub fn new(sts: &str, extra: &str) -> AwsJob {
