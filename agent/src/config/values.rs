@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::raw::{At, Diag};
+use super::raw::{At, Diag, Table};
 
 pub(super) fn is_env_name(s: &str) -> bool {
     !s.is_empty()
@@ -92,4 +92,29 @@ pub(super) fn one_of<T: serde::de::DeserializeOwned>(
         );
     }
     parsed
+}
+
+/// A required string key that `valid` must accept: its value, or one
+/// error (`expected`, then the value given, for a wrong one; `missing` when
+/// the key is absent) and `None`.
+pub(super) fn required(
+    d: &mut Diag<'_>,
+    t: &Table<'_>,
+    key: &str,
+    v: Option<&At<String>>,
+    valid: impl Fn(&str) -> bool,
+    expected: &str,
+    missing: &str,
+) -> Option<String> {
+    match v {
+        Some(v) if valid(&v.v) => Some(v.v.clone()),
+        Some(v) => {
+            d.err(&v.span, &t.key(key), format!("{expected}, got {:?}", v.v));
+            None
+        }
+        None => {
+            d.err(&t.span, &t.key(key), missing);
+            None
+        }
+    }
 }

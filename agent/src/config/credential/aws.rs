@@ -9,7 +9,7 @@ use url::Url;
 use super::Keys;
 use crate::config::model::{AwsSecret, AwsWebIdentity, CredentialConfig, CredentialKind};
 use crate::config::raw::{At, Diag, Table};
-use crate::config::values::{duration, url};
+use crate::config::values::{duration, required, url};
 use crate::config::DEFAULT_KV_REFRESH;
 
 /// The keys only this kind takes (besides `name`, `exchange`, `audience`).
@@ -105,17 +105,15 @@ pub(super) fn web_identity(
 ) -> Option<CredentialKind> {
     let a = &k.aws;
     let container_endpoint = container_endpoint(d, t, a, earlier);
-    let role_arn = match &a.role_arn {
-        Some(r) if is_role_arn(&r.v) => Some(r.v.clone()),
-        Some(r) => {
-            d.err(&r.span, &t.key("role_arn"), format!("expected an IAM role ARN such as \"arn:aws:iam::123456789012:role/ci-deploy\", got {:?}", r.v));
-            None
-        }
-        None => {
-            d.err(&t.span, &t.key("role_arn"), "exchange = \"aws-web-identity\" needs `role_arn`, the IAM role whose trust policy accepts this job's identity, e.g. \"arn:aws:iam::123456789012:role/ci-deploy\"");
-            None
-        }
-    };
+    let role_arn = required(
+        d,
+        t,
+        "role_arn",
+        a.role_arn.as_ref(),
+        is_role_arn,
+        "expected an IAM role ARN such as \"arn:aws:iam::123456789012:role/ci-deploy\"",
+        "exchange = \"aws-web-identity\" needs `role_arn`, the IAM role whose trust policy accepts this job's identity, e.g. \"arn:aws:iam::123456789012:role/ci-deploy\"",
+    );
     let session_name = match &a.session_name {
         Some(s) if is_session_name(&s.v) => Some(Some(s.v.clone())),
         Some(s) => {
@@ -181,24 +179,15 @@ pub(super) fn web_identity(
             }
         }
     }
-    let region = match &a.region {
-        Some(r) if is_region(&r.v) => Some(r.v.clone()),
-        Some(r) => {
-            d.err(
-                &r.span,
-                &t.key("region"),
-                format!(
-                    "expected an AWS region such as \"us-east-1\", got {:?}",
-                    r.v
-                ),
-            );
-            None
-        }
-        None => {
-            d.err(&t.span, &t.key("region"), "exchange = \"aws-web-identity\" needs `region` (as configure-aws-credentials needs aws-region): the STS endpoint is regional, e.g. \"us-east-1\"");
-            None
-        }
-    };
+    let region = required(
+        d,
+        t,
+        "region",
+        a.region.as_ref(),
+        is_region,
+        "expected an AWS region such as \"us-east-1\"",
+        "exchange = \"aws-web-identity\" needs `region` (as configure-aws-credentials needs aws-region): the STS endpoint is regional, e.g. \"us-east-1\"",
+    );
     let sts_endpoint = match (&a.sts_endpoint, &region) {
         (Some(e), _) => url(d, &t.key("sts_endpoint"), e),
         (None, Some(r)) => regional_endpoint("sts", r),

@@ -8,7 +8,7 @@ use url::Url;
 use super::Keys;
 use crate::config::model::{CredentialConfig, CredentialKind, Entra, KeyVaultSecret};
 use crate::config::raw::{At, Diag, Table};
-use crate::config::values::{duration, url};
+use crate::config::values::{duration, required, url};
 use crate::config::DEFAULT_KV_REFRESH;
 
 /// The keys only this kind takes (besides `name`, `exchange`, `client_id`,
@@ -50,28 +50,24 @@ impl AzureKeys {
 }
 
 pub(super) fn entra(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) -> Option<CredentialKind> {
-    let tenant = match &k.azure.tenant {
-        Some(v) if is_tenant(&v.v) => Some(v.v.clone()),
-        Some(v) => {
-            d.err(&v.span, &t.key("tenant"), format!("expected a directory (tenant) ID such as \"72f988bf-86f1-41af-91ab-2d7cd011db47\" or a verified domain such as \"contoso.onmicrosoft.com\" (not common/organizations/consumers: an app's own tenant), got {:?}", v.v));
-            None
-        }
-        None => {
-            d.err(&t.span, &t.key("tenant"), "exchange = \"entra\" needs `tenant`, the directory (tenant) ID of the app registration");
-            None
-        }
-    };
-    let client_id = match &k.client_id {
-        Some(v) if is_guid(&v.v) => Some(v.v.clone()),
-        Some(v) => {
-            d.err(&v.span, &t.key("client_id"), format!("expected the application (client) ID, a GUID such as \"00000000-0000-0000-0000-000000000000\", got {:?}", v.v));
-            None
-        }
-        None => {
-            d.err(&t.span, &t.key("client_id"), "exchange = \"entra\" needs `client_id`, the application (client) ID whose federated credential trusts this job");
-            None
-        }
-    };
+    let tenant = required(
+        d,
+        t,
+        "tenant",
+        k.azure.tenant.as_ref(),
+        is_tenant,
+        "expected a directory (tenant) ID such as \"72f988bf-86f1-41af-91ab-2d7cd011db47\" or a verified domain such as \"contoso.onmicrosoft.com\" (not common/organizations/consumers: an app's own tenant)",
+        "exchange = \"entra\" needs `tenant`, the directory (tenant) ID of the app registration",
+    );
+    let client_id = required(
+        d,
+        t,
+        "client_id",
+        k.client_id.as_ref(),
+        is_guid,
+        "expected the application (client) ID, a GUID such as \"00000000-0000-0000-0000-000000000000\"",
+        "exchange = \"entra\" needs `client_id`, the application (client) ID whose federated credential trusts this job",
+    );
     let scope = match &k.scope {
         Some(s) if s.v.len() == 1 && is_default_scope(&s.v[0]) => Some(s.v[0].clone()),
         Some(s) => {
