@@ -83,8 +83,12 @@ pub(super) fn export(
                 path: path.clone(),
                 source,
             };
-            // Mask first, so no later log line can show the secret.
+            // Mask first, so no later log line can show the secret, nor
+            // the per-job values that stand in for credentials.
             println!("::add-mask::{secret}");
+            for v in also_masked(vars) {
+                println!("::add-mask::{v}");
+            }
             let mut f = std::fs::OpenOptions::new()
                 .append(true)
                 .create(true)
@@ -98,9 +102,35 @@ pub(super) fn export(
     Ok(())
 }
 
+/// Exported values that are per-job stand-ins for credentials: worthless
+/// outside this job's lanyard, yet nothing a log should show.
+const MASKED: &[&str] = &[
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "IDENTITY_HEADER",
+];
+
+fn also_masked(vars: &[(String, String)]) -> impl Iterator<Item = &str> {
+    vars.iter()
+        .filter(|(k, v)| MASKED.contains(&k.as_str()) && !v.is_empty())
+        .map(|(_, v)| v.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholder_secrets_and_the_identity_header_are_masked_too() {
+        let vars = vec![
+            ("HTTPS_PROXY".to_owned(), "http://x".to_owned()),
+            ("AWS_ACCESS_KEY_ID".to_owned(), "ASIALANYARD".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY".to_owned(), "sk".to_owned()),
+            ("AWS_SESSION_TOKEN".to_owned(), "st".to_owned()),
+            ("IDENTITY_HEADER".to_owned(), "ih".to_owned()),
+        ];
+        assert_eq!(also_masked(&vars).collect::<Vec<_>>(), ["sk", "st", "ih"]);
+    }
 
     #[test]
     fn shell_quoting_survives_quotes() {
