@@ -1,0 +1,84 @@
+//! Cloud host names on loopback, for real SDKs that insist on their own
+//! endpoints (`https://<vault>.vault.azure.net`, `https://storage.googleapis.com`).
+//!
+//! `with_private_hosts` runs a closure on a new thread that has moved into
+//! its own network and mount namespaces: a fresh loopback device (so every
+//! port, 443 included, is free and no other test can take it), and an
+//! `/etc/hosts` that maps the given names to 127.0.0.1. Every process the
+//! closure starts (the peers, lanyard, the SDK client) inherits both, so
+//! the client, lanyard's upstream dial and the peer all agree, and nothing
+//! in lanyard or the SDK is changed for the test. The namespaces end with
+//! the thread; the machine's own `/etc/hosts` is never touched.
+//!
+//! It needs CAP_SYS_ADMIN (root here). Where the kernel or container
+//! refuses, it returns the reason, and the caller prints why it skips.
+
+use std::io::Write;
+use std::process::Command;
+
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+/// Moves the calling thread into new namespaces with `names` on 127.0.0.1.
+fn enter(names: &[&str]) -> Result<tempfile::NamedTempFile, String> {
+    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare(CLONE_NEWNET|CLONE_NEWNS) refused: {e}"))?;
+    // Why: without this a bind mount below could propagate to the host's
+    // mount namespace.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making / private refused: {e}"))?;
+    let mut hosts = tempfile::NamedTempFile::new().map_err(|e| format!("hosts file: {e}"))?;
+    let mut text = String::from("127.0.0.1 localhost\n::1 localhost ip6-localhost\n");
+    for name in names {
+        text.push_str(&format!("127.0.0.1 {name}\n"));
+    }
+    hosts
+        .write_all(text.as_bytes())
+        .map_err(|e| format!("hosts file: {e}"))?;
+    mount(
+        Some(hosts.path()),
+        "/etc/hosts",
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind-mounting /etc/hosts refused: {e}"))?;
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .map_err(|e| format!("ip link set lo up: {e} (iproute2 is needed)"))?;
+    if !up.success() {
+        return Err(format!("ip link set lo up: {up}"));
+    }
+    Ok(hosts)
+}
+
+/// Runs `body` with `names` resolving to 127.0.0.1 in private namespaces;
+/// `Err(reason)` when this machine cannot make them (the caller prints it
+/// and skips). A panic in `body` is the test's failure, re-raised here.
+pub fn with_private_hosts<T: Send + 'static>(
+    names: &[&str],
+    body: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let thread = std::thread::Builder::new()
+        .name("private-hosts".into())
+        .spawn(move || {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let hosts = enter(&names)?;
+            let out = body();
+            drop(hosts);
+            Ok(out)
+        })
+        .expect("spawn the namespace thread");
+    match thread.join() {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
