@@ -231,3 +231,22 @@ fn a_missing_or_extra_row_is_named_with_its_section() {
         problems(&without)
     );
 }
+
+/// The first ```toml block of a markdown file.
+fn first_toml_block(src: &str) -> Option<String> {
+    let start = src.find("```toml\n")? + "```toml\n".len();
+    let len = src[start..].find("```")?;
+    Some(src[start..start + len].to_owned())
+}
+
+#[test]
+fn the_minimal_files_in_the_readme_and_config_md_parse() {
+    // The annotated file a newcomer copies first must be a valid config.
+    for file in ["README.md", "docs/config.md"] {
+        let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
+        let src = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let toml = first_toml_block(&src).unwrap_or_else(|| panic!("{file} has no ```toml block"));
+        let c = super::parse(&toml).unwrap_or_else(|e| panic!("{file}'s first toml block: {e}"));
+        assert!(!c.credentials.is_empty() && !c.routes.is_empty(), "{file}");
+    }
+}
