@@ -22,9 +22,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-scripts/ensure-tools.sh
-scripts/install-peers.sh
-cargo build --locked -q -p lanyard
+step() { printf '\n== demo: %s\n' "$*"; }
+step "1/4 tools the demo uses (curl, python3; from Debian when missing)"
+scripts/ensure-tools.sh demo
+step "2/4 local peers (the issuer's Python venv, the OpenBao binary; once, under target/peers)"
+scripts/install-peers.sh demo
+step "3/4 building lanyard (cargo build; a first build takes a few minutes, then seconds)"
+cargo build --locked -p lanyard
+step "4/4 starting the issuer, OpenBao and the HTTPS upstream on loopback"
 LANYARD="$ROOT/target/debug/lanyard"
 PY="$ROOT/target/peers/venv/bin/python"
 

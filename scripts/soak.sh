@@ -2,7 +2,7 @@
 # Soak (issue 11): mixed load through lanyard for DURATION (default 30m) with
 # 5-second credentials from the real RFC 8693 STS peer. Not part of the test
 # command. Counts 401s, expired credentials served, errors, RSS and fds; the
-# figures of the last full run are in README.md ("Soak").
+# figures of the last full run are in docs/performance.md ("Soak").
 #
 #   bash scripts/soak.sh                 # 30 minutes
 #   DURATION=2m bash scripts/soak.sh     # smoke run

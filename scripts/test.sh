@@ -8,6 +8,10 @@ cd "$ROOT"
 scripts/ensure-tools.sh
 scripts/install-peers.sh
 
+# The README's claims that a script can check: every file the docs point
+# to exists, and no locked crate needs a newer Rust than rust-version.
+python3 scripts/check-links.py
+python3 scripts/check-msrv.py
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # Licences, duplicates, wildcards, sources; advisories when the database

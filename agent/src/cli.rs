@@ -127,7 +127,12 @@ pub fn main() -> i32 {
     if let Err(e) = nix::sys::prctl::set_dumpable(false) {
         eprintln!("lanyard: warning: cannot mark this process non-dumpable ({e}); other processes of this user may read its memory");
     }
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        let args: Vec<String> = std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        with_double_dash_tip(e, &args).exit()
+    });
     init_logging();
     let name = cli.command.name();
     let is_run = matches!(cli.command, Command::Run { .. });
@@ -321,4 +326,51 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// `lanyard run curl …` (the command without `--`): clap refuses `curl` as
+/// an unexpected argument; add a tip with the line as it should be typed.
+fn with_double_dash_tip(mut e: clap::Error, args: &[String]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return e;
+    }
+    let Some(ContextValue::String(bad)) = e.get(ContextKind::InvalidArg) else {
+        return e;
+    };
+    let Some(run) = args.iter().skip(1).position(|a| a == "run").map(|i| i + 1) else {
+        return e;
+    };
+    let Some(at) = args[run..].iter().position(|a| a == bad).map(|i| i + run) else {
+        return e;
+    };
+    if bad.starts_with('-') {
+        return e;
+    }
+    let quoted: Vec<String> = args[at..].iter().map(|a| shell_quote(a)).collect();
+    let mut line = vec!["lanyard".to_owned()];
+    line.extend(args[run..at].iter().map(|a| shell_quote(a)));
+    line.push("--".to_owned());
+    line.extend(quoted);
+    let tip = format!(
+        "the command goes after `--`, so that its own options stay its own: {}",
+        line.join(" ")
+    );
+    e.insert(
+        ContextKind::Suggested,
+        ContextValue::StyledStrs(vec![tip.into()]),
+    );
+    e
+}
+
+/// `a` as a shell word: as is when it is plain, else in single quotes.
+fn shell_quote(a: &str) -> String {
+    let plain = !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./:=@%+,-".contains(c));
+    if plain {
+        a.to_owned()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
 }

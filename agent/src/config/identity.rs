@@ -11,6 +11,16 @@ use super::values::{is_env_name, one_of, url};
 /// `source = "auto"`: detect the platform from the environment.
 const AUTO: &str = "auto";
 
+/// The keys `[identity]` accepts (also the rows `docs/config.md` must have).
+pub(crate) const IDENTITY_KEYS: &[&str] = &[
+    "source",
+    "audience",
+    "variable",
+    "path",
+    "buildkite_agent",
+    "scrub_request_env",
+];
+
 pub(super) fn identity(d: &mut Diag<'_>, t: Option<Table<'_>>) -> Option<IdentityConfig> {
     let Some(mut t) = t else {
         return Some(IdentityConfig {
@@ -79,17 +89,7 @@ pub(super) fn identity(d: &mut Diag<'_>, t: Option<Table<'_>>) -> Option<Identit
             "source = \"file\" needs `path`, the token file",
         );
     }
-    t.finish(
-        d,
-        &[
-            "source",
-            "audience",
-            "variable",
-            "path",
-            "buildkite_agent",
-            "scrub_request_env",
-        ],
-    );
+    t.finish(d, IDENTITY_KEYS);
     Some(IdentityConfig {
         source: kind,
         audience: audience.map(|a| a.v),
@@ -103,7 +103,7 @@ pub(super) fn identity(d: &mut Diag<'_>, t: Option<Table<'_>>) -> Option<Identit
     })
 }
 
-const LOGIN_KEYS: &[&str] = &["issuer", "client_id", "scopes", "flow"];
+pub(crate) const LOGIN_KEYS: &[&str] = &["issuer", "client_id", "scopes", "flow"];
 
 pub(super) fn login(d: &mut Diag<'_>, t: Option<Table<'_>>) -> Option<Option<LoginConfig>> {
     let Some(mut t) = t else { return Some(None) };

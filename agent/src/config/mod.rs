@@ -200,7 +200,8 @@ impl Config {
     }
 }
 
-const TOP_KEYS: &[&str] = &[
+/// The tables a file may have (each has its sections in `docs/config.md`).
+pub(crate) const TOP_KEYS: &[&str] = &[
     "identity",
     "credential",
     "route",
@@ -230,6 +231,16 @@ fn build(d: &mut Diag<'_>, path: &Path, mut doc: Table<'_>) -> Option<Config> {
     let rotation = settings::rotation(d, t);
     doc.finish(d, TOP_KEYS);
 
+    if cred_tables.is_empty() && d.errors.is_empty() {
+        // Why: a session without credentials attaches nothing; most often
+        // the wrong (or an empty) file was picked up. Said only when
+        // nothing else is wrong: a file with typos gets those first.
+        d.err(
+            &(0..0),
+            "",
+            "no [[credential]]: lanyard would attach nothing. Add a [[credential]] and a [[route]] that uses it (docs/config.md starts with a minimal file)",
+        );
+    }
     let declared: Vec<String> = cred_tables
         .iter()
         .filter_map(|t| t.peek_string("name"))

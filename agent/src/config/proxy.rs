@@ -58,7 +58,8 @@ impl Default for UpstreamLimits {
     }
 }
 
-const KEYS: &[&str] = &[
+/// The keys `[proxy]` accepts (also the rows `docs/config.md` must have).
+pub(crate) const PROXY_KEYS: &[&str] = &[
     "listen",
     "egress",
     "max_connections",
@@ -111,7 +112,7 @@ pub(super) fn proxy(d: &mut Diag<'_>, t: Option<Table<'_>>) -> Option<ProxyConfi
         }
     }
     limits(d, &mut t, &mut out.limits);
-    t.finish(d, KEYS);
+    t.finish(d, PROXY_KEYS);
     Some(out)
 }
 

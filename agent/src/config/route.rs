@@ -25,7 +25,8 @@ const RESERVED_HEADERS: &[&str] = &[
     "cookie",
 ];
 
-const ROUTE_KEYS: &[&str] = &[
+/// The keys `[[route]]` accepts (also the rows `docs/config.md` must have).
+pub(crate) const ROUTE_KEYS: &[&str] = &[
     "url",
     "credential",
     "methods",

@@ -6,6 +6,11 @@ use super::model::{AuditConfig, RotationConfig, UpstreamConfig};
 use super::raw::{Diag, Table};
 use super::values::duration;
 
+/// The keys each table accepts (also the rows `docs/config.md` must have).
+pub(crate) const UPSTREAM_KEYS: &[&str] = &["extra_ca"];
+pub(crate) const AUDIT_KEYS: &[&str] = &["file", "trace_headers"];
+pub(crate) const ROTATION_KEYS: &[&str] = &["fraction", "jitter", "retry_min", "retry_max"];
+
 pub(super) fn upstream(
     d: &mut Diag<'_>,
     t: Option<Table<'_>>,
@@ -24,7 +29,7 @@ pub(super) fn upstream(
             d.err(&ca.span, &t.key("extra_ca"), format!("expected a PEM file; {} does not exist (relative paths are from the config file's folder)", p.display()));
         }
     }
-    t.finish(d, &["extra_ca"]);
+    t.finish(d, UPSTREAM_KEYS);
     Some(out)
 }
 
@@ -34,7 +39,7 @@ pub(super) fn audit(d: &mut Diag<'_>, t: Option<Table<'_>>) -> Option<AuditConfi
     };
     let file = t.string(d, "file").map(|f| PathBuf::from(f.v));
     let trace = t.bool(d, "trace_headers").map(|b| b.v).unwrap_or(false);
-    t.finish(d, &["file", "trace_headers"]);
+    t.finish(d, AUDIT_KEYS);
     Some(AuditConfig {
         file,
         trace_headers: trace,
@@ -93,6 +98,6 @@ pub(super) fn rotation(d: &mut Diag<'_>, t: Option<Table<'_>>) -> Option<Rotatio
             "fraction + jitter must stay below 1, or a refresh could be scheduled after expiry",
         );
     }
-    t.finish(d, &["fraction", "jitter", "retry_min", "retry_max"]);
+    t.finish(d, ROTATION_KEYS);
     Some(out)
 }

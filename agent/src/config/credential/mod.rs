@@ -37,6 +37,8 @@ const CREDENTIAL_KEYS: &[&str] = &[
     "secret",
     "refresh",
 ];
+/// The keys every `from` read takes.
+const FROM_KEYS: &[&str] = &["name", "from", "secret", "refresh"];
 /// The keys of both OAuth kinds (`jwt-bearer` takes only these).
 const OAUTH_KEYS: &[&str] = &[
     "name",
@@ -113,10 +115,7 @@ impl Keys {
             aws: aws::AwsKeys::read(d, t),
             azure: azure::AzureKeys::read(d, t),
         };
-        t.finish(
-            d,
-            &[CREDENTIAL_KEYS, aws::KEYS, aws::SECRET_KEYS, azure::KEYS].concat(),
-        );
+        t.finish(d, &accepted_keys());
         k
     }
 
@@ -253,8 +252,38 @@ fn refuse_keys_that_do_not_apply(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) {
         .exchange
         .as_ref()
         .map(|e| keyword::parse::<ExchangeKind>(&e.v));
-    let applicable: &[&[&str]] = match (exchange, k.from.is_some()) {
-        (None, true) => &[&["name", "from", "secret", "refresh"], aws::SECRET_KEYS],
+    let applicable = applicable_keys(exchange, k.from.is_some());
+    let kind_label = match (&k.exchange, &k.from) {
+        (Some(e), _) => format!("exchange = {:?}", e.v),
+        _ => "from".to_owned(),
+    };
+    for (key, span) in k.given() {
+        if !applicable.iter().any(|keys| keys.contains(&key)) {
+            d.err(
+                &span,
+                &t.key(key),
+                format!("`{key}` does not apply to a credential with {kind_label}"),
+            );
+        }
+    }
+}
+
+/// Every key a `[[credential]]` table accepts, whatever its kind (the
+/// parser's list; `docs/config.md` documents each under its kinds).
+pub(crate) fn accepted_keys() -> Vec<&'static str> {
+    [CREDENTIAL_KEYS, aws::KEYS, aws::SECRET_KEYS, azure::KEYS].concat()
+}
+
+/// The keys that apply to a credential: `exchange` as parsed (`None` when
+/// absent, `Some(None)` when unknown) and whether it has `from`. A `from`
+/// read of a vault or entra credential takes none of [`aws::SECRET_KEYS`]
+/// (refused by [`aws::refuse_secret_keys`]); see [`from_keys`].
+pub(crate) fn applicable_keys(
+    exchange: Option<Option<ExchangeKind>>,
+    from: bool,
+) -> &'static [&'static [&'static str]] {
+    match (exchange, from) {
+        (None, true) => &[FROM_KEYS, aws::SECRET_KEYS],
         (Some(Some(ExchangeKind::TokenExchange)), false) => &[OAUTH_KEYS, TOKEN_EXCHANGE_KEYS],
         (Some(Some(ExchangeKind::JwtBearer)), false) => &[OAUTH_KEYS],
         (Some(Some(ExchangeKind::Vault)), false) => {
@@ -269,19 +298,19 @@ fn refuse_keys_that_do_not_apply(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) {
             azure::KEYS,
         ],
         _ => &[CREDENTIAL_KEYS],
-    };
-    let kind_label = match (&k.exchange, &k.from) {
-        (Some(e), _) => format!("exchange = {:?}", e.v),
-        _ => "from".to_owned(),
-    };
-    for (key, span) in k.given() {
-        if !applicable.iter().any(|keys| keys.contains(&key)) {
-            d.err(
-                &span,
-                &t.key(key),
-                format!("`{key}` does not apply to a credential with {kind_label}"),
-            );
-        }
+    }
+}
+
+/// The keys a `from` read takes, by the kind of the credential it names;
+/// `None` for a kind no `from` can name. The parse checks the same lists
+/// in two steps ([`applicable_keys`], then [`aws::refuse_secret_keys`]
+/// with its own message); `docs/config.md`'s test reads them from here.
+#[cfg(test)]
+pub(crate) fn from_keys(parent: ExchangeKind) -> Option<Vec<&'static str>> {
+    match parent {
+        ExchangeKind::Vault | ExchangeKind::Entra => Some(FROM_KEYS.to_vec()),
+        ExchangeKind::AwsWebIdentity => Some([FROM_KEYS, aws::SECRET_KEYS].concat()),
+        _ => None,
     }
 }
 

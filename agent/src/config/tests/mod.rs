@@ -9,6 +9,7 @@ use crate::route::{HostPattern, Template};
 
 mod aws;
 mod azure;
+mod docs;
 mod sections;
 
 pub(super) fn parse(src: &str) -> Result<Config, ConfigErrors> {
@@ -302,4 +303,16 @@ fn an_unreadable_config_keeps_its_io_cause() {
         cause.downcast_ref::<std::io::Error>().map(|e| e.kind()),
         Some(std::io::ErrorKind::NotFound)
     );
+}
+
+#[test]
+fn a_file_without_credentials_is_an_error_that_says_so() {
+    for src in ["", "# todo\n", "[identity]\nsource = \"github\"\n"] {
+        let e = errors(src);
+        assert_eq!(e.len(), 1, "{src:?}: {e:?}");
+        assert!(
+            e[0].message.starts_with("no [[credential]]") && e[0].line == 1,
+            "{src:?}: {e:?}"
+        );
+    }
 }

@@ -13,7 +13,7 @@ fn rotation_settings_are_bounded() {
     let errs = errors("[rotation]\nfraction = 0.99\njitter = 0.5\nretry_min = \"0s\"\n");
     assert_eq!(errs.len(), 3, "{errs:?}");
     let c = parse(
-        "[rotation]\nfraction = 0.5\njitter = 0\nretry_min = \"200ms\"\nretry_max = \"2s\"\n",
+        "[rotation]\nfraction = 0.5\njitter = 0\nretry_min = \"200ms\"\nretry_max = \"2s\"\n[[credential]]\nname = \"gw\"\nexchange = \"passthrough\"\n",
     )
     .expect("ok");
     assert_eq!(c.rotation.retry_min, Duration::from_millis(200));
