@@ -5,6 +5,7 @@
 pub(super) mod aws;
 pub(super) mod azure;
 mod oauth;
+pub(super) mod port;
 mod vault;
 
 use std::ops::Range;
@@ -84,6 +85,7 @@ struct Keys {
     refresh: Option<At<String>>,
     aws: aws::AwsKeys,
     azure: azure::AzureKeys,
+    port: port::PortKeys,
 }
 
 impl Keys {
@@ -112,10 +114,18 @@ impl Keys {
             refresh: t.string(d, "refresh"),
             aws: aws::AwsKeys::read(d, t),
             azure: azure::AzureKeys::read(d, t),
+            port: port::PortKeys::read(d, t),
         };
         t.finish(
             d,
-            &[CREDENTIAL_KEYS, aws::KEYS, aws::SECRET_KEYS, azure::KEYS].concat(),
+            &[
+                CREDENTIAL_KEYS,
+                aws::KEYS,
+                aws::SECRET_KEYS,
+                azure::KEYS,
+                port::KEYS,
+            ]
+            .concat(),
         );
         k
     }
@@ -148,6 +158,7 @@ impl Keys {
         .filter_map(|(k, span)| span.map(|span| (k, span)))
         .chain(self.aws.given())
         .chain(self.azure.given())
+        .chain(self.port.given())
         .collect()
     }
 }
@@ -194,6 +205,7 @@ pub(super) fn credential(
             Some(ExchangeKind::Passthrough) => passthrough(d, &t, &k),
             Some(ExchangeKind::AwsWebIdentity) => aws::web_identity(d, &t, &k, earlier),
             Some(ExchangeKind::Entra) => azure::entra(d, &t, &k),
+            Some(ExchangeKind::Port) => port::port(d, &t, &k, earlier),
             None => {
                 d.err(
                     &e.span,
@@ -267,6 +279,10 @@ fn refuse_keys_that_do_not_apply(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) {
         (Some(Some(ExchangeKind::Entra)), false) => &[
             &["name", "exchange", "client_id", "scope", "audience"],
             azure::KEYS,
+        ],
+        (Some(Some(ExchangeKind::Port)), false) => &[
+            &["name", "exchange", "client_id", "client_secret_env"],
+            port::KEYS,
         ],
         _ => &[CREDENTIAL_KEYS],
     };
