@@ -191,6 +191,14 @@ fn garbage_answers_from_the_token_endpoint_fail_closed_naming_the_problem() {
             "badtoken",
             "answered HTTP 200 with an accessToken that cannot be sent in a header",
         ),
+        (
+            "basic",
+            "answered HTTP 200 with tokenType \"Basic\" (lanyard sends Port tokens as Bearer)",
+        ),
+        (
+            "noexpiry",
+            "answered HTTP 200 with no expiresIn (seconds until the token expires)",
+        ),
         ("huge", "sent a response larger than 1048576 bytes"),
         ("html401", "refused (401)"),
     ] {

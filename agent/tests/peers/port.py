@@ -2,7 +2,7 @@
 
   python port.py --dir DIR --client-id ID --client-secret SECRET
                  [--ttl S] [--stale-expires] [--echo-secret]
-                 [--garbage notjson|okfalse|notoken|badtoken|huge|html401]
+                 [--garbage notjson|okfalse|notoken|badtoken|basic|noexpiry|huge|html401]
 
 There is no Port server that can run here; this peer enforces Port's
 documented contract (docs.getport.io API reference) so that lanyard cannot
@@ -34,7 +34,8 @@ POST /v1/blueprints/<id>/entities?upsert=true ("Create an entity"):
 --garbage answers the token request with something that is not the
 contract, after checking it: notjson (HTML), okfalse ({"ok":false} with no
 error), notoken (ok without accessToken), badtoken (an accessToken with a
-CR LF in it), huge (a 2 MiB JSON body), html401 (a 401 HTML page).
+CR LF in it), basic (tokenType Basic), noexpiry (no expiresIn), huge (a 2 MiB
+JSON body), html401 (a 401 HTML page).
 
 Binds 127.0.0.1:0 and prints one JSON ready line: {"port": P, "url": U}.
 Every request is appended to DIR/requests.jsonl (never the secret: whether
@@ -186,6 +187,10 @@ class Handler(BaseHTTPRequestHandler):
         if g == "huge":
             pad = "A" * (2 * 1024 * 1024)
             return self.send(200, dict(answer, padding=pad))
+        if g == "basic":
+            return self.send(200, dict(answer, tokenType="Basic"))
+        if g == "noexpiry":
+            return self.send(200, {k: v for k, v in answer.items() if k != "expiresIn"})
         if g == "html401":
             return self.raw_send(401, "text/html", b"<html><h1>401</h1>Port is having a moment</html>")
         return self.send(200, answer)
@@ -215,7 +220,7 @@ def main():
     ap.add_argument("--ttl", type=int, default=10800)
     ap.add_argument("--stale-expires", action="store_true")
     ap.add_argument("--echo-secret", action="store_true")
-    ap.add_argument("--garbage", choices=["notjson", "okfalse", "notoken", "badtoken", "huge", "html401"])
+    ap.add_argument("--garbage", choices=["notjson", "okfalse", "notoken", "badtoken", "basic", "noexpiry", "huge", "html401"])
     ARGS = ap.parse_args()
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     port = srv.server_address[1]

@@ -49,6 +49,10 @@ fn a_port_credential_defaults_to_the_eu_api_and_names_its_secret_variables() {
     );
     assert_eq!(k.parent(), Some("port-secret"));
     assert_eq!(k.secret_variables(), ["PORT_CLIENT_ID"]);
+
+    // An OAuth client secret's variable is scrubbed too.
+    let c = parse("[[credential]]\nname = \"gw\"\nexchange = \"token-exchange\"\ntoken_url = \"https://sts.example.com/t\"\nclient_id = \"ci\"\nclient_secret_env = \"STS_SECRET\"\n").expect("config");
+    assert_eq!(c.credentials[0].kind.secret_variables(), ["STS_SECRET"]);
 }
 
 #[test]
