@@ -230,7 +230,16 @@ impl Session {
                 return Err(e);
             }
         };
-        let scrub = control.identity.consumed_variables().to_vec();
+        // Identity inputs and the variables credentials read their client
+        // secrets from (a Port client secret, an OAuth client secret).
+        let mut scrub = control.identity.consumed_variables().to_vec();
+        for c in &cfg.credentials {
+            for v in c.kind.secret_variables() {
+                if !scrub.iter().any(|s| s == v) {
+                    scrub.push(v.to_owned());
+                }
+            }
+        }
         tokio::spawn(audit.clone().flush_loop(cancel.child_token()));
         Ok(Session {
             control,
@@ -314,7 +323,8 @@ impl Session {
         self.proxy.container_endpoint().map(|(u, _)| u)
     }
 
-    /// Identity inputs that the job's commands must not inherit.
+    /// Identity inputs and client-secret variables that the job's commands
+    /// must not inherit.
     pub fn scrub(&self) -> &[String] {
         &self.scrub
     }

@@ -30,8 +30,8 @@ use crate::route::Route;
 pub(crate) use credential::aws::is_session_name;
 pub use model::{
     AuditConfig, AwsSecret, AwsWebIdentity, ClientAuth, CredentialConfig, CredentialKind, Egress,
-    Entra, IdentityConfig, KeyVaultSecret, LoginConfig, LoginFlow, OAuthEndpoint, Platform,
-    RotationConfig, SubjectTokenType, UpstreamConfig,
+    Entra, IdentityConfig, KeyVaultSecret, LoginConfig, LoginFlow, OAuthEndpoint, Platform, Port,
+    PortClientId, PortSecret, RotationConfig, SubjectTokenType, UpstreamConfig,
 };
 pub use proxy::{ProxyConfig, UpstreamLimits};
 use raw::{Diag, Table};

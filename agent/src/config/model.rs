@@ -170,6 +170,39 @@ pub enum CredentialKind {
     Entra(Entra),
     /// A Key Vault secret read with an entra credential.
     KeyVaultSecret(KeyVaultSecret),
+    /// Port's API: client id and secret for an access token.
+    Port(Port),
+}
+
+/// `exchange = "port"`: `POST <api_url>/v1/auth/access_token` with
+/// `{"clientId","clientSecret"}` for a Bearer access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    /// `https://api.getport.io` (EU) unless configured (`https://api.us.getport.io`).
+    pub api_url: Url,
+    /// `<api_url>/v1/auth/access_token`.
+    pub token_url: Url,
+    pub client_id: PortClientId,
+    pub client_secret: PortSecret,
+}
+
+/// Where a Port credential's client id comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortClientId {
+    /// `client_id = "..."`: not a secret.
+    Literal(String),
+    /// `client_id_env = "VAR"`: a CI variable, scrubbed from `lanyard run`'s child.
+    Env(String),
+}
+
+/// Where a Port credential's client secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortSecret {
+    /// `client_secret_env = "VAR"`: a CI variable, scrubbed from `lanyard run`'s child.
+    Env(String),
+    /// `client_secret_from = "<credential>"`: a secret read defined above
+    /// (Vault KV, Secrets Manager, Key Vault); its current value.
+    From(String),
 }
 
 /// `exchange = "entra"`: RFC 7523 client assertion at Entra ID's v2.0 token
@@ -247,7 +280,33 @@ impl CredentialKind {
             CredentialKind::VaultKv { from, .. } => Some(from),
             CredentialKind::AwsSecret(s) => Some(&s.from),
             CredentialKind::KeyVaultSecret(s) => Some(&s.from),
+            CredentialKind::Port(Port {
+                client_secret: PortSecret::From(from),
+                ..
+            }) => Some(from),
             _ => None,
+        }
+    }
+
+    /// Variables holding a secret lanyard reads (client secrets, a Port
+    /// client id): `lanyard run` removes them from the child's environment.
+    pub fn secret_variables(&self) -> Vec<&str> {
+        match self {
+            CredentialKind::TokenExchange {
+                client: ClientAuth::Basic { secret_env, .. } | ClientAuth::Post { secret_env, .. },
+                ..
+            } => vec![secret_env],
+            CredentialKind::Port(p) => {
+                let mut v = Vec::new();
+                if let PortClientId::Env(e) = &p.client_id {
+                    v.push(e.as_str());
+                }
+                if let PortSecret::Env(e) = &p.client_secret {
+                    v.push(e.as_str());
+                }
+                v
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -263,6 +322,7 @@ impl CredentialKind {
             CredentialKind::AwsSecret(_) => return "aws-secrets-manager",
             CredentialKind::Entra(_) => ExchangeKind::Entra,
             CredentialKind::KeyVaultSecret(_) => return "azure-key-vault",
+            CredentialKind::Port(_) => ExchangeKind::Port,
         };
         keyword::name(&exchange)
     }
@@ -278,6 +338,7 @@ pub enum ExchangeKind {
     Passthrough,
     AwsWebIdentity,
     Entra,
+    Port,
 }
 
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@ pub mod aws;
 pub mod azure;
 mod client_auth;
 mod oauth;
+mod port;
 mod vault;
 
 pub(crate) use answer::refusal;
@@ -153,6 +154,7 @@ enum Kind {
     AwsSecret(aws::secrets::SecretRead),
     Entra(Box<azure::EntraExchange>),
     KeyVault(azure::keyvault::SecretRead),
+    Port(port::PortExchange),
 }
 
 /// One credential's exchange, ready to run.
@@ -260,6 +262,7 @@ impl Exchanger {
             CredentialKind::KeyVaultSecret(s) => {
                 Kind::KeyVault(azure::keyvault::SecretRead { cfg: s.clone() })
             }
+            CredentialKind::Port(p) => Kind::Port(port::PortExchange::prepare(&name, p, env)?),
         };
         Ok(Exchanger { name, kind })
     }
@@ -270,6 +273,10 @@ impl Exchanger {
             Kind::VaultKv { parent, .. } => Some(parent),
             Kind::AwsSecret(s) => Some(&s.cfg.from),
             Kind::KeyVault(s) => Some(&s.cfg.from),
+            Kind::Port(p) => match &p.cfg.client_secret {
+                crate::config::PortSecret::From(f) => Some(f),
+                crate::config::PortSecret::Env(_) => None,
+            },
             _ => None,
         }
     }
@@ -289,14 +296,14 @@ impl Exchanger {
     pub fn needs_identity(&self) -> bool {
         !matches!(
             self.kind,
-            Kind::VaultKv { .. } | Kind::AwsSecret(_) | Kind::KeyVault(_)
+            Kind::VaultKv { .. } | Kind::AwsSecret(_) | Kind::KeyVault(_) | Kind::Port(_)
         )
     }
 
     /// False where the service has no revocation (STS): the value expires
     /// on its own, and `status` says when.
     pub fn revocable(&self) -> bool {
-        !matches!(self.kind, Kind::Aws(_) | Kind::Entra(_))
+        !matches!(self.kind, Kind::Aws(_) | Kind::Entra(_) | Kind::Port(_))
     }
 
     /// How often to re-read a value that has no expiry.
@@ -333,6 +340,7 @@ impl Exchanger {
             Kind::AwsSecret(s) => s.describe(),
             Kind::Entra(e) => e.describe(),
             Kind::KeyVault(s) => s.describe(),
+            Kind::Port(p) => p.describe(),
         }
     }
 
@@ -361,6 +369,7 @@ impl Exchanger {
             Kind::AwsSecret(s) => aws::hints::secret_hints(e, &s.cfg),
             Kind::Entra(x) => azure::hints::entra_hints(e, &x.cfg, claims),
             Kind::KeyVault(s) => azure::hints::keyvault_hints(e, &s.cfg),
+            Kind::Port(p) => port::hints(e, p),
             _ => None,
         }
     }
@@ -386,6 +395,7 @@ impl Exchanger {
             Kind::AwsSecret(s) => s.read(http, &self.name, parent).await,
             Kind::Entra(e) => e.obtain(http, need_id()?).await,
             Kind::KeyVault(s) => s.read(http, &self.name, parent).await,
+            Kind::Port(p) => p.obtain(http, &self.name, parent).await,
             Kind::VaultKv {
                 parent: pname,
                 address,
@@ -452,6 +462,7 @@ impl Exchanger {
             Kind::KeyVault(_) => Ok(Revoked::NotRevocable(
                 "a Key Vault secret is not ours to revoke; the Entra token it was read with expires on its own",
             )),
+            Kind::Port(p) => Ok(p.revoke()),
         }
     }
 }

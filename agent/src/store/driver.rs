@@ -36,6 +36,31 @@ pub(super) fn current_of(
     }
 }
 
+/// Why: a service may answer a re-exchange with the token it already
+/// issued (Port returns its one active token until it expires). That token
+/// still ends when it first would, whatever lifetime came with it again;
+/// counting from now would serve it past its end.
+/// Once that end is within [`EXPIRY_MARGIN`], the answer is an error: the
+/// refresh backs off and asks again, rather than looping on a dead token.
+fn keep_first_expiry(name: &str, old: &Current, new: &mut Current) -> Result<(), ExchangeError> {
+    if old.value.expose() != new.value.expose() {
+        return Ok(());
+    }
+    if let (Some(first), Some(later)) = (old.expires_at, new.expires_at) {
+        new.expires_at = Some(first.min(later));
+    }
+    match new.expires_at {
+        Some(exp) if exp <= Instant::now() + EXPIRY_MARGIN => Err(ExchangeError::TooShort {
+            name: name.to_owned(),
+            detail: format!(
+                "the service answered with the token it had already issued, which ends within {}; asking again after a backoff",
+                humantime::format_duration(EXPIRY_MARGIN)
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The lifetime lanyard counts on: the reported one less its granularity.
 fn counted(issued: &Issued) -> Option<Duration> {
     issued
@@ -127,13 +152,20 @@ pub(super) async fn drive(slot: Arc<Slot>, rotation: RotationConfig, cancel: Can
             _ = sleep_until_opt(when) => {},
         }
         let started = Instant::now();
+        let gen = current.as_ref().map(|c| c.generation + 1).unwrap_or(1);
         let res = refresh_once(&slot, current.as_deref(), &rotation)
             .await
-            .and_then(|(i, full)| Ok((usable(&slot.name, i)?, full)));
+            .and_then(|(i, full)| Ok((usable(&slot.name, i)?, full)))
+            .and_then(|(i, full)| {
+                let mut new = current_of(i, started, gen, full);
+                if let Some(old) = current.as_ref().filter(|_| full.is_none()) {
+                    keep_first_expiry(&slot.name, old, &mut new)?;
+                }
+                Ok((new, full))
+            });
         match res {
-            Ok((issued, full)) => {
-                let gen = current.as_ref().map(|c| c.generation + 1).unwrap_or(1);
-                let new = Arc::new(current_of(issued, started, gen, full));
+            Ok((new, full)) => {
+                let new = Arc::new(new);
                 tracing::info!(credential = %slot.name, fingerprint = %new.fingerprint, generation = gen, lifetime_s = new.expires_at.map(|e| e.saturating_duration_since(started).as_secs_f64()), "credential refreshed");
                 if last_logged.take().is_some() {
                     tracing::info!(credential = %slot.name, "refresh recovered");

@@ -14,6 +14,8 @@ struct Scripted {
     renewable: bool,
     latency: Duration,
     revoked: Mutex<Vec<String>>,
+    /// Answer every obtain with the same token (Port's one active token).
+    same_value: AtomicBool,
 }
 
 impl Scripted {
@@ -27,6 +29,7 @@ impl Scripted {
             renewable: false,
             latency: Duration::from_millis(50),
             revoked: Mutex::new(Vec::new()),
+            same_value: AtomicBool::new(false),
         })
     }
 }
@@ -42,6 +45,11 @@ impl CredentialSource for Scripted {
                 });
             }
             let n = self.obtains.fetch_add(1, Ordering::SeqCst);
+            let n = if self.same_value.load(Ordering::SeqCst) {
+                0
+            } else {
+                n
+            };
             Ok(Issued {
                 value: Credential::new(format!("token-{n}")),
                 lifetime: Some(*self.lifetime.lock().expect("lock")),
@@ -345,4 +353,37 @@ async fn a_refresh_with_a_too_short_lifetime_backs_off_instead_of_spinning() {
     assert!((3..=8).contains(&obtains), "obtains: {obtains}");
     // The old value is still served until its own earliest exp.
     assert_eq!(store.get("c").expect("valid").value.expose(), "token-0");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_token_back_from_a_refresh_keeps_its_first_expiry() {
+    // Port answers with its one active token, and the full lifetime again.
+    let src = Scripted::new(Duration::from_secs(10));
+    src.same_value.store(true, Ordering::SeqCst);
+    let store = store_with(src.clone()).await;
+    let first = store.get("c").expect("value").expires_at.expect("exp");
+    // Refreshed at ~5 s: the same token, still ending at ~10 s, not ~15 s.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let c = store.get("c").expect("value");
+    assert!(c.generation >= 2, "no refresh happened");
+    assert_eq!(c.value.expose(), "token-0");
+    assert_eq!(c.expires_at, Some(first));
+    // Refreshes come sooner as the end nears, and nothing is served past it.
+    tokio::time::sleep(Duration::from_millis(3700)).await;
+    assert!(
+        store.get("c").is_err(),
+        "served within the margin of its first expiry"
+    );
+    // Once the service issues a new token, it is served with its own lifetime.
+    src.same_value.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let c = store.get("c").expect("a new token");
+    assert_ne!(c.value.expose(), "token-0");
+    // The same token was never queued for revocation once per refresh.
+    store.shutdown().await;
+    let revoked = src.revoked.lock().expect("lock").clone();
+    assert!(
+        revoked.iter().filter(|v| *v == "token-0").count() <= 1,
+        "{revoked:?}"
+    );
 }

@@ -21,6 +21,7 @@ mod hostile;
 pub mod job;
 pub mod laptop;
 pub mod netns;
+pub mod port;
 
 // Each test binary uses some of these peers.
 #[allow(unused_imports)]

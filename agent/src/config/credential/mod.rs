@@ -5,6 +5,7 @@
 pub(super) mod aws;
 pub(super) mod azure;
 mod oauth;
+pub(super) mod port;
 mod vault;
 
 use std::ops::Range;
@@ -86,6 +87,7 @@ struct Keys {
     refresh: Option<At<String>>,
     aws: aws::AwsKeys,
     azure: azure::AzureKeys,
+    port: port::PortKeys,
 }
 
 impl Keys {
@@ -114,6 +116,7 @@ impl Keys {
             refresh: t.string(d, "refresh"),
             aws: aws::AwsKeys::read(d, t),
             azure: azure::AzureKeys::read(d, t),
+            port: port::PortKeys::read(d, t),
         };
         t.finish(d, &accepted_keys());
         k
@@ -147,6 +150,7 @@ impl Keys {
         .filter_map(|(k, span)| span.map(|span| (k, span)))
         .chain(self.aws.given())
         .chain(self.azure.given())
+        .chain(self.port.given())
         .collect()
     }
 }
@@ -193,6 +197,7 @@ pub(super) fn credential(
             Some(ExchangeKind::Passthrough) => passthrough(d, &t, &k),
             Some(ExchangeKind::AwsWebIdentity) => aws::web_identity(d, &t, &k, earlier),
             Some(ExchangeKind::Entra) => azure::entra(d, &t, &k),
+            Some(ExchangeKind::Port) => port::port(d, &t, &k, earlier),
             None => {
                 d.err(
                     &e.span,
@@ -271,7 +276,14 @@ fn refuse_keys_that_do_not_apply(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) {
 /// Every key a `[[credential]]` table accepts, whatever its kind (the
 /// parser's list; `docs/config.md` documents each under its kinds).
 pub(crate) fn accepted_keys() -> Vec<&'static str> {
-    [CREDENTIAL_KEYS, aws::KEYS, aws::SECRET_KEYS, azure::KEYS].concat()
+    [
+        CREDENTIAL_KEYS,
+        aws::KEYS,
+        aws::SECRET_KEYS,
+        azure::KEYS,
+        port::KEYS,
+    ]
+    .concat()
 }
 
 /// The keys that apply to a credential: `exchange` as parsed (`None` when
@@ -296,6 +308,10 @@ pub(crate) fn applicable_keys(
         (Some(Some(ExchangeKind::Entra)), false) => &[
             &["name", "exchange", "client_id", "scope", "audience"],
             azure::KEYS,
+        ],
+        (Some(Some(ExchangeKind::Port)), false) => &[
+            &["name", "exchange", "client_id", "client_secret_env"],
+            port::KEYS,
         ],
         _ => &[CREDENTIAL_KEYS],
     }

@@ -10,6 +10,7 @@ use crate::route::{HostPattern, Template};
 mod aws;
 mod azure;
 mod docs;
+mod port;
 mod sections;
 
 pub(super) fn parse(src: &str) -> Result<Config, ConfigErrors> {

@@ -119,7 +119,12 @@ pub async fn forward(
     if resp.status() == StatusCode::UNAUTHORIZED {
         if let (Some(r), Some(c), Some((mut headers, bytes))) = (route, &out.cred, kept) {
             match shared.store.refresh(&r.credential, c.generation).await {
-                Ok(fresh) if fresh.generation != c.generation => {
+                // A refresh may bring back the same token (Port's one
+                // active token): replaying it would only be refused again.
+                Ok(fresh)
+                    if fresh.generation != c.generation
+                        && fresh.value.expose() != c.value.expose() =>
+                {
                     // An AWS request is signed again with the fresh keys,
                     // never replayed with its old signature.
                     let again = match &signing {
