@@ -19,6 +19,8 @@ pub fn azure_venv() -> PathBuf {
 pub struct Entra {
     pub proc: Proc,
     pub url: String,
+    /// The TLS Key Vault listener's port, with `--vault-port`.
+    pub vault_port: Option<u16>,
     dir: tempfile::TempDir,
 }
 
@@ -43,6 +45,7 @@ impl Entra {
         Entra {
             proc,
             url: v["url"].as_str().expect("url").to_owned(),
+            vault_port: v["vault_port"].as_u64().map(|p| p as u16),
             dir,
         }
     }
