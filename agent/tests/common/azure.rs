@@ -143,4 +143,28 @@ impl AzureJob {
     pub fn audit_text(&self) -> String {
         std::fs::read_to_string(&self.audit).unwrap_or_default()
     }
+
+    /// `lanyard start` (the daemon; `Drop` stops it if the test did not).
+    pub fn start(&self) -> (i32, String, String) {
+        self.lanyard(
+            &["start", "--config", &self.config, "--watch-pid", "0"],
+            &[],
+        )
+    }
+
+    pub fn status_json(&self) -> Value {
+        let (code, out, err) = self.lanyard(&["status", "--json"], &[]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        json_of(out.trim())
+    }
+}
+
+/// A daemon a test started is stopped even when the test fails first
+/// (`stop` is idempotent).
+impl Drop for AzureJob {
+    fn drop(&mut self) {
+        if self.dir.path().join("state/pid").exists() {
+            let _ = self.lanyard(&["stop"], &[]);
+        }
+    }
 }
