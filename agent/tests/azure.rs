@@ -234,3 +234,86 @@ fn an_entra_token_and_a_key_vault_secret_reach_routes_and_never_the_job() {
     }
     assert_absent(&[&out, &err, &audit], DB_PASSWORD, "the Key Vault secret");
 }
+
+#[test]
+fn status_and_doctor_show_the_app_the_assertion_sent_and_the_token_expiry() {
+    let issuer = Issuer::start();
+    let entra = Entra::start(&issuer.url, &["--subject", GITHUB_SUB, "--ttl", "1800"]);
+    let port = entra.url.rsplit(':').next().expect("port").to_owned();
+    let route = format!(
+        "[[route]]\nurl = \"http://127.0.0.1:{port}/secrets/\"\ncredential = \"kv-token\"\n"
+    );
+    let job = AzureJob::new(issuer, &entra, &config(&route));
+    let authority = entra.url.trim_end_matches('/').to_owned();
+    let want = [
+        format!(
+            "    app {CLIENT_ID} in tenant {TENANT} at {authority}, scope https://vault.azure.net/.default\n"
+        ),
+        format!(
+            "    federated assertion sent: issuer {}, subject {GITHUB_SUB}, audience api://AzureADTokenExchange\n",
+            job.issuer.url
+        ),
+        "    managed-identity endpoint: a placeholder for resource https://vault.azure.net (the real token only on its routes)\n".to_owned(),
+        format!("    routes using it: http://127.0.0.1:{port}/secrets/\n"),
+    ];
+
+    let (code, out, err) = job.doctor();
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    for w in &want {
+        assert!(out.contains(w.as_str()), "missing {w:?} in:\n{out}");
+    }
+    assert!(out.contains("    token expires at 20"), "{out}");
+
+    let (code, out, err) = job.start();
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let st = job.status_json();
+    let c = &st["credentials"][0];
+    let a = &c["azure"];
+    assert_eq!(a["tenant"], TENANT, "{st}");
+    assert_eq!(a["client_id"], CLIENT_ID, "{st}");
+    assert_eq!(a["scope"], "https://vault.azure.net/.default", "{st}");
+    assert_eq!(a["authority"], authority.as_str(), "{st}");
+    assert_eq!(
+        a["assertion_audience"], "api://AzureADTokenExchange",
+        "{st}"
+    );
+    assert_eq!(a["federated_issuer"], job.issuer.url.as_str(), "{st}");
+    assert_eq!(a["federated_subject"], GITHUB_SUB, "{st}");
+    assert_eq!(
+        a["managed_identity_resource"], "https://vault.azure.net",
+        "{st}"
+    );
+    assert_eq!(
+        a["routes"],
+        serde_json::json!([format!("http://127.0.0.1:{port}/secrets/")]),
+        "{st}"
+    );
+    // --ttl 1800: the token's end, about half an hour away, as RFC 3339.
+    let at = a["expires_at"].as_str().expect("expires_at");
+    assert!(at.ends_with('Z') && at.len() == 20, "{at}");
+    let left = c["expires_in_s"].as_u64().expect("expires_in_s");
+    assert!((1700..=1800).contains(&left), "{st}");
+    let (code, text, err) = job.lanyard(&["status"], &[]);
+    assert_eq!(code, 0, "{err}");
+    for w in &want {
+        assert!(text.contains(w.as_str()), "missing {w:?} in:\n{text}");
+    }
+    assert!(
+        text.contains(&format!(
+            "    token expires at {at} (Entra cannot revoke it)\n"
+        )),
+        "{text}"
+    );
+    let (code, stop, stop_err) = job.lanyard(&["stop"], &[]);
+    assert_eq!(code, 0, "{stop}\n{stop_err}");
+    let status = st.to_string();
+    let issued = entra.issued();
+    assert_eq!(issued.len(), 2, "doctor's and start's: {issued:?}");
+    for t in &issued {
+        assert_absent(
+            &[&out, &err, &status, &text, &stop, &stop_err],
+            t,
+            "an Entra token",
+        );
+    }
+}

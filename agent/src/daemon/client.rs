@@ -373,6 +373,9 @@ fn human_status(st: &Status) -> String {
         for l in c.aws.iter().flat_map(|a| a.lines()) {
             let _ = writeln!(out, "    {l}");
         }
+        for l in c.azure.iter().flat_map(|a| a.lines()) {
+            let _ = writeln!(out, "    {l}");
+        }
     }
     out
 }

@@ -105,6 +105,9 @@ pub(super) struct CredentialStatus {
     /// An aws-web-identity credential's role session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<crate::exchange::aws::SessionReport>,
+    /// An entra credential's app, assertion and token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<crate::exchange::azure::EntraReport>,
 }
 
 /// Write `msg` as one JSON line.

@@ -278,6 +278,7 @@ fn status_of(session: &Session) -> Status {
                         )
                     }),
                 aws: aws_report(session, n, cur.map(|c| &**c)),
+                azure: entra_report(session, n, cur.map(|c| &**c)),
             }
         })
         .collect();
@@ -302,6 +303,29 @@ fn status_of(session: &Session) -> Status {
         credentials,
         aws_container_endpoint: session.container_url(),
     }
+}
+
+/// An entra credential's app, assertion and token, for `status`.
+fn entra_report(
+    session: &Session,
+    name: &str,
+    cur: Option<&crate::store::Current>,
+) -> Option<crate::exchange::azure::EntraReport> {
+    let cfg = session.credentials().iter().find_map(|c| match &c.kind {
+        crate::config::CredentialKind::Entra(e) if c.name == name => Some(e),
+        _ => None,
+    })?;
+    let routes = session
+        .routes()
+        .iter()
+        .filter(|r| r.credential == name)
+        .map(|r| r.display_url())
+        .collect();
+    Some(crate::exchange::azure::EntraReport::new(
+        cfg,
+        cur.map_or(&[], |c| &c.about),
+        routes,
+    ))
 }
 
 /// An aws-web-identity credential's role session, for `status`.

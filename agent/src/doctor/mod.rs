@@ -257,6 +257,9 @@ async fn credentials(
                 for l in aws_lines(cfg, &ex.name, &issued) {
                     let _ = writeln!(out, "    {l}");
                 }
+                for l in entra_lines(cfg, &ex.name, &issued) {
+                    let _ = writeln!(out, "    {l}");
+                }
                 obtained.push((ex, issued));
             }
             Err(e) => {
@@ -295,6 +298,25 @@ fn aws_lines(cfg: &Config, name: &str, issued: &Issued) -> Vec<String> {
         .collect();
     crate::exchange::aws::SessionReport::new(aws, &issued.about, Some(&issued.value), routes)
         .lines()
+}
+
+/// An entra credential's app, tenant, scope, the assertion sent, expiry,
+/// the managed-identity resource, the routes using it.
+fn entra_lines(cfg: &Config, name: &str, issued: &Issued) -> Vec<String> {
+    let entra = cfg.credentials.iter().find_map(|c| match &c.kind {
+        crate::config::CredentialKind::Entra(e) if c.name == name => Some(e),
+        _ => None,
+    });
+    let Some(entra) = entra else {
+        return Vec::new();
+    };
+    let routes = cfg
+        .routes
+        .iter()
+        .filter(|r| r.credential == name)
+        .map(|r| r.display_url())
+        .collect();
+    crate::exchange::azure::EntraReport::new(entra, &issued.about, routes).lines()
 }
 
 /// Each route, and whether it applies to this session.

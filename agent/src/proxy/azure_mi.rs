@@ -108,6 +108,35 @@ impl Endpoint {
         })
     }
 
+    /// Is this Key Vault's SDK eliciting the vault's challenge? Its first
+    /// request to a vault goes without `Authorization` and, for a request
+    /// with a body (`set_secret`), without the body (`Content-Length: 0`);
+    /// with the real token attached, the vault would answer that body-less
+    /// write with 400 and the SDK gives up. Such a request (PUT, POST or
+    /// PATCH, no `Authorization`, `Content-Length: 0`) on a route whose
+    /// credential is this job's Key Vault entra credential goes upstream
+    /// without a credential: the vault's 401 challenge reaches the SDK,
+    /// which fetches a placeholder here and sends the request again, whole,
+    /// with it. Reads and any request with a body or a token are untouched.
+    pub fn challenge_probe(&self, method: &Method, headers: &HeaderMap, route: &Route) -> bool {
+        let is_vault = self.resources.iter().any(|r| {
+            r.credential == route.credential
+                && url::Url::parse(&r.resource)
+                    .ok()
+                    .and_then(|u| u.host_str().map(|h| h.starts_with("vault.")))
+                    .unwrap_or(false)
+        });
+        is_vault
+            && route.aws.is_none()
+            && route.header == header::AUTHORIZATION
+            && matches!(*method, Method::PUT | Method::POST | Method::PATCH)
+            && !headers.contains_key(header::AUTHORIZATION)
+            && !headers.contains_key(header::TRANSFER_ENCODING)
+            && headers
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() == b"0")
+    }
+
     fn names(&self) -> String {
         let v: Vec<&str> = self.resources.iter().map(|r| r.resource.as_str()).collect();
         v.join(", ")
@@ -350,5 +379,43 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-other", p.parse().expect("v"));
         assert!(a.misused(&h, None, Some(&kv)));
+
+        // Key Vault's body-less challenge probe on its own route, and
+        // nothing else, goes without the credential.
+        let probe = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, v.parse().expect("v"));
+            }
+            h
+        };
+        let empty = probe(&[("content-length", "0")]);
+        assert!(a.challenge_probe(&Method::PUT, &empty, &kv));
+        assert!(a.challenge_probe(&Method::POST, &empty, &kv));
+        assert!(!a.challenge_probe(&Method::GET, &empty, &kv), "a read");
+        assert!(
+            !a.challenge_probe(&Method::PUT, &HeaderMap::new(), &kv),
+            "no Content-Length (curl -X PUT)"
+        );
+        assert!(
+            !a.challenge_probe(&Method::PUT, &probe(&[("content-length", "12")]), &kv),
+            "a body"
+        );
+        assert!(
+            !a.challenge_probe(
+                &Method::PUT,
+                &probe(&[("content-length", "0"), ("authorization", "Bearer x")]),
+                &kv
+            ),
+            "a token"
+        );
+        assert!(
+            !a.challenge_probe(&Method::PUT, &empty, &route("arm", "authorization")),
+            "not Key Vault"
+        );
+        assert!(
+            !a.challenge_probe(&Method::PUT, &empty, &route("kv", "x-token")),
+            "another header"
+        );
     }
 }

@@ -19,6 +19,8 @@ pub fn azure_venv() -> PathBuf {
 pub struct Entra {
     pub proc: Proc,
     pub url: String,
+    /// The TLS Key Vault listener's port, with `--vault-port`.
+    pub vault_port: Option<u16>,
     dir: tempfile::TempDir,
 }
 
@@ -43,6 +45,7 @@ impl Entra {
         Entra {
             proc,
             url: v["url"].as_str().expect("url").to_owned(),
+            vault_port: v["vault_port"].as_u64().map(|p| p as u16),
             dir,
         }
     }
@@ -139,5 +142,29 @@ impl AzureJob {
 
     pub fn audit_text(&self) -> String {
         std::fs::read_to_string(&self.audit).unwrap_or_default()
+    }
+
+    /// `lanyard start` (the daemon; `Drop` stops it if the test did not).
+    pub fn start(&self) -> (i32, String, String) {
+        self.lanyard(
+            &["start", "--config", &self.config, "--watch-pid", "0"],
+            &[],
+        )
+    }
+
+    pub fn status_json(&self) -> Value {
+        let (code, out, err) = self.lanyard(&["status", "--json"], &[]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        json_of(out.trim())
+    }
+}
+
+/// A daemon a test started is stopped even when the test fails first
+/// (`stop` is idempotent).
+impl Drop for AzureJob {
+    fn drop(&mut self) {
+        if self.dir.path().join("state/pid").exists() {
+            let _ = self.lanyard(&["stop"], &[]);
+        }
     }
 }

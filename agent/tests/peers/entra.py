@@ -3,6 +3,7 @@
   python entra.py --dir DIR --issuer CI_ISSUER_URL --tenant T --client-id C
                   [--subject SUB] [--secret NAME=VALUE ...] [--ttl S]
                   [--tls-cert PEM --tls-key PEM]
+                  [--vault-port P --vault-cert PEM --vault-key PEM]
 
 There is no real Entra or Key Vault here; this peer enforces their documented
 contract so that lanyard cannot get away with less:
@@ -32,11 +33,22 @@ GET /secrets/<name>[/<version>]?api-version=7.4 (Key Vault):
   - api-version is required (400 BadParameter);
   - answers {"value","id","attributes"}; an unknown name is 404 SecretNotFound.
 
+PUT /secrets/<name>?api-version=7.4 (Key Vault's SetSecret): the same token
+checks (a request without a token gets the challenge, as the SDK's body-less
+first request expects), then a JSON body with a string `value` (400
+BadParameter otherwise); the value is kept and the new bundle answered.
+
+--vault-port serves the same API (token endpoint included) on a second,
+TLS-only listener at 127.0.0.1:P with --vault-cert/--vault-key, for tests
+that put a `*.vault.azure.net` name on loopback port 443 for the unmodified
+SecretClient.
+
 --garbage token|secret answers 200 with a body that is not the contract's
 (not JSON for the token endpoint, a bundle without `value` for Key Vault):
 lanyard must fail closed.
 
-Binds 127.0.0.1:0 and prints one JSON ready line: {"port": P, "url": U}.
+Binds 127.0.0.1:0 and prints one JSON ready line: {"port": P, "url": U}
+(and "vault_port" with --vault-port).
 Every request is appended to DIR/requests.jsonl (the assertion replaced by its
 unverified claims); every access token issued to DIR/issued.jsonl, so tests
 can check it never shows anywhere.
@@ -200,45 +212,73 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.write(f"entra: refused AADSTS{e.code}: {e.message}\n")
             self.send(e.status, aad_error(e))
 
-    def do_GET(self):  # noqa: N802 - http.server's name
-        url = urlsplit(self.path)
+    def authorized(self, method, url):
+        """Key Vault's checks shared by GET and PUT: the request is logged,
+        then (parts, None) when it may go on, (None, sent) when answered."""
         q = parse_qs(url.query)
         auth = self.headers.get("Authorization") or ""
-        append("requests.jsonl", {"method": "GET", "path": url.path, "query": url.query,
-                                  "host": self.headers.get("Host"), "authorization_scheme": auth.split(" ")[0]})
+        append("requests.jsonl", {"method": method, "path": url.path, "query": url.query,
+                                  "host": self.headers.get("Host"), "authorization_scheme": auth.split(" ")[0],
+                                  "content_length": self.headers.get("Content-Length")})
         parts = url.path.strip("/").split("/")
-        if parts[0] != "secrets" or len(parts) not in (2, 3):
-            return self.send(404, {"error": {"code": "NotFound", "message": "Not found"}})
+        if parts[0] != "secrets" or len(parts) not in (2, 3) or (method == "PUT" and len(parts) != 2):
+            return None, self.send(404, {"error": {"code": "NotFound", "message": "Not found"}})
         if q.get("api-version") is None:
-            return self.send(400, {"error": {"code": "BadParameter", "message": "The request URI contains an invalid API version."}})
+            return None, self.send(400, {"error": {"code": "BadParameter", "message": "The request URI contains an invalid API version."}})
         challenge = ("WWW-Authenticate", f'Bearer authorization="{ARGS.authority}/{ARGS.tenant}", resource="{VAULT_RESOURCE}"')
         scheme, _, token = auth.partition(" ")
         if scheme != "Bearer" or not token:
-            return self.send(401, {"error": {"code": "Unauthorized", "message": "AKV10000: Request is missing a Bearer or PoP token."}}, [challenge])
+            return None, self.send(401, {"error": {"code": "Unauthorized", "message": "AKV10000: Request is missing a Bearer or PoP token."}}, [challenge])
         try:
             c = jwt.decode(token, KEY.public_key(), algorithms=["RS256"], audience=VAULT_RESOURCE)
         except jwt.InvalidAudienceError:
-            return self.send(401, {"error": {"code": "Unauthorized", "message": "AKV10022: Invalid audience."}}, [challenge])
+            return None, self.send(401, {"error": {"code": "Unauthorized", "message": "AKV10022: Invalid audience."}}, [challenge])
         except Exception as e:  # noqa: BLE001
-            return self.send(401, {"error": {"code": "Unauthorized", "message": f"AKV10032: Invalid issuer or signature. [{type(e).__name__}]"}}, [challenge])
+            return None, self.send(401, {"error": {"code": "Unauthorized", "message": f"AKV10032: Invalid issuer or signature. [{type(e).__name__}]"}}, [challenge])
         if c.get("tid") != ARGS.tenant:
-            return self.send(401, {"error": {"code": "Unauthorized", "message": "AKV10032: Invalid issuer."}}, [challenge])
-        name = parts[1]
-        if name not in ARGS.secrets:
-            return self.send(404, {"error": {"code": "SecretNotFound", "message": f"A secret with (name/id) {name} was not found in this key vault."}})
-        version = parts[2] if len(parts) == 3 else "0123456789abcdef0123456789abcdef"
+            return None, self.send(401, {"error": {"code": "Unauthorized", "message": "AKV10032: Invalid issuer."}}, [challenge])
+        return parts, None
+
+    def bundle(self, name, version):
         host = self.headers.get("Host") or "127.0.0.1"
-        scheme = "https" if ARGS.tls_cert else "http"
+        scheme = "https" if (ARGS.tls_cert or self.server.server_address[1] == ARGS.vault_port) else "http"
         now = int(time.time())
-        bundle = {
+        return {
             "value": ARGS.secrets[name],
             "id": f"{scheme}://{host}/secrets/{name}/{version}",
             "attributes": {"enabled": True, "created": now, "updated": now, "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90},
             "tags": {},
         }
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        parts, _ = self.authorized("GET", urlsplit(self.path))
+        if parts is None:
+            return
+        name = parts[1]
+        if name not in ARGS.secrets:
+            return self.send(404, {"error": {"code": "SecretNotFound", "message": f"A secret with (name/id) {name} was not found in this key vault."}})
+        version = parts[2] if len(parts) == 3 else "0123456789abcdef0123456789abcdef"
+        bundle = self.bundle(name, version)
         if ARGS.garbage == "secret":
             bundle["value"] = {"nested": ARGS.secrets[name]}
         self.send(200, bundle)
+
+    def do_PUT(self):  # noqa: N802 - http.server's name
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        parts, _ = self.authorized("PUT", urlsplit(self.path))
+        if parts is None:
+            return
+        try:
+            body = json.loads(raw)
+            value = body["value"]
+            if not isinstance(value, str):
+                raise ValueError("value")
+        except Exception:  # noqa: BLE001 - Key Vault's answer to a bad body
+            return self.send(400, {"error": {"code": "BadParameter", "message": "The request body must be JSON with a string 'value'."}})
+        with LOCK:
+            ARGS.secrets[parts[1]] = value
+        self.send(200, self.bundle(parts[1], uuid.uuid4().hex))
 
 
 def main():
@@ -255,6 +295,9 @@ def main():
     ap.add_argument("--garbage", choices=["token", "secret"])
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
+    ap.add_argument("--vault-port", type=int)
+    ap.add_argument("--vault-cert")
+    ap.add_argument("--vault-key")
     ARGS = ap.parse_args()
     ARGS.secrets = dict(s.split("=", 1) for s in ARGS.secret)
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -264,7 +307,15 @@ def main():
         srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     port = srv.server_address[1]
     scheme = "https" if ARGS.tls_cert else "http"
-    print(json.dumps({"port": port, "url": f"{scheme}://127.0.0.1:{port}"}), flush=True)
+    ready = {"port": port, "url": f"{scheme}://127.0.0.1:{port}"}
+    if ARGS.vault_port:
+        vault = ThreadingHTTPServer(("127.0.0.1", ARGS.vault_port), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(ARGS.vault_cert, ARGS.vault_key)
+        vault.socket = ctx.wrap_socket(vault.socket, server_side=True)
+        threading.Thread(target=vault.serve_forever, daemon=True).start()
+        ready["vault_port"] = vault.server_address[1]
+    print(json.dumps(ready), flush=True)
     srv.serve_forever()
 
 

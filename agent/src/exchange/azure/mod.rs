@@ -1,10 +1,13 @@
 //! Azure: Entra ID's federated client assertion (`exchange = "entra"`, the
 //! RFC 7523 grant of `oauth` with Entra's endpoint, scope and audience) and
 //! Key Vault secrets read with its token (`keyvault`). `hints` explains
-//! AADSTS codes for `doctor`.
+//! AADSTS codes for `doctor`; `report` is what `status` and `doctor` show.
 
 pub mod hints;
 pub(super) mod keyvault;
+mod report;
+
+pub use report::EntraReport;
 
 use super::oauth::{Grant, OAuth};
 use super::{Client, ExchangeError, Issued, Revoked};
@@ -66,7 +69,21 @@ impl EntraExchange {
         http: &HttpClient,
         id: &IdentityToken,
     ) -> Result<Issued, ExchangeError> {
-        self.oauth.obtain(http, id).await
+        let mut issued = self.oauth.obtain(http, id).await?;
+        // What the federated identity credential matched, for status and
+        // doctor (public claims, bounded).
+        let short = |s: String| s.chars().take(512).collect::<String>();
+        if let Some(iss) = id.claims.text("iss") {
+            issued.about.push((report::ABOUT_ISSUER, short(iss)));
+        }
+        if let Some(sub) = id.claims.text("sub") {
+            issued.about.push((report::ABOUT_SUBJECT, short(sub)));
+        }
+        if let Some(l) = issued.lifetime {
+            let at = crate::identity::format_time(std::time::SystemTime::now() + l);
+            issued.about.push((report::ABOUT_EXPIRES, at));
+        }
+        Ok(issued)
     }
 
     pub(super) fn revoke(&self, _value: &Credential) -> Revoked {

@@ -9,7 +9,9 @@
 //! signs the request once its body is read. Any other request that carries the job's placeholder AWS
 //! keys is refused: the job is trying to use them elsewhere; so is one
 //! carrying a placeholder Azure token anywhere but in `Authorization` on
-//! a route of its own entra credential (which replaces it).
+//! a route of its own entra credential (which replaces it). Key Vault's
+//! SDK's body-less challenge request goes without the token
+//! ([`crate::proxy::azure_mi::Endpoint::challenge_probe`]).
 
 use std::sync::Arc;
 
@@ -57,6 +59,9 @@ impl Outgoing<'_> {
     }
 }
 
+/// The audit reason of a Key Vault challenge probe sent without the token.
+const KV_PROBE: &str = "Key Vault SDK's body-less challenge request: sent without the token so the vault's 401 challenge reaches the SDK, which retries with its placeholder";
+
 pub fn attach<'s>(
     shared: &'s Shared,
     ctx: &mut Ctx,
@@ -79,6 +84,7 @@ pub fn attach<'s>(
     let uri = uri.map_err(|e| Refusal::malformed(format!("bad request target: {e}")))?;
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    let method = parts.method.clone();
     let headers = &mut parts.headers;
     let upgrade = websocket
         .then(|| headers.get(header::UPGRADE).cloned())
@@ -112,6 +118,16 @@ pub fn attach<'s>(
             }
             ctx.log.rec.fingerprint = Some(c.fingerprint.clone());
             cred = Some(c);
+        }
+        Some(r)
+            if shared
+                .azure
+                .as_ref()
+                .is_some_and(|az| az.challenge_probe(&method, headers, r)) =>
+        {
+            inject::strip(headers, None);
+            ctx.log.rec.decision = crate::audit::Decision::Tunnelled;
+            ctx.log.rec.reason = Some(KV_PROBE.to_owned());
         }
         Some(r) => {
             let c = shared
