@@ -170,6 +170,9 @@ pub enum CredentialKind {
     Entra(Entra),
     /// A Key Vault secret read with an entra credential.
     KeyVaultSecret(KeyVaultSecret),
+    /// Google Cloud workload identity federation (STS, then optionally
+    /// service account impersonation).
+    GcpWorkloadIdentity(super::credential::google::GcpWorkloadIdentity),
 }
 
 /// `exchange = "entra"`: RFC 7523 client assertion at Entra ID's v2.0 token
@@ -263,6 +266,7 @@ impl CredentialKind {
             CredentialKind::AwsSecret(_) => return "aws-secrets-manager",
             CredentialKind::Entra(_) => ExchangeKind::Entra,
             CredentialKind::KeyVaultSecret(_) => return "azure-key-vault",
+            CredentialKind::GcpWorkloadIdentity(_) => ExchangeKind::GcpWorkloadIdentity,
         };
         keyword::name(&exchange)
     }
@@ -278,6 +282,7 @@ pub enum ExchangeKind {
     Passthrough,
     AwsWebIdentity,
     Entra,
+    GcpWorkloadIdentity,
 }
 
 #[derive(Debug, Clone)]

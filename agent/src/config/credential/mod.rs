@@ -4,6 +4,7 @@
 
 pub(super) mod aws;
 pub(super) mod azure;
+pub(super) mod google;
 mod oauth;
 mod vault;
 
@@ -84,6 +85,7 @@ struct Keys {
     refresh: Option<At<String>>,
     aws: aws::AwsKeys,
     azure: azure::AzureKeys,
+    google: google::GoogleKeys,
 }
 
 impl Keys {
@@ -112,10 +114,18 @@ impl Keys {
             refresh: t.string(d, "refresh"),
             aws: aws::AwsKeys::read(d, t),
             azure: azure::AzureKeys::read(d, t),
+            google: google::GoogleKeys::read(d, t),
         };
         t.finish(
             d,
-            &[CREDENTIAL_KEYS, aws::KEYS, aws::SECRET_KEYS, azure::KEYS].concat(),
+            &[
+                CREDENTIAL_KEYS,
+                aws::KEYS,
+                aws::SECRET_KEYS,
+                azure::KEYS,
+                google::KEYS,
+            ]
+            .concat(),
         );
         k
     }
@@ -148,6 +158,7 @@ impl Keys {
         .filter_map(|(k, span)| span.map(|span| (k, span)))
         .chain(self.aws.given())
         .chain(self.azure.given())
+        .chain(self.google.given())
         .collect()
     }
 }
@@ -194,6 +205,7 @@ pub(super) fn credential(
             Some(ExchangeKind::Passthrough) => passthrough(d, &t, &k),
             Some(ExchangeKind::AwsWebIdentity) => aws::web_identity(d, &t, &k, earlier),
             Some(ExchangeKind::Entra) => azure::entra(d, &t, &k),
+            Some(ExchangeKind::GcpWorkloadIdentity) => google::workload_identity(d, &t, &k),
             None => {
                 d.err(
                     &e.span,
@@ -267,6 +279,17 @@ fn refuse_keys_that_do_not_apply(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) {
         (Some(Some(ExchangeKind::Entra)), false) => &[
             &["name", "exchange", "client_id", "scope", "audience"],
             azure::KEYS,
+        ],
+        (Some(Some(ExchangeKind::GcpWorkloadIdentity)), false) => &[
+            &[
+                "name",
+                "exchange",
+                "audience",
+                "scope",
+                "lifetime",
+                "token_url",
+            ],
+            google::KEYS,
         ],
         _ => &[CREDENTIAL_KEYS],
     };

@@ -9,6 +9,7 @@ use crate::route::{HostPattern, Template};
 
 mod aws;
 mod azure;
+mod google;
 mod sections;
 
 pub(super) fn parse(src: &str) -> Result<Config, ConfigErrors> {
