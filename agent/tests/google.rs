@@ -379,3 +379,69 @@ fn garbage_answers_from_sts_or_iam_fail_closed_without_quoting_them() {
         }
     }
 }
+
+/// The client keeps calling storage until the peer has seen a third
+/// generateAccessToken (or its deadline passes), then reports.
+const LONG_CLIENT: &str = r#"
+import json, os, time
+import google.auth
+from google.auth.transport.requests import AuthorizedSession
+
+creds, _ = google.auth.default()
+sess = AuthorizedSession(creds)
+url = f"http://127.0.0.1:{os.environ['PORT']}/storage/v1/b/ci-bucket/o/greeting?alt=media"
+log = os.path.join(os.environ["PEER_DIR"], "requests.jsonl")
+def iam():
+    with open(log) as f:
+        return sum(1 for l in f if json.loads(l)["endpoint"] == "iam")
+deadline, ok, bad = time.monotonic() + 40, 0, 0
+while time.monotonic() < deadline:
+    r = sess.get(url)
+    if r.status_code == 200 and r.text == os.environ["WANT"]:
+        ok += 1
+    else:
+        bad += 1
+    if iam() >= 3:
+        break
+    time.sleep(0.2)
+print("ok", ok)
+print("bad", bad)
+print("iam", iam())
+"#;
+
+#[test]
+fn a_long_job_gets_fresh_tokens_before_expiry_with_a_fresh_ci_token_each_time() {
+    // generateAccessToken grants 6 s: lanyard must re-exchange (STS, then
+    // IAM) well before each expires, while the client keeps one placeholder.
+    let (google, job) = start(
+        &["--service-account", SERVICE_ACCOUNT, "--sa-ttl", "6"],
+        &sa(),
+    );
+    let client = job.dir.path().join("long.py");
+    std::fs::write(&client, LONG_CLIENT).expect("client");
+    let py = google_venv().display().to_string();
+    let port = google.port.to_string();
+    let peer_dir = google.dir().display().to_string();
+    let (code, out, err) = job.run(
+        &[&py, &client.display().to_string()],
+        &[("PORT", &port), ("PEER_DIR", &peer_dir), ("WANT", GREETING)],
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let got: HashMap<&str, &str> = out.lines().filter_map(|l| l.split_once(' ')).collect();
+    assert_eq!(got.get("bad"), Some(&"0"), "{out}\n{err}");
+    assert!(
+        got.get("iam")
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n >= 3),
+        "{out}"
+    );
+    let st = google.requests("storage");
+    assert!(st.iter().all(|r| r["bearer"] == "issued-sa"), "{st:?}");
+    // Each exchange presented a freshly minted CI token.
+    let jtis: std::collections::HashSet<String> = google
+        .requests("sts")
+        .iter()
+        .map(|r| r["subject_claims"]["jti"].as_str().expect("jti").to_owned())
+        .collect();
+    assert!(jtis.len() >= 3, "{jtis:?}");
+}

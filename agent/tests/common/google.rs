@@ -60,6 +60,11 @@ impl Google {
             .collect()
     }
 
+    /// Where it writes its request and issue logs.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Every token it issued (federated and service account).
     pub fn issued(&self) -> Vec<String> {
         self.lines("issued.jsonl")
