@@ -120,3 +120,15 @@ else
   "$AZURE_VENV/bin/python" -c 'import azure.identity, azure.keyvault.secrets' || die "the azure venv cannot import azure.identity/azure.keyvault.secrets"
   echo "azure venv (azure-identity $("$AZURE_VENV/bin/python" -c 'import azure.identity; print(azure.identity.__version__)'), azure-keyvault-secrets): installed at $AZURE_VENV"
 fi
+
+# 7. Google Cloud: the real google-auth (and google-cloud-storage) clients (the google.py peer plays STS, IAM Credentials and a storage-like API)
+GOOGLE_VENV="$PEERS/google-venv"
+if [ -x "$GOOGLE_VENV/bin/python" ] && "$GOOGLE_VENV/bin/python" -c 'import google.auth, google.cloud.storage, requests' 2>/dev/null; then
+  echo "google venv (google-auth $("$GOOGLE_VENV/bin/python" -c 'import google.auth; print(google.auth.__version__)'), google-cloud-storage, requests): already present at $GOOGLE_VENV"
+else
+  python3 -m venv "$GOOGLE_VENV" || die "python3 -m venv $GOOGLE_VENV"
+  "$GOOGLE_VENV/bin/python" -m pip install -q 'google-auth>=2.20,<3' 'requests>=2.28,<3' 'google-cloud-storage>=2.10,<4' \
+    || die "pip install google-auth requests google-cloud-storage"
+  "$GOOGLE_VENV/bin/python" -c 'import google.auth, google.cloud.storage, requests' || die "the google venv cannot import google.auth/google.cloud.storage/requests"
+  echo "google venv (google-auth $("$GOOGLE_VENV/bin/python" -c 'import google.auth; print(google.auth.__version__)'), google-cloud-storage, requests): installed at $GOOGLE_VENV"
+fi

@@ -193,6 +193,7 @@ impl Session {
                 limits: cfg.proxy.limits,
                 container_credential: crate::config::container_credential(&cfg.credentials),
                 entra: crate::config::entra_credentials(&cfg.credentials),
+                gcp: crate::config::gcp_credentials(&cfg.credentials),
             },
             control.store.clone(),
             audit.clone(),
@@ -304,6 +305,9 @@ impl Session {
         // Entra credentials: App Service's managed-identity variables, for
         // azure-identity; the tokens it hands out are placeholders.
         out.extend(self.proxy.azure_mi_env());
+        // gcp-workload-identity credentials: the metadata server's address,
+        // for google-auth; the tokens it hands out are placeholders.
+        out.extend(self.proxy.gce_metadata_env());
         let mut rev = self.proxy.reverse_urls();
         rev.sort_by(|a, b| a.0.cmp(&b.0));
         out.extend(rev);

@@ -28,6 +28,7 @@ use crate::env::Env;
 use crate::route::Route;
 #[cfg(test)]
 pub(crate) use credential::aws::is_session_name;
+pub use credential::google::GcpWorkloadIdentity;
 pub use model::{
     AuditConfig, AwsSecret, AwsWebIdentity, ClientAuth, CredentialConfig, CredentialKind, Egress,
     Entra, IdentityConfig, KeyVaultSecret, LoginConfig, LoginFlow, OAuthEndpoint, Platform, Port,
@@ -305,6 +306,18 @@ pub fn entra_credentials(credentials: &[CredentialConfig]) -> Vec<(String, Strin
             CredentialKind::Entra(e) => {
                 Some((c.name.clone(), e.scope.clone(), e.client_id.clone()))
             }
+            _ => None,
+        })
+        .collect()
+}
+
+/// `(name, config)` of each `gcp-workload-identity` credential, for the
+/// GCE metadata server (on whenever there is one; the first is `default`).
+pub fn gcp_credentials(credentials: &[CredentialConfig]) -> Vec<(String, GcpWorkloadIdentity)> {
+    credentials
+        .iter()
+        .filter_map(|c| match &c.kind {
+            CredentialKind::GcpWorkloadIdentity(g) => Some((c.name.clone(), g.clone())),
             _ => None,
         })
         .collect()

@@ -172,6 +172,9 @@ pub enum CredentialKind {
     KeyVaultSecret(KeyVaultSecret),
     /// Port's API: client id and secret for an access token.
     Port(Port),
+    /// Google Cloud workload identity federation (STS, then optionally
+    /// service account impersonation).
+    GcpWorkloadIdentity(super::credential::google::GcpWorkloadIdentity),
 }
 
 /// `exchange = "port"`: `POST <api_url>/v1/auth/access_token` with
@@ -323,6 +326,7 @@ impl CredentialKind {
             CredentialKind::Entra(_) => ExchangeKind::Entra,
             CredentialKind::KeyVaultSecret(_) => return "azure-key-vault",
             CredentialKind::Port(_) => ExchangeKind::Port,
+            CredentialKind::GcpWorkloadIdentity(_) => ExchangeKind::GcpWorkloadIdentity,
         };
         keyword::name(&exchange)
     }
@@ -339,6 +343,7 @@ pub enum ExchangeKind {
     AwsWebIdentity,
     Entra,
     Port,
+    GcpWorkloadIdentity,
 }
 
 #[derive(Debug, Clone)]

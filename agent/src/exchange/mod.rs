@@ -7,6 +7,7 @@ mod answer;
 pub mod aws;
 pub mod azure;
 mod client_auth;
+pub mod google;
 mod oauth;
 mod port;
 mod vault;
@@ -155,6 +156,7 @@ enum Kind {
     Entra(Box<azure::EntraExchange>),
     KeyVault(azure::keyvault::SecretRead),
     Port(port::PortExchange),
+    Gcp(google::GcpExchange),
 }
 
 /// One credential's exchange, ready to run.
@@ -263,6 +265,9 @@ impl Exchanger {
                 Kind::KeyVault(azure::keyvault::SecretRead { cfg: s.clone() })
             }
             CredentialKind::Port(p) => Kind::Port(port::PortExchange::prepare(&name, p, env)?),
+            CredentialKind::GcpWorkloadIdentity(g) => {
+                Kind::Gcp(google::GcpExchange { cfg: g.clone() })
+            }
         };
         Ok(Exchanger { name, kind })
     }
@@ -288,6 +293,7 @@ impl Exchanger {
             Kind::Passthrough { audience } => audience.as_deref(),
             Kind::Aws(a) => Some(a.audience()),
             Kind::Entra(e) => Some(&e.cfg.audience),
+            Kind::Gcp(g) => Some(&g.cfg.audience),
             _ => None,
         }
     }
@@ -303,7 +309,10 @@ impl Exchanger {
     /// False where the service has no revocation (STS): the value expires
     /// on its own, and `status` says when.
     pub fn revocable(&self) -> bool {
-        !matches!(self.kind, Kind::Aws(_) | Kind::Entra(_) | Kind::Port(_))
+        !matches!(
+            self.kind,
+            Kind::Aws(_) | Kind::Entra(_) | Kind::Port(_) | Kind::Gcp(_)
+        )
     }
 
     /// How often to re-read a value that has no expiry.
@@ -341,6 +350,7 @@ impl Exchanger {
             Kind::Entra(e) => e.describe(),
             Kind::KeyVault(s) => s.describe(),
             Kind::Port(p) => p.describe(),
+            Kind::Gcp(g) => g.describe(),
         }
     }
 
@@ -350,6 +360,7 @@ impl Exchanger {
             Kind::OAuth(o) => o.audience.clone(),
             Kind::Aws(a) => vec![a.audience().to_owned()],
             Kind::Entra(e) => vec![e.cfg.audience.clone()],
+            Kind::Gcp(g) => vec![g.cfg.audience.clone()],
             _ => identity_audience
                 .map(|a| vec![a.to_owned()])
                 .unwrap_or_default(),
@@ -370,6 +381,7 @@ impl Exchanger {
             Kind::Entra(x) => azure::hints::entra_hints(e, &x.cfg, claims),
             Kind::KeyVault(s) => azure::hints::keyvault_hints(e, &s.cfg),
             Kind::Port(p) => port::hints(e, p),
+            Kind::Gcp(g) => google::hints::hints(e, &g.cfg, claims),
             _ => None,
         }
     }
@@ -396,6 +408,7 @@ impl Exchanger {
             Kind::Entra(e) => e.obtain(http, need_id()?).await,
             Kind::KeyVault(s) => s.read(http, &self.name, parent).await,
             Kind::Port(p) => p.obtain(http, &self.name, parent).await,
+            Kind::Gcp(g) => g.obtain(http, need_id()?).await,
             Kind::VaultKv {
                 parent: pname,
                 address,
@@ -459,6 +472,7 @@ impl Exchanger {
                 "a Secrets Manager value is not ours to revoke; the role session's keys expire on their own",
             )),
             Kind::Entra(e) => Ok(e.revoke(value)),
+            Kind::Gcp(g) => Ok(g.revoke(value)),
             Kind::KeyVault(_) => Ok(Revoked::NotRevocable(
                 "a Key Vault secret is not ours to revoke; the Entra token it was read with expires on its own",
             )),

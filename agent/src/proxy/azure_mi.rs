@@ -93,18 +93,13 @@ impl Endpoint {
     /// other request it is refused.
     pub fn misused(&self, headers: &HeaderMap, query: Option<&str>, route: Option<&Route>) -> bool {
         self.resources.iter().any(|r| {
-            let needle = r.placeholder.expose().as_bytes();
-            let has = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
-            let replaced_here = route.is_some_and(|rt| {
-                rt.aws.is_none()
-                    && rt.credential == r.credential
-                    && rt.header == header::AUTHORIZATION
-            });
-            headers
-                .iter()
-                .filter(|(k, _)| !(replaced_here && *k == header::AUTHORIZATION))
-                .any(|(_, v)| has(v.as_bytes()))
-                || query.is_some_and(|q| has(q.as_bytes()))
+            local_endpoint::placeholder_misused(
+                r.placeholder.expose().as_bytes(),
+                &r.credential,
+                headers,
+                query,
+                route,
+            )
         })
     }
 

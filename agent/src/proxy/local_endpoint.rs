@@ -1,7 +1,8 @@
-//! What the listener's own endpoints (the AWS container-credentials and
-//! the Azure managed-identity endpoints) share: how a request is known to
-//! be for one of them, and the screening every fetch passes before its
-//! endpoint looks at it (loopback only, no browser).
+//! What the listener's own endpoints (the AWS container-credentials, the
+//! Azure managed-identity and the GCE metadata endpoints) share: how a request is known to
+//! be for one of them, the screening every fetch passes before its
+//! endpoint looks at it (loopback only, no browser), and where the
+//! placeholder tokens they hand out may go.
 //!
 //! The connection's owner was already checked by `admit::connection`.
 
@@ -63,6 +64,28 @@ pub fn screen(ctx: &Ctx, req: &Request<Incoming>, what: &str) -> Result<(), Refu
         return Err(Refusal::client(StatusCode::FORBIDDEN, rule).closing());
     }
     Ok(())
+}
+
+/// Is `placeholder` where it may not be? It is allowed only in
+/// `Authorization` on a route whose credential is `credential` and whose
+/// header is `Authorization` (the credential replaces it); in any other
+/// header, the query, or on any other request it is misused.
+pub fn placeholder_misused(
+    placeholder: &[u8],
+    credential: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    route: Option<&crate::route::Route>,
+) -> bool {
+    let has = |hay: &[u8]| hay.windows(placeholder.len()).any(|w| w == placeholder);
+    let replaced_here = route.is_some_and(|rt| {
+        rt.aws.is_none() && rt.credential == credential && rt.header == header::AUTHORIZATION
+    });
+    headers
+        .iter()
+        .filter(|(k, _)| !(replaced_here && *k == header::AUTHORIZATION))
+        .any(|(_, v)| has(v.as_bytes()))
+        || query.is_some_and(|q| has(q.as_bytes()))
 }
 
 /// A header only a browser sends: any `Origin`, any `Sec-Fetch-*`.

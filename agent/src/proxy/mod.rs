@@ -25,8 +25,9 @@
 //!
 //! Beside the phases, right after `admit`, the local SDK credential
 //! endpoints on the listener (`local_endpoint`): `aws_container` (AWS
-//! container credentials, opt-in per credential) and `azure_mi` (Azure
-//! managed identity, placeholder tokens).
+//! container credentials, opt-in per credential), `azure_mi` (Azure
+//! managed identity, placeholder tokens) and `gce_metadata` (a GCE metadata
+//! server, placeholder tokens).
 //!
 //! Below the phases:
 //! - `inject`: replace-never-merge header injection;
@@ -48,6 +49,7 @@ pub(crate) mod context;
 pub mod deadline;
 pub mod forward;
 pub mod framing;
+pub(crate) mod gce_metadata;
 pub mod inject;
 pub(crate) mod listener;
 pub(crate) mod local_endpoint;

@@ -106,6 +106,9 @@ pub struct ProxyOptions {
     /// `(credential, scope, client_id)` of each entra credential: the
     /// managed-identity endpoint serves them; empty: no endpoint.
     pub entra: Vec<(String, String, String)>,
+    /// Each gcp-workload-identity credential: the GCE metadata server
+    /// serves them; empty: no server.
+    pub gcp: Vec<(String, crate::config::GcpWorkloadIdentity)>,
 }
 
 /// What every worker and every request reads.
@@ -136,6 +139,9 @@ pub(crate) struct Shared {
     /// The Azure managed-identity endpoint and its placeholder tokens,
     /// when the config has an entra credential.
     pub azure: Option<super::azure_mi::Endpoint>,
+    /// The GCE metadata server and its placeholder tokens, when the config
+    /// has a gcp-workload-identity credential.
+    pub gce: Option<super::gce_metadata::Endpoint>,
 }
 
 /// A running listener.
@@ -209,6 +215,10 @@ impl Proxy {
             .then(|| super::azure_mi::Endpoint::new(opts.entra))
             .transpose()
             .map_err(|e| ProxyError::Random(e.to_string()))?;
+        let gce = (!opts.gcp.is_empty())
+            .then(|| super::gce_metadata::Endpoint::new(opts.gcp))
+            .transpose()
+            .map_err(|e| ProxyError::Random(e.to_string()))?;
         let tls = crate::http::tls_config(opts.extra_ca.as_deref())?;
         let workers = opts.workers.clamp(1, MAX_WORKER_THREADS);
         let named = opts
@@ -236,6 +246,7 @@ impl Proxy {
             container,
             aws,
             azure,
+            gce,
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -350,6 +361,19 @@ impl Proxy {
                 ]
             })
             .unwrap_or_default()
+    }
+
+    /// `GCE_METADATA_HOST` and `GCE_METADATA_IP` (the listener's
+    /// `host:port`), when the metadata server is on.
+    pub fn gce_metadata_env(&self) -> Vec<(String, Secret)> {
+        if self.shared.gce.is_none() {
+            return Vec::new();
+        }
+        let hp = self.addr.to_string();
+        vec![
+            ("GCE_METADATA_HOST".to_owned(), Secret::new(hp.clone())),
+            ("GCE_METADATA_IP".to_owned(), Secret::new(hp)),
+        ]
     }
 
     pub fn ca_pem(&self) -> &str {

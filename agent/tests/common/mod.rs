@@ -17,6 +17,7 @@ pub mod aws;
 pub mod azure;
 mod bao;
 mod git;
+pub mod google;
 mod hostile;
 pub mod job;
 pub mod laptop;

@@ -4,6 +4,7 @@
 
 pub(super) mod aws;
 pub(super) mod azure;
+pub(super) mod google;
 mod oauth;
 pub(super) mod port;
 mod vault;
@@ -88,6 +89,7 @@ struct Keys {
     aws: aws::AwsKeys,
     azure: azure::AzureKeys,
     port: port::PortKeys,
+    google: google::GoogleKeys,
 }
 
 impl Keys {
@@ -117,6 +119,7 @@ impl Keys {
             aws: aws::AwsKeys::read(d, t),
             azure: azure::AzureKeys::read(d, t),
             port: port::PortKeys::read(d, t),
+            google: google::GoogleKeys::read(d, t),
         };
         t.finish(d, &accepted_keys());
         k
@@ -151,6 +154,7 @@ impl Keys {
         .chain(self.aws.given())
         .chain(self.azure.given())
         .chain(self.port.given())
+        .chain(self.google.given())
         .collect()
     }
 }
@@ -198,6 +202,7 @@ pub(super) fn credential(
             Some(ExchangeKind::AwsWebIdentity) => aws::web_identity(d, &t, &k, earlier),
             Some(ExchangeKind::Entra) => azure::entra(d, &t, &k),
             Some(ExchangeKind::Port) => port::port(d, &t, &k, earlier),
+            Some(ExchangeKind::GcpWorkloadIdentity) => google::workload_identity(d, &t, &k),
             None => {
                 d.err(
                     &e.span,
@@ -282,6 +287,7 @@ pub(crate) fn accepted_keys() -> Vec<&'static str> {
         aws::SECRET_KEYS,
         azure::KEYS,
         port::KEYS,
+        google::KEYS,
     ]
     .concat()
 }
@@ -312,6 +318,17 @@ pub(crate) fn applicable_keys(
         (Some(Some(ExchangeKind::Port)), false) => &[
             &["name", "exchange", "client_id", "client_secret_env"],
             port::KEYS,
+        ],
+        (Some(Some(ExchangeKind::GcpWorkloadIdentity)), false) => &[
+            &[
+                "name",
+                "exchange",
+                "audience",
+                "scope",
+                "lifetime",
+                "token_url",
+            ],
+            google::KEYS,
         ],
         _ => &[CREDENTIAL_KEYS],
     }

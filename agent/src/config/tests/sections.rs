@@ -239,11 +239,11 @@ fn messages_list_the_accepted_keywords_as_before() {
         ),
         (
             format!("{cred}exchange = \"oauth\"\n"),
-            "credential[0].exchange: unknown exchange \"oauth\"; expected one of: token-exchange, jwt-bearer, vault, passthrough, aws-web-identity, entra, port",
+            "credential[0].exchange: unknown exchange \"oauth\"; expected one of: token-exchange, jwt-bearer, vault, passthrough, aws-web-identity, entra, port, gcp-workload-identity",
         ),
         (
             cred.to_owned(),
-            "credential[0].exchange: every [[credential]] needs `exchange` (one of: token-exchange, jwt-bearer, vault, passthrough, aws-web-identity, entra, port) or `from` (a vault, aws-web-identity or entra credential, with `secret`)",
+            "credential[0].exchange: every [[credential]] needs `exchange` (one of: token-exchange, jwt-bearer, vault, passthrough, aws-web-identity, entra, port, gcp-workload-identity) or `from` (a vault, aws-web-identity or entra credential, with `secret`)",
         ),
         (
             format!("{cred}exchange = \"token-exchange\"\ntoken_url = \"https://s/t\"\nsubject_token_type = \"saml\"\n"),

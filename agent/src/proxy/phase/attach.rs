@@ -106,6 +106,13 @@ pub fn attach<'s>(
             ));
         }
     }
+    if let Some(g) = &shared.gce {
+        if g.misused(headers, uri.query(), route) {
+            return Err(Refusal::policy(
+                crate::proxy::gce_metadata::PLACEHOLDER_ELSEWHERE,
+            ));
+        }
+    }
     match route {
         Some(r) if r.aws.is_some() => {
             let c = shared

@@ -106,6 +106,9 @@ async fn phases(shared: &Shared, ctx: &mut Ctx, req: Request<Incoming>) -> Resul
     if crate::proxy::azure_mi::is_for(shared, ctx, &req) {
         return crate::proxy::azure_mi::serve(shared, ctx, &req).map(Done::Answer);
     }
+    if crate::proxy::gce_metadata::is_for(shared, ctx, &req) {
+        return crate::proxy::gce_metadata::serve(shared, ctx, &req).map(Done::Answer);
+    }
     resolve::resolve(shared, ctx, &req, admitted).await?;
     let plan = decide::decide(shared, ctx, &req)?;
     match plan {
