@@ -1,8 +1,10 @@
 #!/bin/sh
 # install.sh: install the lanyard binary from a GitHub release, checked by SHA-256.
 #
-#   curl -fsSL https://raw.githubusercontent.com/lanyard-ci/lanyard/main/install.sh | sh
-#   curl -fsSL .../install.sh | sh -s -- --version 0.1.0 --dir /usr/local/bin
+# It is an asset of every release, listed in that release's SHA256SUMS:
+#   u=https://github.com/lanyard-ci/lanyard/releases/download/v0.1.0
+#   curl -fsSLO "$u/install.sh" && curl -fsSLO "$u/SHA256SUMS" &&
+#     grep ' install.sh$' SHA256SUMS | sha256sum -c - && sh install.sh --base-url "$u"
 #   sh install.sh --from-source        # build with cargo instead (any OS)
 #
 # POSIX sh (runs under dash, busybox sh, bash). Release assets follow

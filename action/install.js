@@ -9,7 +9,10 @@ const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const { addPath } = require('./lib');
 
-const RELEASES = 'https://github.com/lanyard-ci/lanyard/releases';
+// Test hook (tests/action only, like install.sh's LANYARD_TEST_UNAME_*): a
+// stand-in for GitHub's releases URL, still held to checkUrl's rules.
+const RELEASES = process.env.LANYARD_ACTION_TEST_RELEASES_URL || 'https://github.com/lanyard-ci/lanyard/releases';
+const CARGO_TOML = path.join(__dirname, '..', 'agent', 'Cargo.toml');
 const TARGETS = { x64: 'x86_64-unknown-linux-musl', arm64: 'aarch64-unknown-linux-musl' };
 const MAX_ARCHIVE_BYTES = 256 * 1024 * 1024;
 const MAX_SUMS_BYTES = 1024 * 1024;
@@ -45,6 +48,34 @@ function normalizeVersion(input) {
     throw new Error(`invalid version input "${text}": expected "latest" or a version such as 0.1.0`);
   }
   return m[1];
+}
+
+// The version of the release this action's files belong to: agent/Cargo.toml
+// beside action.yml (the release workflow refuses a tag that differs from it).
+// GITHUB_ACTION_REF, the ref in `uses: lanyard-ci/lanyard@<ref>`, is checked
+// against it when it looks like a version: v1.2.3 must be 1.2.3, v1 a 1.x.
+function ownVersion(cargoToml = CARGO_TOML, ref = process.env.GITHUB_ACTION_REF || '') {
+  let text;
+  try {
+    text = fs.readFileSync(cargoToml, 'utf8');
+  } catch (err) {
+    throw new Error(`cannot read ${cargoToml} to learn this action's version (${err.code || err.message}); set the \`version\` input`);
+  }
+  const m = /^version = "([^"]+)"$/m.exec(text);
+  if (!m) throw new Error(`${cargoToml} has no version = "..." line; set the \`version\` input`);
+  const version = normalizeVersion(m[1]);
+  const full = /^v?([0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.-]+)?)$/.exec(ref);
+  const partial = /^v([0-9]+)(?:\.([0-9]+))?$/.exec(ref);
+  if (full && full[1] !== version) {
+    throw new Error(`this action is used at ${ref}, but its agent/Cargo.toml says version ${version}; set the \`version\` input`);
+  }
+  if (partial) {
+    const [major, minor] = version.split('.');
+    if (partial[1] !== major || (partial[2] !== undefined && partial[2] !== minor)) {
+      throw new Error(`this action is used at ${ref}, but its agent/Cargo.toml says version ${version}; set the \`version\` input`);
+    }
+  }
+  return { version, ref, tagged: Boolean(full || partial) };
 }
 
 function defaultDownloadUrl(version) {
@@ -165,7 +196,9 @@ async function download(url, maxBytes) {
       const transient = err instanceof HttpError ? err.status === 429 || err.status >= 500 : err.name === 'TypeError';
       if (!transient || attempt >= ATTEMPTS) {
         const cause = err.cause && err.cause.message ? ` (${err.cause.message})` : '';
-        throw new Error(`could not download ${redact(url)}: ${err.message}${cause}`);
+        const final = new Error(`could not download ${redact(url)}: ${err.message}${cause}`);
+        final.status = err.status;
+        throw final;
       }
       const delay = 1000 * 2 ** attempt;
       console.log(`lanyard: ${err.message}; trying again in ${delay / 1000} s`);
@@ -283,6 +316,7 @@ async function resolveBinary({ binary, version, downloadUrl, runnerTemp }) {
 module.exports = {
   targetFor,
   normalizeVersion,
+  ownVersion,
   defaultDownloadUrl,
   isLoopbackHost,
   checkUrl,

@@ -6,7 +6,7 @@
 
 const fs = require('node:fs');
 const lib = require('./lib');
-const { normalizeVersion, resolveBinary } = require('./install');
+const { normalizeVersion, ownVersion, resolveBinary } = require('./install');
 
 function fileSize(file) {
   try {
@@ -43,13 +43,28 @@ async function main() {
   }
   const config = lib.getInput('config', 'lanyard.toml');
   const audience = lib.getInput('audience');
-  const version = normalizeVersion(lib.getInput('version', 'latest'));
-  const binary = await resolveBinary({
-    binary: lib.getInput('binary'),
-    version,
-    downloadUrl: lib.getInput('download-url'),
-    runnerTemp: process.env.RUNNER_TEMP,
-  });
+  const binaryInput = lib.getInput('binary');
+  const downloadUrl = lib.getInput('download-url');
+  const asked = lib.getInput('version');
+  // An empty `version` means the release this action belongs to, so that
+  // pinning the action (@v1, @v1.2.3, a release's commit SHA) pins the binary.
+  const own = asked || binaryInput ? null : ownVersion();
+  const version = own ? own.version : normalizeVersion(asked);
+  if (own) console.log(`lanyard: version ${version}, this action's own (ref ${own.ref || 'unknown'})`);
+  let binary;
+  try {
+    binary = await resolveBinary({ binary: binaryInput, version, downloadUrl, runnerTemp: process.env.RUNNER_TEMP });
+  } catch (err) {
+    if (own && !downloadUrl && err.status === 404) {
+      throw new Error(
+        `${err.message}\nThere is no lanyard release ${version}: this action is used at ` +
+          `${own.ref ? `ref "${own.ref}"` : 'a ref'} that is not a release, and takes its binary version from its ` +
+          `agent/Cargo.toml (${version}). Use the action at a release (lanyard-ci/lanyard@v1), or set the ` +
+          '`version` input to a released version (or `latest`), or give a `binary`.',
+      );
+    }
+    throw err;
+  }
   // Saved before starting: the post step stops whatever got started, even
   // after a failed start.
   lib.saveState('binary', binary);

@@ -8,9 +8,17 @@
 #       (BINARY, mode 0755), README.md and LICENSE (LICENSE only if the repo
 #       has one: a note on stderr says when it is left out).
 #   package-release.sh sums OUTDIR [TARGET...]
-#       writes OUTDIR/SHA256SUMS (sha256sum format) for the given targets'
-#       archives, each of which must exist; with no TARGET, for every
-#       lanyard-*.tar.gz in OUTDIR.
+#       copies the repo's install.sh into OUTDIR (it is a release asset too:
+#       pipelines fetch it from the release they pin and check it against
+#       SHA256SUMS before running it), then writes OUTDIR/SHA256SUMS
+#       (sha256sum format) for the given targets' archives, each of which must
+#       exist, and install.sh; with no TARGET, for every lanyard-*.tar.gz in
+#       OUTDIR.
+#   package-release.sh major-tag TAG [EXISTING_TAG...]
+#       prints the major tag (v1 for v1.2.3) that the release of TAG moves to
+#       its commit, or nothing (with the reason on stderr) when TAG is a
+#       prerelease (v1.2.3-rc.1) or an older line than an EXISTING_TAG of the
+#       same major (v1.2.4 after v1.3.0). TAG must be vX.Y.Z[-pre].
 #
 # Environment:
 #   LANYARD_REPO_ROOT  where README.md and LICENSE come from (default: the
@@ -31,7 +39,7 @@ die() {
 }
 usage_error() {
 	printf '%s: error: %s\n' "$PROG" "$*" >&2
-	printf 'usage: %s archive TARGET BINARY OUTDIR\n       %s sums OUTDIR [TARGET...]\n' "$0" "$0" >&2
+	printf 'usage: %s archive TARGET BINARY OUTDIR\n       %s sums OUTDIR [TARGET...]\n       %s major-tag TAG [EXISTING_TAG...]\n' "$0" "$0" "$0" >&2
 	exit 2
 }
 
@@ -123,12 +131,57 @@ make_sums() {
 		files=$(LC_ALL=C ls lanyard-*.tar.gz 2>/dev/null) || files=
 		[ -n "$files" ] || die "no lanyard-*.tar.gz in $outdir"
 	fi
+	[ -f "$repo_root/install.sh" ] || die "$repo_root/install.sh is missing"
+	cp "$repo_root/install.sh" install.sh.tmp || die "cannot copy install.sh"
+	chmod 0755 install.sh.tmp || die "chmod failed"
+	mv -f install.sh.tmp install.sh || die "cannot move install.sh into place"
+	files="$files install.sh"
 	# the names are lanyard-<target>.tar.gz with checked targets: no spaces
 	# shellcheck disable=SC2086
 	sha256sum $files >SHA256SUMS.tmp || die "sha256sum failed"
 	mv -f SHA256SUMS.tmp SHA256SUMS || die "cannot move SHA256SUMS into place"
 	sha256sum -c --quiet SHA256SUMS || die "SHA256SUMS does not check against the archives"
 	cat SHA256SUMS
+}
+
+# The numbers of vX.Y.Z, space-separated; fails on anything else.
+final_version() {
+	case $1 in
+	v[0-9]*.[0-9]*.[0-9]*) ;;
+	*) return 1 ;;
+	esac
+	rest=${1#v}
+	case $rest in
+	*[!0-9.]* | *..* | .* | *.) return 1 ;;
+	esac
+	printf '%s\n' "$rest" | tr . ' '
+}
+
+major_tag() {
+	tag=$1
+	shift
+	case $tag in
+	v[0-9]*.[0-9]*.[0-9]*-*)
+		printf '%s: note: %s is a prerelease; the major tag stays where it is\n' "$PROG" "$tag" >&2
+		return 0
+		;;
+	esac
+	nums=$(final_version "$tag") || usage_error "release tag \"$tag\" is not vX.Y.Z or vX.Y.Z-prerelease"
+	# shellcheck disable=SC2086 # three numbers, split on purpose
+	set -- $nums "$@"
+	major=$1 minor=$2 patch=$3
+	shift 3
+	for other in "$@"; do
+		o=$(final_version "$other") || continue # v1, prereleases, other names
+		# shellcheck disable=SC2086
+		set -- $o
+		[ "$1" = "$major" ] || continue
+		if [ "$2" -gt "$minor" ] || { [ "$2" -eq "$minor" ] && [ "$3" -gt "$patch" ]; }; then
+			printf '%s: note: %s is newer than %s; v%s stays where it is\n' "$PROG" "$other" "$tag" "$major" >&2
+			return 0
+		fi
+	done
+	printf 'v%s\n' "$major"
 }
 
 [ $# -ge 1 ] || usage_error "missing command"
@@ -143,8 +196,12 @@ sums)
 	[ $# -ge 1 ] || usage_error "sums takes OUTDIR [TARGET...]"
 	make_sums "$@"
 	;;
+major-tag)
+	[ $# -ge 1 ] || usage_error "major-tag takes TAG [EXISTING_TAG...]"
+	major_tag "$@"
+	;;
 -h | --help)
-	sed -n '2,22p' "$0"
+	sed -n '2,31p' "$0"
 	;;
 *)
 	usage_error "unknown command \"$cmd\""

@@ -22,21 +22,18 @@ const ISSUER = path.join(REPO, 'agent', 'tests', 'peers', 'issuer.py');
 const GHA_BEARER = 'gha-request-token';
 const TARGET = { x64: 'x86_64-unknown-linux-musl', arm64: 'aarch64-unknown-linux-musl' }[process.arch];
 
-// The config every lifecycle test uses: the GitHub token itself as the
-// credential (passthrough), so no token service is needed.
-const CONFIG = `[identity]
-source = "github"
-audience = "https://gateway.test"
-
-[[credential]]
-name = "gateway"
-exchange = "passthrough"
-
-[[route]]
-name = "gateway"
-url = "https://gateway.test/api/"
-credential = "gateway"
-`;
+// The config every lifecycle test uses: the README's GitHub lanyard.toml (the
+// block after "with a `lanyard.toml` committed"), with only its API host moved
+// to gateway.test: the GitHub token itself as the credential (passthrough), so
+// no token service is needed.
+function readmeConfig() {
+  const readme = fs.readFileSync(path.join(REPO, 'README.md'), 'utf8');
+  const m = /with a `lanyard\.toml` committed[^]*?```toml\n([^]*?)```/.exec(readme);
+  assert.ok(m, 'README.md shows the lanyard.toml the GitHub snippet needs');
+  assert.match(m[1], /^source = "github"$/m);
+  return m[1].replace(/https:\/\/api\.example\.com/g, 'https://gateway.test');
+}
+const CONFIG = readmeConfig();
 
 // Variables docs/lifecycle-contract.md says `start --export github` writes.
 const CONTRACT_VARS = [

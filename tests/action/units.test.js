@@ -12,7 +12,7 @@ const h = require('./helpers');
 test('action.yml: a node24 action with main, post (always) and the five inputs', () => {
   const text = fs.readFileSync(path.join(h.REPO, 'action.yml'), 'utf8');
   assert.match(text, /^runs:\n {2}using: node24\n {2}main: action\/main\.js\n {2}post: action\/post\.js\n {2}post-if: always\(\)\n/m);
-  assert.deepEqual(h.actionDefaults(), { config: 'lanyard.toml', version: 'latest', audience: '', 'download-url': '', binary: '' });
+  assert.deepEqual(h.actionDefaults(), { config: 'lanyard.toml', version: '', audience: '', 'download-url': '', binary: '' });
   for (const file of ['main.js', 'post.js']) assert.ok(fs.existsSync(path.join(h.REPO, 'action', file)));
 });
 
@@ -88,4 +88,25 @@ test('workflow commands: escaping, key=value and heredoc, and reading them back'
   const parsed = lib.parseFileCommands(`A=1\n${multi}\nB=x=y\r\nA=2\n`);
   assert.deepEqual(Object.fromEntries(parsed), { A: '2', v: 'a\nb', B: 'x=y' });
   assert.equal(lib.tail('1\n2\n3\n', 2), '…\n2\n3');
+});
+
+test('own version: agent/Cargo.toml beside action.yml, checked against a version-like GITHUB_ACTION_REF', (t) => {
+  const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'lanyard-own-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const toml = path.join(dir, 'Cargo.toml');
+  fs.writeFileSync(toml, '[package]\nname = "lanyard"\nversion = "1.4.2"\n\n[dependencies]\nx = { version = "9" }\n');
+  assert.deepEqual(install.ownVersion(toml, 'v1.4.2'), { version: '1.4.2', ref: 'v1.4.2', tagged: true });
+  assert.deepEqual(install.ownVersion(toml, 'v1'), { version: '1.4.2', ref: 'v1', tagged: true });
+  assert.deepEqual(install.ownVersion(toml, 'v1.4'), { version: '1.4.2', ref: 'v1.4', tagged: true });
+  assert.deepEqual(install.ownVersion(toml, 'main'), { version: '1.4.2', ref: 'main', tagged: false });
+  assert.deepEqual(install.ownVersion(toml, '0123456789abcdef0123456789abcdef01234567').tagged, false);
+  assert.throws(() => install.ownVersion(toml, 'v1.4.3'), /used at v1\.4\.3, but its agent\/Cargo\.toml says version 1\.4\.2; set the `version` input/);
+  assert.throws(() => install.ownVersion(toml, 'v2'), /used at v2, but .* 1\.4\.2/);
+  assert.throws(() => install.ownVersion(toml, 'v1.3'), /used at v1\.3, but .* 1\.4\.2/);
+  assert.throws(() => install.ownVersion(path.join(dir, 'missing.toml'), ''), /cannot read .*missing\.toml.*set the `version` input/);
+  fs.writeFileSync(toml, '[package]\nname = "lanyard"\n');
+  assert.throws(() => install.ownVersion(toml, ''), /no version = "\.\.\." line; set the `version` input/);
+  // The repository's own: the version the release workflow checks the tag against.
+  const real = install.ownVersion(path.join(h.REPO, 'agent', 'Cargo.toml'), '');
+  assert.equal(real.version, h.lanyardVersion(), 'agent/Cargo.toml and the binary under test agree');
 });

@@ -8,7 +8,12 @@ classic include (.gitlab/lanyard.gitlab-ci.yml) and this project's .gitlab-ci.ym
 
 Emulation of GitLab, kept to what the component relies on:
   - component inputs: spec:inputs validated (unknown, missing, regex), then $[[ inputs.X ]]
-    interpolated in every string of the parsed body, keys included;
+    interpolated in every string of the parsed body, keys included; defaults are taken as
+    written (GitLab does not interpolate $[[ ]] inside spec:inputs:*:default);
+  - $[[ component.X ]] (GitLab 18.6+) only for X listed in spec:component, in the body only:
+    component.version is the version in `@<version>` of a semantic-version include, and null
+    for a branch or SHA include (a whole-string value then becomes null, which a job variable
+    reads as empty; inside a longer string it is the empty string);
   - include (component, project/file), deep merge, `extends` (hashes merged, the rest replaced),
     `!reference` and nested script arrays flattened;
   - variables: predefined < global < job < project CI/CD variables, values expanded against
@@ -30,7 +35,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import threading
 
 import yaml
@@ -48,6 +52,9 @@ GITLAB_SUB = "project_path:acme/app:ref_type:branch:ref:main"
 FQDN = "gitlab.example.com"
 
 INPUT_RE = re.compile(r"\$\[\[\s*inputs\.([A-Za-z0-9_-]+)\s*\]\]")
+COMPONENT_RE = re.compile(r"\$\[\[\s*component\.([a-z_]+)\s*\]\]")
+COMPONENT_FIELDS = ("name", "sha", "version", "reference")
+SEMVER_RE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]+)?")
 ANY_INTERP_RE = re.compile(r"\$\[\[(.*?)\]\]")
 VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -103,30 +110,58 @@ def resolve_inputs(header, given):
     return values
 
 
-def interpolate(node, values):
-    if isinstance(node, str):
-        for m in ANY_INTERP_RE.finditer(node):
-            if not INPUT_RE.fullmatch(m.group(0)):
-                raise CiError(f"unsupported interpolation {m.group(0)!r}")
-            if m.group(0) and INPUT_RE.fullmatch(m.group(0)).group(1) not in values:
+def interpolate(node, values, component=None):
+    """$[[ inputs.X ]] and $[[ component.X ]] in every string, keys included. `component` maps
+    the fields the header's spec:component declares to their values (None: null)."""
+    component = component or {}
+
+    def value_of(m):
+        inp, comp = INPUT_RE.fullmatch(m.group(0)), COMPONENT_RE.fullmatch(m.group(0))
+        if inp:
+            if inp.group(1) not in values:
                 raise CiError(f"{m.group(0)!r} names an undeclared input")
-        whole = INPUT_RE.fullmatch(node)
-        if whole:
-            return values[whole.group(1)]
-        return INPUT_RE.sub(lambda m: str(values[m.group(1)]), node)
+            return values[inp.group(1)]
+        if comp:
+            if comp.group(1) not in component:
+                raise CiError(f"{m.group(0)!r}: component.{comp.group(1)} is not listed in spec:component")
+            return component[comp.group(1)]
+        raise CiError(f"unsupported interpolation {m.group(0)!r}")
+
+    if isinstance(node, str):
+        found = list(ANY_INTERP_RE.finditer(node))
+        for m in found:
+            value_of(m)
+        if len(found) == 1 and found[0].group(0) == node:
+            return value_of(found[0])
+        return ANY_INTERP_RE.sub(lambda m: "" if value_of(m) is None else str(value_of(m)), node)
     if isinstance(node, Reference):
-        return Reference(interpolate(x, values) for x in node)
+        return Reference(interpolate(x, values, component) for x in node)
     if isinstance(node, list):
-        return [interpolate(x, values) for x in node]
+        return [interpolate(x, values, component) for x in node]
     if isinstance(node, dict):
-        return {interpolate(k, values): interpolate(v, values) for k, v in node.items()}
+        return {interpolate(k, values, component): interpolate(v, values, component) for k, v in node.items()}
     return node
 
 
-def load_component(path, given):
+def component_context(header, version_ref):
+    """What GitLab gives $[[ component.X ]]: only the fields spec:component lists."""
+    declared = ((header or {}).get("spec") or {}).get("component") or []
+    unknown = [f for f in declared if f not in COMPONENT_FIELDS]
+    if unknown:
+        raise CiError(f"spec:component lists unknown fields {unknown}")
+    semver = SEMVER_RE.fullmatch(version_ref or "")
+    known = {"name": "lanyard", "sha": None, "reference": version_ref,
+             "version": version_ref if semver else None}
+    return {f: known[f] for f in declared}
+
+
+def load_component(path, given, version_ref=None, rewrite=None):
     with open(path) as f:
-        header, body = split_component(f.read())
-    return interpolate(body, resolve_inputs(header, given))
+        text = f.read()
+    if rewrite:
+        text = rewrite(text)
+    header, body = split_component(text)
+    return interpolate(body, resolve_inputs(header, given), component_context(header, version_ref))
 
 
 # ---------------------------------------------------------------- pipeline resolution
@@ -148,7 +183,7 @@ def expand(value, variables):
     return VAR_RE.sub(sub, value)
 
 
-def resolve_includes(pipeline, ctx):
+def resolve_includes(pipeline, ctx, rewrite=None):
     merged = {}
     for inc in pipeline.get("include") or []:
         if "component" in inc:
@@ -162,10 +197,11 @@ def resolve_includes(pipeline, ctx):
             path = next((p for p in candidates if os.path.exists(p)), None)
             if not path:
                 raise CiError(f"no component {name!r} under templates/")
-            doc = load_component(path, inc.get("inputs") or {})
+            doc = load_component(path, inc.get("inputs") or {}, m.group(4), rewrite)
         elif "project" in inc or "local" in inc:
             with open(os.path.join(ROOT, (inc.get("file") or inc.get("local")).lstrip("/"))) as f:
-                doc = load_yaml(f.read())
+                text = f.read()
+            doc = load_yaml(rewrite(text) if rewrite else text)
         else:
             raise CiError(f"unsupported include {inc}")
         deep_merge(merged, doc)
@@ -251,20 +287,42 @@ def check(res):
     except (CiError, yaml.YAMLError) as e:
         res.check("component: parses as two YAML documents", False, str(e))
         return
-    res.check("component: the header holds only spec:inputs",
-              isinstance(header, dict) and list(header) == ["spec"] and list(header["spec"]) == ["inputs"],
-              f"header keys: {header and list(header)}")
+    res.check("component: the header holds only spec:component and spec:inputs",
+              isinstance(header, dict) and list(header) == ["spec"]
+              and sorted(header["spec"]) == ["component", "inputs"], f"header keys: {header and list(header)}")
+    res.check("component: spec:component is [version] (GitLab 18.6+)", header["spec"].get("component") == ["version"],
+              f"got {header['spec'].get('component')!r}")
     declared = header["spec"]["inputs"]
-    used = set(INPUT_RE.findall(text.split("\n---", 1)[1]))
-    bad_interp = [m for m in ANY_INTERP_RE.findall(text) if not re.fullmatch(r"\s*inputs\.[A-Za-z0-9_-]+\s*", m)]
-    res.check("component: every $[[ ]] is an input reference", not bad_interp, f"{bad_interp}")
+    head_text, body_text = text.split("\n---", 1)
+    used = set(INPUT_RE.findall(body_text))
+    bad_interp = [m for m in ANY_INTERP_RE.findall(text)
+                  if not re.fullmatch(r"\s*(inputs\.[A-Za-z0-9_-]+|component\.version)\s*", m)]
+    res.check("component: every $[[ ]] is an input reference or component.version", not bad_interp, f"{bad_interp}")
+    in_defaults = [k for k, d in declared.items() if "$[[" in str((d or {}).get("default", ""))]
+    res.check("component: no input default holds $[[ ]] (GitLab does not interpolate defaults)", not in_defaults,
+              f"{in_defaults}")
+    res.check("component: the header uses no $[[ ]] at all", "$[[" not in head_text)
+    raw_vars = (body.get("$[[ inputs.job-name ]]") or {}).get("variables") or {}
+    comp_uses = [m.group(0) for m in COMPONENT_RE.finditer(body_text)]
+    res.check("component: $[[ component.version ]] is used once, as LANYARD_DEFAULT_VERSION in variables:",
+              comp_uses == ["$[[ component.version ]]"]
+              and raw_vars.get("LANYARD_DEFAULT_VERSION") == "$[[ component.version ]]", f"{comp_uses}")
+    for ref, want in (("1.2.3", "1.2.3"), ("0" * 40, ""), ("main", "")):
+        try:
+            got = interpolate(body, resolve_inputs(header, {"audience": AUDIENCE}),
+                              component_context(header, ref))
+            got = plain_vars((got.get(".lanyard") or {}).get("variables")).get("LANYARD_DEFAULT_VERSION")
+            res.check(f"component: included @{ref[:12]}, LANYARD_DEFAULT_VERSION is {want!r}", got == want,
+                      f"got {got!r}")
+        except CiError as e:
+            res.check(f"component: included @{ref[:12]} resolves", False, str(e))
     res.check("component: every input used in the body is declared", used <= set(declared),
               f"undeclared: {sorted(used - set(declared))}")
     res.check("component: every declared input is used", set(declared) <= used,
               f"unused: {sorted(set(declared) - used)}")
     res.check("component: `audience` is required (no default)",
               "audience" in declared and "default" not in (declared["audience"] or {}))
-    want_defaults = {"config": "lanyard.toml", "version": "latest", "job-name": ".lanyard"}
+    want_defaults = {"config": "lanyard.toml", "version": "", "job-name": ".lanyard"}
     for k, v in want_defaults.items():
         res.check(f"component: input {k} defaults to {v!r}", (declared.get(k) or {}).get("default") == v,
                   f"got {(declared.get(k) or {}).get('default')!r}")
@@ -282,7 +340,7 @@ def check(res):
             res.check(f"component: inputs refused ({why})", False, "accepted")
         except CiError:
             res.check(f"component: inputs refused ({why})", True)
-    job_body = interpolate(body, resolve_inputs(header, {"audience": AUDIENCE}))
+    job_body = interpolate(body, resolve_inputs(header, {"audience": AUDIENCE}), component_context(header, "1.0.0"))
     res.check("component: the body is exactly one hidden job, .lanyard (no top-level keywords)",
               list(job_body) == [".lanyard"], f"top-level keys: {list(job_body)}")
     job = job_body.get(".lanyard") or {}
@@ -300,6 +358,13 @@ def check(res):
               any("command -v lanyard" in c and "install.sh" in c and "--version" in c and "--base-url" in c
                   and "--dir" in c for c in before))
     res.check("component: after_script runs `lanyard stop`", any("lanyard stop" in c for c in after))
+    joined = "\n".join(before)
+    res.check("component: install.sh comes from the release folder of the version, nothing from a branch",
+              "https://github.com/lanyard-ci/lanyard/releases/download/v$lanyard_version" in joined
+              and "raw.githubusercontent.com" not in text and "/main/" not in joined)
+    res.check("component: install.sh is checked against the release's SHA256SUMS before it runs",
+              joined.index("SHA256SUMS") < joined.index('sh "$LANYARD_INSTALL_DIR/install.sh"')
+              and "not running it" in joined)
     src = jobsim.file_text(os.path.join(ROOT, "agent", "src", "identity", "mod.rs"))
     res.check("component: the id_token variable is lanyard's GitLab default (DEFAULT_GITLAB_VARIABLE)",
               'DEFAULT_GITLAB_VARIABLE: &str = "LANYARD_ID_TOKEN"' in src)
@@ -336,6 +401,10 @@ def check(res):
         want = str((declared.get(m.group(1)) or {}).get("default", ""))
         res.check(f"classic include: {var} defaults like input {m.group(1)} ({want!r})", cvars.get(var) == want,
                   f"got {cvars.get(var)!r}")
+    cargo = re.search(r'^version = "([^"]+)"$', jobsim.file_text(os.path.join(ROOT, "agent", "Cargo.toml")), re.M)
+    res.check("classic include: LANYARD_DEFAULT_VERSION is agent/Cargo.toml's version (the release it ships in)",
+              cargo is not None and cvars.get("LANYARD_DEFAULT_VERSION") == cargo.group(1),
+              f"got {cvars.get('LANYARD_DEFAULT_VERSION')!r}, Cargo.toml {cargo and cargo.group(1)!r}")
     used_vars = set(re.findall(r"\$\{?(LANYARD_[A-Z0-9_]+)", "\n".join(before + after)))
     res.check("scripts use only variables the job declares (plus the id token)",
               used_vars <= set(kvars) | {"LANYARD_ID_TOKEN"}, f"{sorted(used_vars - set(kvars))}")
@@ -399,7 +468,7 @@ extra_ca = "{env.upstream_ca}"
 
 
 def run_gitlab_job(res, env, label, fixture, *, case="ok", project_vars=None, lanyard_on_path=True,
-                   kill=False):
+                   kill=False, rewrite=None):
     """Resolve and run job `deploy` of a fixture pipeline. Returns a dict of what happened."""
     d = os.path.join(env.tmp, label.replace(" ", "-").replace("/", "-"))
     builds = os.path.join(d, "builds")
@@ -427,7 +496,7 @@ def run_gitlab_job(res, env, label, fixture, *, case="ok", project_vars=None, la
                     **(project_vars or {})}
     with open(os.path.join(HERE, "fixtures", fixture)) as f:
         pipeline = load_yaml(f.read())
-    config = resolve_includes(pipeline, {**predefined, **project_vars})
+    config = resolve_includes(pipeline, {**predefined, **project_vars}, rewrite)
     job = resolve_references(resolve_job(config, "deploy"), config)
     variables = dict(predefined)
     variables.update(plain_vars(config.get("variables")))
@@ -591,11 +660,20 @@ def jobs(res, args):
 
 
 class ReleaseServer:
-    """Serves DIR on 127.0.0.1:<ephemeral> from a thread of this process (stopped by close())."""
+    """Serves DIR on 127.0.0.1:<ephemeral> from a thread of this process (stopped by close());
+    `hits` lists the paths asked for."""
 
     def __init__(self, root):
-        handler = functools.partial(Quiet, directory=root)
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        hits = self.hits = []
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, fmt, *args):
+                pass
+
+            def log_request(self, code="-", size="-"):
+                hits.append(f"{self.path} {code}")
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=root))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
@@ -606,70 +684,100 @@ class ReleaseServer:
         self.thread.join()
 
 
-class Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, fmt, *args):
-        pass
+GITHUB_RELEASES = "https://github.com/lanyard-ci/lanyard/releases"
+PACKAGE = os.path.join(ROOT, ".github", "workflows", "package-release.sh")
+TAMPER_LINE = 'echo "a tampered install.sh ran"\n'
 
 
-def make_release(env, version):
-    """<tmp>/release/v<version>/ with lanyard-<target>.tar.gz (holding $LANYARD_BIN as `lanyard`)
-    and SHA256SUMS, as docs/lifecycle-contract.md describes; and a copy whose SHA256SUMS lies."""
-    target = {"x86_64": "x86_64-unknown-linux-musl", "aarch64": "aarch64-unknown-linux-musl"}.get(
-        platform.machine(), platform.machine() + "-unknown-linux-musl")
+def make_releases(env, version):
+    """<tmp>/release/<variant>/releases/download/v<version>/, each made by the release's own
+    package-release.sh (archive of $LANYARD_BIN, install.sh, SHA256SUMS):
+      good        as the release workflow publishes it
+      badscript   install.sh changed after SHA256SUMS was written
+      badarchive  SHA256SUMS gives the archive another digest (install.sh's line intact)"""
+    target = {"x86_64": "x86_64-unknown-linux-musl", "aarch64": "aarch64-unknown-linux-musl"}[platform.machine()]
     root = os.path.join(env.tmp, "release")
-    good, bad = os.path.join(root, "good", "v" + version), os.path.join(root, "tampered", "v" + version)
-    os.makedirs(good)
-    os.makedirs(bad)
-    archive = f"lanyard-{target}.tar.gz"
-    with tarfile.open(os.path.join(good, archive), "w:gz", compresslevel=1) as tar:
-        tar.add(os.path.realpath(env.bin), arcname="lanyard")
-    digest = jobsim.sha256_file(os.path.join(good, archive))
-    with open(os.path.join(good, "SHA256SUMS"), "w") as f:
-        f.write(f"{digest}  {archive}\n")
-    os.link(os.path.join(good, archive), os.path.join(bad, archive))
-    with open(os.path.join(bad, "SHA256SUMS"), "w") as f:
-        f.write(f"{'0' * 64}  {archive}\n")
-    return root
+    good = os.path.join(root, "good", "releases", "download", "v" + version)
+    for args in (["archive", target, os.path.realpath(env.bin), good], ["sums", good, target]):
+        rc, out, err = jobsim.run_capture(["sh", PACKAGE, *args], env={**os.environ, "SOURCE_DATE_EPOCH": "1"})
+        if rc != 0:
+            raise CiError(f"package-release.sh {args[0]} failed: {err.strip()}")
+    for variant in ("badscript", "badarchive"):
+        shutil.copytree(good, os.path.join(root, variant, "releases", "download", "v" + version))
+    bad = os.path.join(root, "badscript", "releases", "download", "v" + version, "install.sh")
+    with open(bad) as f:
+        lines = f.readlines()
+    with open(bad, "w") as f:
+        f.write(lines[0] + TAMPER_LINE + "".join(lines[1:]))
+    sums = os.path.join(root, "badarchive", "releases", "download", "v" + version, "SHA256SUMS")
+    with open(sums) as f:
+        text = f.read()
+    with open(sums, "w") as f:
+        f.write(re.sub(r"^[0-9a-f]{64}(  lanyard-)", "0" * 64 + r"\1", text, flags=re.M))
+    return root, target
 
 
 def install_cases(res, env):
-    installer = os.path.join(ROOT, "install.sh")
-    if not res.check("install.sh exists at the repository root", os.path.exists(installer)):
+    rc, out, _ = jobsim.run_capture([env.bin, "--version"])
+    version = out.split()[1] if rc == 0 and out.startswith("lanyard ") else None
+    if not res.check("the binary under test says its version", version is not None, out):
         return
-    server = ReleaseServer(make_release(env, "1.2.3"))
+    root, target = make_releases(env, version)
+    server = ReleaseServer(root)
+    folder = f"/releases/download/v{version}"
     try:
-        pin = jobsim.sha256_file(installer)
-        for label, release, script_sha in (
-                ("component/install", "good", pin),
-                ("component/install-tampered-release", "tampered", pin),
-                ("component/install-script-pin-mismatch", "good", "0" * 64)):
-            job = run_gitlab_job(res, env, label, "install-job.yml", lanyard_on_path=False, project_vars={
-                "RELEASE_URL": f"{server.url}/{release}/v1.2.3", "INSTALL_SCRIPT_URL": "file://" + installer,
-                "INSTALL_SCRIPT_SHA256": script_sha})
+        for label, variant, ref in (
+                ("component/install", "good", version),
+                ("component/install-tampered-script", "badscript", version),
+                ("component/install-tampered-archive", "badarchive", version),
+                ("component/install-at-sha", "good", "0123456789abcdef0123456789abcdef01234567")):
+            rewritten = []
+
+            def rewrite(text, variant=variant, rewritten=rewritten):
+                rewritten.append(text.count(GITHUB_RELEASES))
+                return text.replace(GITHUB_RELEASES, f"{server.url}/{variant}/releases")
+
+            server.hits.clear()
+            job = run_gitlab_job(res, env, label, "install-job.yml", lanyard_on_path=False, rewrite=rewrite,
+                                 project_vars={"COMPONENT_REF": ref})
+            res.check(f"{label}: the test rewrote only the releases URL's host (found in the component)",
+                      rewritten and all(n > 0 for n in rewritten), f"{rewritten}")
             install_dir = os.path.join(job["builds"], f".lanyard-bin-{job['job_id']}")
             state = os.path.join(job["builds"], f".lanyard-{job['job_id']}")
             log = jobsim.file_text(job["step_log"])
-            res.check(f"{label}: the install step ran (lanyard was not on PATH)",
-                      "lanyard: installing 1.2.3 into " + install_dir in log)
-            if label == "component/install":
-                res.check(f"{label}: install.sh checked the archive against SHA256SUMS",
-                          "matches SHA256SUMS" in log, "no 'matches SHA256SUMS' in the log")
+            hits = sorted(server.hits)
+            if variant == "good" and ref == version:
+                res.check(f"{label}: component.version {version} picked release v{version} (no version input)",
+                          f"lanyard: installing {version} into {install_dir} from {server.url}/good{folder}" in log)
+                res.check(f"{label}: exactly release v{version}'s install.sh, SHA256SUMS and archive were fetched",
+                          hits == sorted(f"/good{folder}/{n} 200" for n in ("install.sh", "SHA256SUMS",
+                                                                             "SHA256SUMS", f"lanyard-{target}.tar.gz")),
+                          f"{hits}")
+                res.check(f"{label}: install.sh checked against SHA256SUMS, then the archive by install.sh",
+                          "lanyard: install.sh matches SHA256SUMS" in log and "matches SHA256SUMS" in
+                          log.split("lanyard: install.sh matches SHA256SUMS", 1)[1])
                 res.check(f"{label}: installed into $CI_BUILDS_DIR/.lanyard-bin-$CI_JOB_ID (expanded) and used",
                           f"installed: {install_dir}/lanyard" in log and "lanyard: started" in log)
                 ok = res.check(f"{label}: job succeeded", job["rc"] == 0, f"status {job['rc']}")
                 assert_stopped(res, label, job, expect_summary=False)
                 if not ok:
                     show_logs(job)
-            elif release == "tampered":
+            elif variant == "badscript":
+                res.check(f"{label}: the tampered install.sh was refused before it ran; the job failed before start",
+                          job["rc"] != 0 and "does not match the release's SHA256SUMS" in log
+                          and "not running it" in log and "a tampered install.sh ran" not in log
+                          and "lanyard-install:" not in log and "lanyard: started" not in log, f"status {job['rc']}")
+                res.check(f"{label}: no state directory was created", not os.path.exists(state))
+            elif variant == "badarchive":
                 res.check(f"{label}: install.sh refused the archive and the job failed before start",
-                          job["rc"] != 0 and "checksum mismatch" in log and "lanyard: started" not in log,
-                          f"status {job['rc']}")
+                          job["rc"] != 0 and "lanyard: install.sh matches SHA256SUMS" in log
+                          and "checksum mismatch" in log and "lanyard: started" not in log, f"status {job['rc']}")
                 res.check(f"{label}: no state directory was created", not os.path.exists(state))
             else:
-                res.check(f"{label}: the job failed at install.sh's pinned SHA-256, before running it",
-                          job["rc"] != 0 and "FAILED" in log and "lanyard-install:" not in log
-                          and "lanyard: started" not in log, f"status {job['rc']}")
-                res.check(f"{label}: no state directory was created", not os.path.exists(state))
+                res.check(f"{label}: included at a SHA (no component.version), the job fails saying to set version",
+                          job["rc"] != 0 and "included at a branch or commit, not a release" in log
+                          and "Set the version input" in log, f"status {job['rc']}")
+                res.check(f"{label}: nothing was downloaded", hits == [], f"{hits}")
             res.check(f"{label}: after_script removed the install directory", not os.path.exists(install_dir))
             left = jobsim.live_descendants()
             if left:

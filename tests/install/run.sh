@@ -389,19 +389,48 @@ EOF
 
 t_package_sums() {
 	local n
-	# sha256sum format, one line per archive, and it checks
+	# sha256sum format, one line per archive and one for install.sh, and it checks
 	n=$(grep -cE '^[0-9a-f]{64}  lanyard-(x86_64|aarch64)-unknown-linux-musl\.tar\.gz$' "$FIX/alias/SHA256SUMS")
-	[ "$n" = 2 ] || fail "alias SHA256SUMS has $n well-formed lines, expected 2: $(cat "$FIX/alias/SHA256SUMS")"
-	[ "$(wc -l <"$FIX/alias/SHA256SUMS")" -eq 2 ] || fail "alias SHA256SUMS has extra lines"
+	[ "$n" = 2 ] || fail "alias SHA256SUMS has $n well-formed archive lines, expected 2: $(cat "$FIX/alias/SHA256SUMS")"
+	grep -qE '^[0-9a-f]{64}  install\.sh$' "$FIX/alias/SHA256SUMS" || fail "alias SHA256SUMS has no install.sh line"
+	[ "$(wc -l <"$FIX/alias/SHA256SUMS")" -eq 3 ] || fail "alias SHA256SUMS has extra lines"
 	(cd "$FIX/alias" && sha256sum -c --quiet SHA256SUMS) >"$T/out" 2>&1 || fail "sha256sum -c fails on the alias SHA256SUMS"
-	[ "$(cat "$FIX/rel/SHA256SUMS")" = "$(sha_of "$FIX/rel/$HOST_ARCHIVE")  $HOST_ARCHIVE" ] ||
-		fail "rel SHA256SUMS is not the archive's line: $(cat "$FIX/rel/SHA256SUMS")"
+	# install.sh is a release asset: the repo's own, byte for byte
+	cmp -s "$FIX/rel/install.sh" "$INSTALL_SH" || fail "the release's install.sh differs from the repo's"
+	[ "$(cat "$FIX/rel/SHA256SUMS")" = "$(sha_of "$FIX/rel/$HOST_ARCHIVE")  $HOST_ARCHIVE
+$(sha_of "$INSTALL_SH")  install.sh" ] ||
+		fail "rel SHA256SUMS is not the archive's and install.sh's lines: $(cat "$FIX/rel/SHA256SUMS")"
 	# a named target whose archive is missing is an error, and no SHA256SUMS is written
 	mkdir "$T/empty"
 	run sh "$PACKAGE" sums "$T/empty" x86_64-unknown-linux-musl
 	expect_rc 1
 	expect_out "lanyard-x86_64-unknown-linux-musl.tar.gz is missing"
 	[ ! -e "$T/empty/SHA256SUMS" ] || fail "SHA256SUMS written although an archive is missing"
+}
+
+# which release moves the major tag: finals only, and only the newest of their major
+t_major_tag() {
+	local args want got rc
+	while IFS='|' read -r args want; do
+		# shellcheck disable=SC2086 # the cases are plain words
+		got=$(sh "$PACKAGE" major-tag $args 2>"$T/err")
+		rc=$?
+		[ "$rc" = 0 ] || fail "major-tag $args: exit status $rc: $(cat "$T/err")"
+		[ "$got" = "$want" ] || fail "major-tag $args printed [$got], expected [$want]"
+	done <<'EOF'
+v1.2.3|v1
+v1.2.3 v1 v1.2.2 v1.2.3 v0.9.0 v2.0.0|v1
+v1.10.0 v1.9.9 v1.3.0-rc.1|v1
+v0.1.0|v0
+v1.2.3-rc.1 v1.0.0|
+v1.2.4 v1.3.0|
+v1.2.4 v1.2.10|
+EOF
+	run sh "$PACKAGE" major-tag v1.2
+	expect_rc 2
+	expect_out 'release tag "v1.2" is not vX.Y.Z'
+	run sh "$PACKAGE" major-tag v1.2.4 v1.3.0
+	expect_out "v1.3.0 is newer than v1.2.4"
 }
 
 t_package_usage() {
@@ -432,8 +461,21 @@ if wf.get("permissions") not in ({}, None) and "write" in str(wf.get("permission
     errors.append("top-level permissions grant write")
 jobs = wf["jobs"]
 writers = [n for n, j in jobs.items() if (j.get("permissions") or {}).get("contents") == "write"]
-if writers != ["release"]:
-    errors.append(f"jobs with contents: write are {writers}, expected only release")
+if writers != ["release", "major-tag"]:
+    errors.append(f"jobs with contents: write are {writers}, expected only release and major-tag")
+for n, j in jobs.items():
+    extra = {k: v for k, v in (j.get("permissions") or {}).items() if k != "contents"}
+    if extra:
+        errors.append(f"job {n} asks for more than contents: {extra}")
+mt = jobs.get("major-tag") or {}
+if mt.get("needs") != "release":
+    errors.append("major-tag does not wait for the release job (needs: release)")
+if mt.get("if") != "${{ !contains(github.ref_name, '-') }}":
+    errors.append(f"major-tag runs for prereleases too (if: {mt.get('if')!r})")
+mt_run = "\n".join(s.get("run", "") for s in mt.get("steps", []))
+for needle in ["package-release.sh major-tag", '-f sha="$GITHUB_SHA"', "git/refs/tags/$major"]:
+    if needle not in mt_run:
+        errors.append(f"major-tag job lacks {needle!r}")
 for n, j in jobs.items():
     if "permissions" not in j:
         errors.append(f"job {n} has no permissions block")
@@ -447,7 +489,7 @@ if matrix != targets:
 text = open(wf_path).read()
 for needle in ['cross build --release --locked --target "$TARGET" -p lanyard',
                "package-release.sh archive", "package-release.sh sums",
-               "softprops/action-gh-release@v2", "dist/SHA256SUMS"]:
+               "softprops/action-gh-release@v2", "dist/SHA256SUMS", "dist/install.sh"]:
     if needle not in text:
         errors.append(f"workflow lacks {needle!r}")
 for t in targets:
@@ -934,8 +976,9 @@ fi
 check "package: archive holds lanyard (0755, root-owned), README.md, LICENSE iff present" t_package_layout
 check "package: LICENSE included when present, tolerated when absent" t_package_license
 check "package: same inputs give the same archive" t_package_reproducible
-check "package: SHA256SUMS in sha256sum format, checks, missing archive refused" t_package_sums
+check "package: SHA256SUMS in sha256sum format with install.sh, checks, missing archive refused" t_package_sums
 check "package: unknown target and missing binary refused" t_package_usage
+check "package: major-tag moves vX for the newest final vX.Y.Z only" t_major_tag
 if python3 -c 'import yaml, tomllib' 2>/dev/null; then
 	check "release config: workflow, Cross.toml, install.sh and packaging agree" t_release_config
 else
