@@ -18,6 +18,8 @@ use crate::secret::Credential;
 
 mod explain;
 mod hints;
+mod probe;
+mod tyk;
 
 use explain::{explain_url, methods};
 pub use hints::hints;
@@ -26,6 +28,9 @@ pub struct Options {
     pub exchange: bool,
     pub url: Option<String>,
     pub method: String,
+    /// With `url`: send one GET through the route's credential and explain
+    /// the answer.
+    pub probe: bool,
 }
 
 /// Runs the checks, writing the report to `out` (a failed check is part of
@@ -159,7 +164,13 @@ pub async fn run(
     if failed {
         code = ExitCode::Failed;
     }
+    tyk::report(cfg, &obtained, out);
     routes(cfg, &who, out);
+    if let (true, Some(u)) = (opts.probe, &opts.url) {
+        if !probe::probe(cfg, &http, &who, u, &obtained, out).await {
+            code = ExitCode::Failed;
+        }
+    }
     if teardown(&http, &obtained, out).await {
         code = ExitCode::Failed;
     }

@@ -20,6 +20,7 @@ mod git;
 mod hostile;
 pub mod job;
 pub mod laptop;
+pub mod tyk;
 
 // Each test binary uses some of these peers.
 #[allow(unused_imports)]
