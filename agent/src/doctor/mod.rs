@@ -16,6 +16,7 @@ use crate::identity::{format_time, IdentitySource, IdentityToken, UnverifiedClai
 use crate::route::{Route, SessionIdentity};
 use crate::secret::Credential;
 
+mod echo;
 mod explain;
 mod hints;
 mod probe;
@@ -167,7 +168,7 @@ pub async fn run(
     tyk::report(cfg, &obtained, out);
     routes(cfg, &who, out);
     if let (true, Some(u)) = (opts.probe, &opts.url) {
-        if !probe::probe(cfg, &http, &who, u, &obtained, out).await {
+        if !probe::probe(cfg, &http, &who, u, &obtained, &opts.method, out).await {
             code = ExitCode::Failed;
         }
     }
