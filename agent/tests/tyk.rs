@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::tyk::{jwt_api, Tyk};
+use common::tyk::{issuer_key, jwt_api, Tyk};
 use common::*;
 use serde_json::json;
 
@@ -139,7 +139,7 @@ curl -sS -w ' %{http_code}\n' -X POST -H 'content-type: application/json' \
 }
 
 #[test]
-fn a_passthrough_jwt_reaches_the_allowed_path_and_doctor_explains_the_403_and_warns_about_kid() {
+fn a_passthrough_jwt_reaches_the_allowed_path_and_doctor_explains_the_403_and_names_the_sub() {
     let s = setup(json!({}));
     let (code, out, err) = s.run(
         r#"curl -sS -w ' %{http_code}\n' "$LANYARD_URL_TYK_API/deploy/status"
@@ -155,11 +155,13 @@ curl -sS -w ' %{http_code}\n' "$LANYARD_URL_TYK_API/deploy/secrets""#,
     );
     assert_absent(&[&out, &err], &s.token, "the CI token");
 
-    // Doctor: the kid warning (the API does not skip it), and the 403 explained.
+    // Doctor: with a central jwt_source the session is the sub, whatever
+    // the kid (Tyk v5.14.0), and the 403 explained.
     let (code, out, err) = s.doctor(&format!("{}/ci/deploy/secrets", s.tyk.url));
     assert_eq!(code, 1, "a refused probe is a failed check:\n{out}\n{err}");
     assert!(out.contains("→ Tyk API \"ci-api\""), "{out}");
-    assert!(out.contains("warning: Tyk takes the token's kid"), "{out}");
+    assert!(!out.contains("warning:"), "{out}");
+    assert!(out.contains("session identity: claim \"sub\" = \"repo:acme/app:ref:refs/heads/main\" (the API has a central key source, so the kid only picks the JWKS key)"), "{out}");
     assert!(
         out.contains("answer: 403 {\"error\": \"Access to this resource has been disallowed\"}"),
         "{out}"
@@ -175,11 +177,117 @@ curl -sS -w ' %{http_code}\n' "$LANYARD_URL_TYK_API/deploy/secrets""#,
     drop(s.iss);
 }
 
+/// The session each job's request became (the peer's X-Tyk-Session).
+fn session_of(s: &Setup, token: &str) -> (u16, String) {
+    let (code, out, err) = lanyard(
+        &[
+            "run",
+            "--config",
+            &s.cfg(),
+            "--",
+            "sh",
+            "-c",
+            r#"curl -sS -D - -o /dev/null "$LANYARD_URL_TYK_API/deploy/status""#,
+        ],
+        &[("LANYARD_TEST_TOKEN", token)],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let status = out
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let sid = out
+        .lines()
+        .find_map(|l| l.strip_prefix("x-tyk-session: "))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    (status, sid)
+}
+
+fn md5_hex(s: &str) -> String {
+    let o = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import hashlib,sys; print(hashlib.md5(sys.argv[1].encode()).hexdigest())",
+            s,
+        ])
+        .output()
+        .expect("python");
+    String::from_utf8(o.stdout).expect("utf8").trim().to_owned()
+}
+
 #[test]
-fn doctor_does_not_warn_when_the_api_skips_the_kid_and_names_an_identity_claim() {
+fn with_a_jwt_source_each_identity_claim_is_its_own_session_whatever_the_kid() {
+    let s = setup(json!({"jwt_identity_base_field": "run_id"}));
+    let other = s
+        .iss
+        .mint("github", BAO_AUDIENCE, 600, json!({"run_id": "4343"}));
+    let (c1, a) = session_of(&s, &s.token);
+    let (c2, b) = session_of(&s, &other);
+    assert_eq!((c1, c2), (200, 200));
+    assert_eq!(a, md5_hex("4242"), "keyed by run_id");
+    assert_eq!(b, md5_hex("4343"));
+    let (code, out, err) = s.doctor(&format!("{}/ci/deploy/status", s.tyk.url));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains(
+            "session identity: claim \"run_id\" = \"4242\" (the API has a central key source"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("warning:"), "{out}");
+}
+
+#[test]
+fn without_a_jwt_source_the_kid_names_one_tyk_key_every_job_shares_and_doctor_warns() {
+    let s = setup(json!({"jwt_source": ""}));
+    let (kid, pem) = issuer_key(&s.iss.url);
+    // No Tyk key named after the kid yet: Tyk cannot verify the token.
+    let (code, _) = session_of(&s, &s.token);
+    assert_eq!(code, 403);
+    s.tyk.create_jwt_key(SECRET, &kid, &pem, "ci-api");
+    let other = s.iss.mint(
+        "github",
+        BAO_AUDIENCE,
+        600,
+        json!({"sub": "repo:acme/other:ref:refs/heads/main", "run_id": "4343"}),
+    );
+    let (c1, a) = session_of(&s, &s.token);
+    let (c2, b) = session_of(&s, &other);
+    assert_eq!((c1, c2), (200, 200));
+    assert_eq!(a, md5_hex(&kid), "keyed by the kid");
+    assert_eq!(a, b, "two different jobs share one Tyk session");
+    let (code, out, err) = s.doctor(&format!("{}/ci/deploy/status", s.tyk.url));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains(&format!("warning: the API has no central key source (jwt_source), so Tyk v5.14.0 takes the token's kid {kid:?} as the session identity")),
+        "{out}"
+    );
+    assert_absent(&[&out, &err], &s.token, "the CI token");
+}
+
+#[test]
+fn without_a_jwt_source_and_with_skip_kid_the_sub_names_the_tyk_key() {
+    let s = setup(json!({"jwt_source": "", "jwt_skip_kid": true}));
+    let (_, pem) = issuer_key(&s.iss.url);
+    let sub = "repo:acme/app:ref:refs/heads/main";
+    s.tyk.create_jwt_key(SECRET, sub, &pem, "ci-api");
+    let (code, sid) = session_of(&s, &s.token);
+    assert_eq!((code, sid), (200, md5_hex(sub)));
+    let (code, out, err) = s.doctor(&format!("{}/ci/deploy/status", s.tyk.url));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!out.contains("warning:"), "{out}");
+    assert!(out.contains(&format!("session identity: claim \"sub\" = {sub:?} (the kid is skipped: jwt_skip_kid; with no jwt_source")), "{out}");
+}
+
+#[test]
+fn with_a_jwt_source_skip_kid_changes_nothing_and_doctor_does_not_warn() {
     let s = setup(json!({"jwt_skip_kid": true, "jwt_identity_base_field": "sub"}));
     let (code, out, err) = s.doctor(&format!("{}/ci/deploy/status", s.tyk.url));
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(!out.contains("warning: Tyk takes the token's kid"), "{out}");
-    assert!(out.contains("session identity: claim \"sub\" = \"repo:acme/app:ref:refs/heads/main\" (the kid is skipped: jwt_skip_kid)"), "{out}");
+    assert!(!out.contains("warning:"), "{out}");
+    assert!(out.contains("session identity: claim \"sub\" = \"repo:acme/app:ref:refs/heads/main\" (the API has a central key source"), "{out}");
 }

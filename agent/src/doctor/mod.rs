@@ -20,7 +20,7 @@ mod echo;
 mod explain;
 mod hints;
 mod probe;
-mod tyk;
+pub(crate) mod tyk;
 
 use explain::{explain_url, methods};
 pub use hints::hints;

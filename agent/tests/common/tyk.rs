@@ -71,3 +71,47 @@ pub fn jwt_api(id: &str, listen_path: &str, jwks: &str, extra: Value) -> Value {
     }
     a
 }
+
+impl Tyk {
+    /// A Tyk key named `name` (POST /tyk/keys/<name>) whose jwt_data.secret
+    /// is `pem` and which grants `api_id`: what an API without a jwt_source
+    /// looks up by the token's kid (or identity claim).
+    pub fn create_jwt_key(&self, secret: &str, name: &str, pem: &str, api_id: &str) {
+        let body = json!({
+            "jwt_data": {"secret": pem}, "quota_max": -1,
+            "access_rights": {api_id: {"api_id": api_id, "versions": ["Default"]}},
+        })
+        .to_string();
+        let (code, out) = super::curl(
+            "POST",
+            &format!("{}/tyk/keys/{name}", self.url),
+            &[
+                ("x-tyk-authorization", secret),
+                ("content-type", "application/json"),
+            ],
+            Some(&body),
+        );
+        assert_eq!(code, 200, "create key {name}: {out}");
+    }
+}
+
+/// The issuer's signing key: its `kid` and its public key as PEM (what a
+/// Tyk key's jwt_data.secret holds).
+pub fn issuer_key(issuer: &str) -> (String, String) {
+    let (code, out) = super::curl("GET", &format!("{issuer}/jwks.json"), &[], None);
+    assert_eq!(code, 200, "jwks: {out}");
+    let jwk = super::json_of(&out)["keys"][0].clone();
+    let script = "import json, sys, jwt\n\
+        from cryptography.hazmat.primitives import serialization as s\n\
+        k = jwt.PyJWK(json.loads(sys.argv[1])).key\n\
+        sys.stdout.write(k.public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo).decode())";
+    let o = Command::new(python())
+        .args(["-c", script, &jwk.to_string()])
+        .output()
+        .expect("python");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (
+        jwk["kid"].as_str().expect("kid").to_owned(),
+        String::from_utf8(o.stdout).expect("pem"),
+    )
+}

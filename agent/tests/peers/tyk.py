@@ -4,15 +4,24 @@ policies.policy_path) with file-based Classic API definitions and policies, and
 enforces what Tyk documents and its gateway code does:
 
 - /hello: readiness.
-- /tyk/apis, /tyk/keys: the management API; the gateway `secret` in
+- /tyk/apis, /tyk/keys, POST /tyk/keys/<name>: the management API; the gateway `secret` in
   `x-tyk-authorization`, else 403 {"status":"error","message":"Attempted
   administrative access with invalid or missing key!"}.
-- listen_path APIs with enable_jwt: the token from Authorization (Bearer
-  stripped), RS256 only (jwt_signing_method), verified against the JWKS at
-  jwt_source (base64 of the URL, or the URL itself) by the token's kid;
-  exp checked. Session identity: the kid unless jwt_skip_kid, then
-  jwt_identity_base_field, then sub. Policy: the claim named by
-  jwt_policy_field_name, else jwt_default_policies. Access: the policy's
+- listen_path APIs with enable_jwt, following gateway/mw_jwt.go at Tyk v5.14.0
+  (ProcessRequest): the token from Authorization (Bearer stripped), RS256 only
+  (jwt_signing_method); exp checked.
+  * With a jwt_source (base64 of the URL, or the URL itself), as
+    processCentralisedJWT: verified against that JWKS by the token's kid; the
+    session identity is jwt_identity_base_field (a dotted name also as a nested
+    path) when present and non-empty, else sub (getUserIDFromClaim); the kid
+    plays no part in it.
+  * Without one, as processOneToOneTokenMap: getIdentityFromToken (the kid
+    unless jwt_skip_kid, else the claim as above) names a Tyk key (create it
+    with POST /tyk/keys/<name>); its jwt_data.secret (PEM) verifies the
+    signature, and its access_rights and quota are the session: every token
+    with that kid shares it.
+  Policy (central only): the claim named by jwt_policy_field_name, else
+  jwt_default_policies. Access: the policy's
   access_rights[api_id] (else "Access to this API has been disallowed"),
   then its allowed_urls (else "Access to this resource has been disallowed").
   Error bodies are Tyk's: {"error": "..."}.
@@ -56,6 +65,37 @@ SESSIONS = {}  # identity hash -> requests served
 KEYS = {}
 
 
+def claim_value(claims, name):
+    """Tyk's getClaimValue: the literal key, then a dotted name as a path."""
+    if name in claims:
+        return claims[name]
+    if "." in name:
+        c = claims
+        for k in name.split("."):
+            if not isinstance(c, dict):
+                return None
+            c = c.get(k)
+        return c
+    return None
+
+
+def claim_identity(a, claims):
+    """Tyk v5.14.0's getUserIDFromClaim for Classic APIs: (identity, error)."""
+    base = a.get("jwt_identity_base_field") or ""
+    if base:
+        v = claim_value(claims, base)
+        if isinstance(v, str) and v:
+            return v, None
+        if v == "":
+            return None, "found an empty user ID in predefined base claim, claim: " + base
+    sub = claims.get("sub")
+    if isinstance(sub, str):
+        if sub:
+            return sub, None
+        return None, "found an empty user ID in sub claim"
+    return None, "no suitable claims for user ID were found"
+
+
 def jwks_url(src):
     if src.startswith("http"):
         return src
@@ -96,12 +136,13 @@ class H(BaseHTTPRequestHandler):
                 if a["api_id"] == want:
                     return self.send(200, a)
             return self.send(404, {"status": "error", "message": "API not found"})
-        if path in ("/tyk/keys", "/tyk/keys/create") and self.command == "POST":
+        named = path.startswith("/tyk/keys/") and path != "/tyk/keys/create"
+        if (named or path in ("/tyk/keys", "/tyk/keys/create")) and self.command == "POST":
             try:
                 session = json.loads(self.body())
             except ValueError:
                 return self.send(400, {"status": "error", "message": "Request malformed"})
-            key = hashlib.sha256(os.urandom(16)).hexdigest()[:32]
+            key = path[len("/tyk/keys/"):] if named else hashlib.sha256(os.urandom(16)).hexdigest()[:32]
             KEYS[key] = session
             return self.send(200, {"key": key, "status": "ok", "action": "added"})
         if path == "/tyk/keys" and self.command == "GET":
@@ -115,29 +156,49 @@ class H(BaseHTTPRequestHandler):
         raw = auth[7:] if auth.lower().startswith("bearer ") else auth
         try:
             header = jwt.get_unverified_header(raw)
+            unverified = jwt.decode(raw, options={"verify_signature": False})
         except jwt.PyJWTError:
             return self.send(403, {"error": "Key not authorized"})
         if header.get("alg") != {"rsa": "RS256"}.get(a.get("jwt_signing_method"), "RS256"):
             return self.send(403, {"error": "Key not authorized: Unexpected signing method"})
+        key_session = None
+        if a.get("jwt_source"):
+            # Central source: the JWKS key picked by kid.
+            try:
+                with urllib.request.urlopen(jwks_url(a["jwt_source"]), timeout=5) as r:
+                    keys = json.load(r)["keys"]
+                jwk = next(k for k in keys if k.get("kid") == header.get("kid"))
+                key = jwt.PyJWK(jwk).key
+            except (StopIteration, jwt.PyJWTError, OSError, KeyError, ValueError):
+                return self.send(403, {"error": "Key not authorized"})
+        else:
+            # One-to-one: getIdentityFromToken names a Tyk key, whose
+            # jwt_data.secret (PEM) verifies the signature.
+            kid = header.get("kid")
+            if not a.get("jwt_skip_kid") and isinstance(kid, str):
+                ident = kid
+            else:
+                ident, err = claim_identity(a, unverified)
+                if err:
+                    return self.send(403, {"error": "Key not authorized"})
+            key_session = KEYS.get(ident)
+            if key_session is None:
+                return self.send(403, {"error": "Key not authorized"})
+            key = (key_session.get("jwt_data") or {}).get("secret", "")
         try:
-            with urllib.request.urlopen(jwks_url(a["jwt_source"]), timeout=5) as r:
-                keys = json.load(r)["keys"]
-            jwk = next(k for k in keys if k.get("kid") == header.get("kid"))
-            key = jwt.PyJWK(jwk).key
             claims = jwt.decode(raw, key, algorithms=["RS256"], options={"verify_aud": False})
         except jwt.ExpiredSignatureError:
             return self.send(401, {"error": "Key not authorized: token has expired"})
-        except (StopIteration, jwt.PyJWTError, OSError, KeyError, ValueError):
+        except (jwt.PyJWTError, ValueError, TypeError):
             return self.send(403, {"error": "Key not authorized"})
-        # Identity: kid, unless skipped; then the base field; then sub.
-        ident = None
-        if not a.get("jwt_skip_kid") and header.get("kid"):
-            ident = header["kid"]
-        else:
-            base = a.get("jwt_identity_base_field") or "sub"
-            ident = claims.get(base) or claims.get("sub")
-        if not ident:
-            return self.send(403, {"error": "no suitable claims for user ID were found"})
+        if key_session is not None:
+            # The Tyk key's own session: everyone presenting this identity shares it.
+            sid = hashlib.md5(ident.encode()).hexdigest()
+            return self.serve_session(a, rest, sid, key_session)
+        # processCentralisedJWT: the identity claim keys the session.
+        ident, err = claim_identity(a, claims)
+        if err:
+            return self.send(403, {"error": err})
         pol_id = claims.get(a.get("jwt_policy_field_name") or "\0")
         if not pol_id:
             defaults = a.get("jwt_default_policies") or []
@@ -147,6 +208,11 @@ class H(BaseHTTPRequestHandler):
         pol = POLICIES.get(pol_id)
         if pol is None:
             return self.send(403, {"error": "key not authorized: no matching policy"})
+        sid = hashlib.md5(ident.encode()).hexdigest()
+        return self.serve_session(a, rest, sid, pol)
+
+    def serve_session(self, a, rest, sid, pol):
+        """Access rights, allowed_urls and quota of a policy or a key."""
         rights = (pol.get("access_rights") or {}).get(a["api_id"])
         if rights is None:
             return self.send(403, {"error": "Access to this API has been disallowed"})
@@ -155,7 +221,6 @@ class H(BaseHTTPRequestHandler):
             re.match(u["url"], rest) and self.command in u.get("methods", []) for u in allowed
         ):
             return self.send(403, {"error": "Access to this resource has been disallowed"})
-        sid = hashlib.md5(ident.encode()).hexdigest()
         SESSIONS[sid] = SESSIONS.get(sid, 0) + 1
         quota = pol.get("quota_max", -1)
         if quota >= 0 and SESSIONS[sid] > quota:

@@ -325,6 +325,14 @@ fn the_tyk_examples_are_valid_and_tyk_api_is_read_from_the_config_folder() {
         c.tyk_apis,
         [(0, root.join("examples").join("tyk/ci-api.json"))]
     );
+    // The definition it names exists, and doctor reads it: a Classic JWT
+    // API with a central jwt_source, keyed by project_path.
+    let api = crate::doctor::tyk::TykApi::load(&c.tyk_apis[0].1).expect("doctor reads it");
+    assert!(
+        api.jwt && api.central && !api.oas && !api.skip_kid,
+        "{api:?}"
+    );
+    assert_eq!(api.identity_claims, ["project_path"]);
     let c = Config::load(&root.join("examples/gitlab-tyk-admin.toml")).expect("valid");
     assert_eq!(c.routes[0].header.as_str(), "x-tyk-authorization");
     assert_eq!(c.routes[0].template.render("s3cret"), "s3cret");
