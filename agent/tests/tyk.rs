@@ -291,3 +291,111 @@ fn with_a_jwt_source_skip_kid_changes_nothing_and_doctor_does_not_warn() {
     assert!(!out.contains("warning:"), "{out}");
     assert!(out.contains("session identity: claim \"sub\" = \"repo:acme/app:ref:refs/heads/main\" (the API has a central key source"), "{out}");
 }
+
+#[test]
+fn an_sts_minted_jwt_reaches_the_api_whose_jwt_source_is_the_sts_and_the_ci_token_never_does() {
+    let iss = Issuer::start();
+    let sts = Sts::start(&iss.url, 120);
+    // Tyk trusts only the STS's JWKS: the CI token itself is refused there.
+    let jwks = format!("{}/jwt/jwks.json", sts.issuer);
+    let tyk = Tyk::start(
+        SECRET,
+        &[jwt_api(
+            "ci-api",
+            "/ci/",
+            &jwks,
+            json!({"jwt_identity_base_field": "repository"}),
+        )],
+        policies(),
+    );
+    let token = iss.mint("github", "https://sts.test", 600, json!({}));
+    let dir = tempfile::tempdir().expect("tmp");
+    let api = tyk.api_file("ci-api").display().to_string();
+    write_config(
+        dir.path(),
+        &format!(
+            r#"[identity]
+source = "env"
+variable = "LANYARD_TEST_TOKEN"
+
+[[credential]]
+name = "gw"
+exchange = "token-exchange"
+token_url = "{token_url}"
+client_id = "lanyard-post"
+client_secret_env = "STS_SECRET"
+client_auth = "post"
+requested_token_type = "urn:ietf:params:oauth:token-type:jwt"
+audience = "https://gateway.test"
+
+[[route]]
+name = "tyk_api"
+url = "{tyk}/ci/"
+credential = "gw"
+read_only = true
+tyk_api = "{api}"
+"#,
+            token_url = sts.token_endpoint,
+            tyk = tyk.url,
+        ),
+    );
+    let cfg = dir.path().join("lanyard.toml").display().to_string();
+    let env = [
+        ("LANYARD_TEST_TOKEN", token.as_str()),
+        ("STS_SECRET", "lanyard-secret"),
+    ];
+    // The CI token sent straight to Tyk is refused: its key is not in the STS's JWKS.
+    let (code, out) = curl(
+        "GET",
+        &format!("{}/ci/deploy/status", tyk.url),
+        &[("authorization", &format!("Bearer {token}"))],
+        None,
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (403, r#"{"error": "Key not authorized"}"#)
+    );
+    let (code, out, err) = lanyard(
+        &[
+            "run",
+            "--config",
+            &cfg,
+            "--",
+            "sh",
+            "-c",
+            r#"env | grep -c eyJ || true
+curl -sS -D - "$LANYARD_URL_TYK_API/deploy/status""#,
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.starts_with("0\n"),
+        "a secret is in the child's environment: {out}"
+    );
+    assert!(out.contains("HTTP/1.1 200"), "{out}\n{err}");
+    assert!(
+        out.contains(&format!("x-tyk-session: {}", md5_hex("acme/app"))),
+        "the session is the STS JWT's repository claim: {out}"
+    );
+    assert_absent(&[&out, &err], &token, "the CI token");
+    // Doctor: who the STS JWT becomes in Tyk (the exchange is real), and a probe.
+    let (code, out, err) = lanyard(
+        &[
+            "doctor",
+            "--config",
+            &cfg,
+            "--url",
+            &format!("{}/ci/deploy/status", tyk.url),
+            "--probe",
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("session identity: claim \"repository\" = \"acme/app\" (the API has a central key source"),
+        "{out}"
+    );
+    assert!(out.contains("answer: 200"), "{out}");
+    assert_absent(&[&out, &err], &token, "the CI token");
+}
