@@ -38,6 +38,9 @@ pub enum Command {
         /// Method for --url.
         #[arg(long, default_value = "GET")]
         method: String,
+        /// With --url: send one GET there through the route's credential and explain the answer (Tyk's refusals among them).
+        #[arg(long, requires = "url")]
+        probe: bool,
     },
     /// Start, run CMD with the proxy environment, tear down, exit with CMD's status.
     Run {
@@ -211,6 +214,7 @@ fn execute(command: Command) -> Result<ExitCode, CommandError> {
                 no_exchange,
                 url,
                 method,
+                probe,
             } => {
                 let cfg = load(config)?;
                 let mut out = String::new();
@@ -221,6 +225,7 @@ fn execute(command: Command) -> Result<ExitCode, CommandError> {
                         exchange: !no_exchange,
                         url,
                         method: method.to_ascii_uppercase(),
+                        probe,
                     },
                     &mut out,
                 )

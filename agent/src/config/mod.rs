@@ -117,6 +117,9 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub credentials: Vec<CredentialConfig>,
     pub routes: Vec<Route>,
+    /// `tyk_api` on a route: (route index, the Tyk API definition file,
+    /// resolved from the config file's folder). Only `doctor` reads it.
+    pub tyk_apis: Vec<(usize, PathBuf)>,
     pub proxy: ProxyConfig,
     pub upstream: UpstreamConfig,
     pub audit: AuditConfig,
@@ -260,8 +263,13 @@ fn build(d: &mut Diag<'_>, path: &Path, mut doc: Table<'_>) -> Option<Config> {
         .map(|c| c.name.clone())
         .collect();
     let mut routes = Vec::new();
+    let mut tyk_apis = Vec::new();
+    let base = path.parent().unwrap_or(Path::new("."));
     for t in route_tables {
-        if let Some(r) = route::route(d, t, &declared, &aws_creds) {
+        if let Some((r, tyk)) = route::route(d, t, &declared, &aws_creds) {
+            if let Some(f) = tyk {
+                tyk_apis.push((routes.len(), base.join(f)));
+            }
             routes.push(r);
         }
     }
@@ -281,6 +289,7 @@ fn build(d: &mut Diag<'_>, path: &Path, mut doc: Table<'_>) -> Option<Config> {
         identity,
         credentials,
         routes,
+        tyk_apis,
         proxy: proxy?,
         upstream: upstream?,
         audit: audit?,

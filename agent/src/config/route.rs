@@ -39,6 +39,7 @@ pub(crate) const ROUTE_KEYS: &[&str] = &[
     "identities",
     "aws_service",
     "aws_region",
+    "tyk_api",
 ];
 
 /// `creds`: every credential's name; `aws_creds`: those holding AWS keys
@@ -48,7 +49,7 @@ pub(super) fn route(
     mut t: Table<'_>,
     creds: &[String],
     aws_creds: &[String],
-) -> Option<Route> {
+) -> Option<(Route, Option<String>)> {
     let url_v = t.string(d, "url");
     let cred = t.string(d, "credential");
     let methods = t.strings(d, "methods");
@@ -61,7 +62,17 @@ pub(super) fn route(
     let identities = t.strings(d, "identities");
     let aws_service = t.string(d, "aws_service");
     let aws_region = t.string(d, "aws_region");
+    let tyk_api = t.string(d, "tyk_api");
     t.finish(d, ROUTE_KEYS);
+    if let Some(v) = &tyk_api {
+        if v.v.trim().is_empty() {
+            d.err(
+                &v.span,
+                &t.key("tyk_api"),
+                "expected the path of the Tyk API definition (JSON) this route reaches",
+            );
+        }
+    }
     let signs = cred.as_ref().is_some_and(|c| aws_creds.contains(&c.v));
     if signs {
         for (key, v) in [
@@ -277,7 +288,7 @@ pub(super) fn route(
             return None;
         }
     }
-    Some(Route {
+    let route = Route {
         name: name?,
         scheme,
         host,
@@ -290,7 +301,8 @@ pub(super) fn route(
         websocket,
         identities: identities?,
         aws,
-    })
+    };
+    Some((route, tyk_api.map(|v| v.v)))
 }
 
 /// An AWS route's service and region: named, or derivable from its host.

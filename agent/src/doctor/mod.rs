@@ -16,8 +16,11 @@ use crate::identity::{format_time, IdentitySource, IdentityToken, UnverifiedClai
 use crate::route::{Route, SessionIdentity};
 use crate::secret::Credential;
 
+mod echo;
 mod explain;
 mod hints;
+mod probe;
+pub(crate) mod tyk;
 
 use explain::{explain_url, methods};
 pub use hints::hints;
@@ -26,6 +29,9 @@ pub struct Options {
     pub exchange: bool,
     pub url: Option<String>,
     pub method: String,
+    /// With `url`: send one GET through the route's credential and explain
+    /// the answer.
+    pub probe: bool,
 }
 
 /// Runs the checks, writing the report to `out` (a failed check is part of
@@ -159,7 +165,13 @@ pub async fn run(
     if failed {
         code = ExitCode::Failed;
     }
+    tyk::report(cfg, &obtained, out);
     routes(cfg, &who, out);
+    if let (true, Some(u)) = (opts.probe, &opts.url) {
+        if !probe::probe(cfg, &http, &who, u, &obtained, &opts.method, out).await {
+            code = ExitCode::Failed;
+        }
+    }
     if teardown(&http, &obtained, out).await {
         code = ExitCode::Failed;
     }

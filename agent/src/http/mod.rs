@@ -47,10 +47,10 @@ pub enum HttpError {
         #[source]
         cause: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("{endpoint} did not answer within {}s", REQUEST_TIMEOUT.as_secs())]
-    Timeout { endpoint: String },
-    #[error("{endpoint} sent a response larger than {MAX_RESPONSE_BYTES} bytes")]
-    TooLarge { endpoint: String },
+    #[error("{endpoint} did not answer within {}s", .limit.as_secs())]
+    Timeout { endpoint: String, limit: Duration },
+    #[error("{endpoint} sent a response larger than {limit} bytes")]
+    TooLarge { endpoint: String, limit: usize },
     /// A request we would not send, in our own words.
     #[error("invalid request to {endpoint}: {reason}")]
     Request { endpoint: String, reason: String },
@@ -231,6 +231,24 @@ impl HttpClient {
         self.send(Method::GET, url, headers, None).await
     }
 
+    /// A GET whose answer may be at most `max_bytes` long and must be
+    /// complete within `timeout` (both tighter than the defaults): for
+    /// `doctor --probe`, which needs only the start of a refusal.
+    pub async fn get_bounded(
+        &self,
+        url: &Url,
+        headers: &[Header<'_>],
+        max_bytes: usize,
+        timeout: Duration,
+    ) -> Result<Response, HttpError> {
+        let limits = Limits {
+            max_bytes: max_bytes.min(MAX_RESPONSE_BYTES),
+            timeout: timeout.min(REQUEST_TIMEOUT),
+        };
+        self.send_limited(Method::GET, url, headers, None, limits)
+            .await
+    }
+
     /// POST `application/x-www-form-urlencoded`. Secret form values are
     /// encoded into a buffer that is zeroized after sending.
     pub async fn post_form(
@@ -327,6 +345,21 @@ impl HttpClient {
         headers: &[Header<'_>],
         body: Option<(&str, &[u8])>,
     ) -> Result<Response, HttpError> {
+        let limits = Limits {
+            max_bytes: MAX_RESPONSE_BYTES,
+            timeout: REQUEST_TIMEOUT,
+        };
+        self.send_limited(method, url, headers, body, limits).await
+    }
+
+    async fn send_limited(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &[Header<'_>],
+        body: Option<(&str, &[u8])>,
+        limits: Limits,
+    ) -> Result<Response, HttpError> {
         check_transport(url)?;
         let ep = endpoint(url);
         let mut req = Request::builder().method(method).uri(url.as_str());
@@ -373,7 +406,7 @@ impl HttpClient {
                 })?;
             let status = resp.status();
             let content_type = resp.headers().get(CONTENT_TYPE).cloned();
-            let mut incoming = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES);
+            let mut incoming = Limited::new(resp.into_body(), limits.max_bytes);
             let mut body = zeroize::Zeroizing::new(Vec::new());
             let mut received = crate::wipe::Chunks::default();
             while let Some(frame) = incoming.frame().await {
@@ -383,6 +416,7 @@ impl HttpClient {
                     {
                         HttpError::TooLarge {
                             endpoint: ep.clone(),
+                            limit: limits.max_bytes,
                         }
                     } else {
                         HttpError::Body {
@@ -403,11 +437,21 @@ impl HttpClient {
                 _received: received,
             })
         };
-        match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+        match tokio::time::timeout(limits.timeout, call).await {
             Ok(r) => r,
-            Err(_) => Err(HttpError::Timeout { endpoint: ep }),
+            Err(_) => Err(HttpError::Timeout {
+                endpoint: ep,
+                limit: limits.timeout,
+            }),
         }
     }
+}
+
+/// How much of an answer a call reads, and for how long.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_bytes: usize,
+    timeout: Duration,
 }
 
 /// A form value: plain text, or a secret.

@@ -1,6 +1,6 @@
 """A hostile plain-HTTP upstream on raw sockets, for agent/tests/hostile_upstream.rs.
 
-  python hostile.py --dir DIR --mode MODE [--count N] [--interval S]
+  python hostile.py --dir DIR --mode MODE [--count N] [--interval S] [--status C]
 
 Binds 127.0.0.1:0 and prints one JSON ready line: {"port": P}. Every
 connection and every request head it reads is appended as one JSON line to
@@ -15,11 +15,21 @@ Modes:
   hang      reads the request, then never answers (holds the socket open)
   drip      sends a head with Content-Length: 1000, then one body byte every
             --interval seconds
+  echo      answers --status (default 403) with Tyk's {"error": "Key not
+            authorized"} plus the request's Authorization echoed back in
+            many shapes: whole, split in two halves, base64 and base64url of
+            the header and of the bare token at every alignment, hex; a path
+            ending in one shape's name (e.g. /x/b64url-token-1) echoes only
+            that one; /x/in-error puts it in the error message itself
+            ("Key not authorized: bad token <Authorization>"). What it sent is logged as {"event": "echo", "body"}
+  huge      answers 200 with a body of --count MiB (default 64), sent as
+            fast as the client reads it
   burst401  a request carrying the first Authorization value it ever saw gets
             401, but only once --count such requests have arrived (or 15 s
             passed), so they are all in flight at once; any other value gets 200
 """
 
+import base64
 import json
 import os
 import socket
@@ -67,14 +77,30 @@ def parse(head):
 
 
 def answer(status, body, extra=""):
-    reason = {200: "OK", 401: "Unauthorized"}.get(status, "X")
+    reason = {200: "OK", 401: "Unauthorized", 403: "Forbidden"}.get(status, "X")
     return (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\n{extra}\r\n{body}"
     ).encode()
 
 
-def serve(sock, mode, count, interval):
+def echoes(auth):
+    """The Authorization value echoed back the ways a careless upstream might."""
+    auth = auth or ""
+    token = auth.split(" ", 1)[1] if " " in auth else auth
+    half = len(token) // 2
+    out = {"error": "Key not authorized", "whole": auth,
+           "first": token[:half], "second": token[half:],
+           "hex": token.encode().hex()}
+    for i, pre in enumerate(["", "x", "xy"]):
+        for name, raw in (("header", auth), ("token", token)):
+            data = (pre + raw).encode()
+            out[f"b64-{name}-{i}"] = base64.b64encode(data).decode()
+            out[f"b64url-{name}-{i}"] = base64.urlsafe_b64encode(data).decode().rstrip("=")
+    return out
+
+
+def serve(sock, mode, count, interval, status):
     conn = next(CONN_IDS)
     log(event="connect", conn=conn)
     buf = b""
@@ -112,6 +138,22 @@ def serve(sock, mode, count, interval):
                 for _ in range(1000):
                     time.sleep(interval)
                     sock.sendall(b"x")
+            elif mode == "echo":
+                shapes = echoes(auth)
+                last = path.rstrip("/").rsplit("/", 1)[-1]
+                if last == "in-error":
+                    shapes = {"error": "Key not authorized: bad token " + (auth or "")}
+                elif last in shapes:
+                    shapes = {"error": shapes["error"], last: shapes[last]}
+                log(event="echo", conn=conn, body=shapes)
+                sock.sendall(answer(status, json.dumps(shapes)))
+            elif mode == "huge":
+                size = count << 20
+                sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                             + f"content-length: {size}\r\n\r\n".encode())
+                block = b"x" * 65536
+                for _ in range(size // len(block)):
+                    sock.sendall(block)
             elif mode == "burst401":
                 with HELD:
                     if not FIRST_AUTH:
@@ -145,6 +187,9 @@ def main():
     mode = opt("--mode")
     count = int(opt("--count", "1"))
     interval = float(opt("--interval", "1"))
+    status = int(opt("--status", "403"))
+    if mode == "huge" and "--count" not in args:
+        count = 64
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", 0))
@@ -152,7 +197,7 @@ def main():
     print(json.dumps({"port": srv.getsockname()[1]}), flush=True)
     while True:
         sock, _ = srv.accept()
-        threading.Thread(target=serve, args=(sock, mode, count, interval), daemon=True).start()
+        threading.Thread(target=serve, args=(sock, mode, count, interval, status), daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -314,3 +314,34 @@ fn subject_token_types_take_the_short_name_or_the_urn() {
         assert!(parse(&src).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn the_tyk_examples_are_valid_and_tyk_api_is_read_from_the_config_folder() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("root");
+    let c = Config::load(&root.join("examples/gitlab-tyk.toml")).expect("valid");
+    assert_eq!(
+        c.tyk_apis,
+        [(0, root.join("examples").join("tyk/ci-api.json"))]
+    );
+    // The definition it names exists, and doctor reads it: a Classic JWT
+    // API with a central jwt_source, keyed by project_path.
+    let api = crate::doctor::tyk::TykApi::load(&c.tyk_apis[0].1).expect("doctor reads it");
+    assert!(
+        api.jwt && api.central && !api.oas && !api.skip_kid,
+        "{api:?}"
+    );
+    assert_eq!(api.identity_claims, ["project_path"]);
+    let c = Config::load(&root.join("examples/gitlab-tyk-admin.toml")).expect("valid");
+    assert_eq!(c.routes[0].header.as_str(), "x-tyk-authorization");
+    assert_eq!(c.routes[0].template.render("s3cret"), "s3cret");
+    assert!(c.tyk_apis.is_empty());
+    let e = parse("[[credential]]\nname = \"a\"\nexchange = \"passthrough\"\n[[route]]\nurl = \"https://gw.example.com/\"\ncredential = \"a\"\ntyk_api = \" \"\n")
+        .expect_err("blank tyk_api");
+    assert!(
+        e.to_string()
+            .contains("route[0].tyk_api: expected the path of the Tyk API definition"),
+        "{e}"
+    );
+}

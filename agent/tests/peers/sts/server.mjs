@@ -4,7 +4,8 @@
 // (default lanyard-cli) and DEVELOPER_EMAIL_DOMAIN (default acme.test).
 // Prints one ready line {"port","issuer","token_endpoint","revocation_endpoint","introspection_endpoint"}.
 import { createServer } from 'node:http';
-import { createRemoteJWKSet, jwtVerify, errors as joseErrors } from 'jose';
+import { createRemoteJWKSet, jwtVerify, errors as joseErrors, generateKeyPair, exportJWK, SignJWT } from 'jose';
+import { randomUUID } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 
 const log = (...a) => console.error('sts:', ...a);
@@ -20,6 +21,12 @@ const TOKEN_TTL = Number(process.env.TOKEN_TTL || 30);
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const SUBJECT_TYPES = new Set(['urn:ietf:params:oauth:token-type:jwt', 'urn:ietf:params:oauth:token-type:id_token']);
 const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+// requested_token_type=...:jwt gets a JWT signed with this key (kid sts-jwt-1), published at /jwt/jwks.json,
+// for resource servers that verify tokens themselves (Tyk's jwt_source).
+const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+const JWT_KID = 'sts-jwt-1';
+const jwtKeys = await generateKeyPair('RS256', { extractable: true });
+const jwtJwks = { keys: [{ ...(await exportJWK(jwtKeys.publicKey)), kid: JWT_KID, alg: 'RS256', use: 'sig' }] };
 const jwks = createRemoteJWKSet(new URL(`${SUBJECT_ISSUER}/jwks.json`));
 // A developer's ID token from the company IdP (lanyard login) is a second kind of subject token.
 const DEVELOPER_ISSUER = process.env.DEVELOPER_ISSUER?.replace(/\/+$/, '');
@@ -93,7 +100,7 @@ provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
   if (!SUBJECT_TYPES.has(params.subject_token_type)) {
     throw new errors.InvalidRequest(`unsupported subject_token_type ${JSON.stringify(params.subject_token_type ?? null)}`);
   }
-  if (params.requested_token_type && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+  if (params.requested_token_type && ![ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE].includes(params.requested_token_type)) {
     throw new errors.InvalidRequest(`unsupported requested_token_type ${JSON.stringify(params.requested_token_type)}`);
   }
 
@@ -132,6 +139,19 @@ provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
     throw refuse(`subject token repository ${JSON.stringify(repository ?? null)} is not allowed`);
   }
 
+  if (params.requested_token_type === JWT_TOKEN_TYPE) {
+    const now = Math.floor(Date.now() / 1000);
+    const jwt = await new SignJWT({ repository, client_id: client.clientId, ...(params.scope ? { scope: params.scope } : {}) })
+      .setProtectedHeader({ alg: 'RS256', kid: JWT_KID, typ: 'JWT' })
+      .setIssuer(issuer).setSubject(claims.sub).setAudience(params.audience ?? params.resource ?? issuer)
+      .setIssuedAt(now).setExpirationTime(now + TOKEN_TTL).setJti(randomUUID())
+      .sign(jwtKeys.privateKey);
+    log(`token-exchange ok (jwt): client=${client.clientId} sub=${claims.sub}`);
+    ctx.body = { access_token: jwt, issued_token_type: JWT_TOKEN_TYPE, token_type: 'Bearer', expires_in: TOKEN_TTL,
+      ...(params.scope ? { scope: params.scope } : {}) };
+    return;
+  }
+
   // ClientCredentials is an opaque token that introspection and revocation understand.
   const token = new provider.ClientCredentials({
     client,
@@ -163,7 +183,15 @@ for (const event of ['grant.error', 'introspection.error', 'revocation.error', '
   });
 }
 
-server.on('request', provider.callback());
+const handle = provider.callback();
+server.on('request', (req, res) => {
+  if (req.method === 'GET' && req.url === '/jwt/jwks.json') {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(jwtJwks));
+    return;
+  }
+  handle(req, res);
+});
 console.log(JSON.stringify({
   port,
   issuer,
