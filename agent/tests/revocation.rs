@@ -76,3 +76,17 @@ fn stop_exits_3_and_names_the_credential_when_its_revocation_fails() {
     // Idempotent: a second stop finds nothing and exits 0.
     assert_eq!(lanyard(&["stop"], &env).0, 0);
 }
+
+/// No colour codes when stderr is not a terminal (here: a pipe), whatever
+/// the log level.
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let job = common::job::Job::new("");
+    let (code, _out, err) = job.run_env("true", &[("LANYARD_LOG", "info")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("credential obtained"),
+        "an info log line: {err}"
+    );
+    assert!(!err.contains('\u{1b}'), "escape codes on a pipe: {err:?}");
+}
