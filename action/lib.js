@@ -71,6 +71,7 @@ function appendLine(variable, line) {
 const saveState = (name, value) => appendLine('GITHUB_STATE', keyValue(name, value));
 const getState = (name) => process.env[`STATE_${name}`] || '';
 const addPath = (dir) => appendLine('GITHUB_PATH', dir);
+const setOutput = (name, value) => appendLine('GITHUB_OUTPUT', keyValue(name, value));
 
 // Reads `NAME=value` and `NAME<<DELIM ... DELIM` lines, the format of
 // GITHUB_ENV and GITHUB_STATE. Later lines win.
@@ -158,6 +159,7 @@ module.exports = {
   saveState,
   getState,
   addPath,
+  setOutput,
   parseFileCommands,
   run,
   describeExit,

@@ -5,6 +5,7 @@
 // prints `::add-mask::<secret>` first. The post step (post.js) stops it.
 
 const fs = require('node:fs');
+const path = require('node:path');
 const lib = require('./lib');
 const { normalizeVersion, ownVersion, resolveBinary } = require('./install');
 
@@ -30,6 +31,14 @@ function appendedEnv(file, from) {
     }
   } catch {
     return new Map();
+  }
+}
+
+function readAuditPath(stateDir) {
+  try {
+    return fs.readFileSync(path.join(stateDir, 'audit-path'), 'utf8').replace(/\n$/, '');
+  } catch {
+    return '';
   }
 }
 
@@ -94,6 +103,12 @@ async function main() {
   }
   const stateDir = appendedEnv(envFile, before).get('LANYARD_STATE_DIR');
   if (stateDir) lib.saveState('state_dir', stateDir);
+  // The audit record's path (the daemon writes it to <state>/audit-path), for
+  // an actions/upload-artifact step: a JavaScript action cannot upload an
+  // artifact itself without bundling the artifact toolkit.
+  const audit = stateDir ? readAuditPath(stateDir) : '';
+  if (audit) lib.setOutput('audit-file', audit);
+  else lib.warning('lanyard: cannot tell where the audit record is; the audit-file output is empty');
   console.log(`lanyard: started (${binary}); later steps reach their APIs through its proxy, and the post step stops it`);
 }
 

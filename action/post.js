@@ -7,6 +7,9 @@
 const fs = require('node:fs');
 const lib = require('./lib');
 
+// `lanyard stop`'s exit status when a revocation failed (README "Exit codes").
+const REVOKE_FAILED = 3;
+
 async function post() {
   const binary = lib.getState('binary');
   if (!binary) {
@@ -34,6 +37,11 @@ async function post() {
   lib.printVerbatim(result.stderr);
   if (result.error) {
     lib.warning(`lanyard: could not run ${binary} stop: ${result.error.message}`);
+  } else if (result.code === REVOKE_FAILED) {
+    const said = result.stderr.trim() ? `:\n${lib.tail(result.stderr)}` : '';
+    lib.warning(
+      `lanyard stop could not revoke every credential (exit status ${REVOKE_FAILED}): they stay valid until they expire${said}`,
+    );
   } else if (result.code !== 0 || result.signal) {
     const said = result.stderr.trim() ? `:\n${lib.tail(result.stderr)}` : '';
     lib.warning(

@@ -323,11 +323,16 @@ fn load(flag: Option<PathBuf>) -> Result<Config, ConfigErrors> {
 }
 
 /// Logs go to stderr; `LANYARD_LOG` takes a tracing filter (default `warn`).
+/// Colour only on a terminal, and never with `NO_COLOR` set (no-color.org).
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("LANYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();

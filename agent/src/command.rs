@@ -19,6 +19,9 @@ pub enum ExitCode {
     Failed,
     /// 2: a usage or config error.
     Usage,
+    /// 3: `stop`: a credential's revocation failed; it stays valid until
+    /// it expires. Everything else was stopped and removed.
+    RevokeFailed,
     /// 125: `run`: lanyard failed to start (identity, exchange, listener);
     /// CMD is not run (the `env`/`docker run` convention).
     StartFailed,
@@ -36,6 +39,7 @@ impl ExitCode {
             ExitCode::Ok => 0,
             ExitCode::Failed => 1,
             ExitCode::Usage => 2,
+            ExitCode::RevokeFailed => 3,
             ExitCode::StartFailed => 125,
             ExitCode::NotExecutable => 126,
             ExitCode::NotFound => 127,

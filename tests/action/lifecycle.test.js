@@ -143,14 +143,14 @@ test('post warns, and still exits 0, when lanyard stop fails', { timeout: TIMEOU
   const defer = h.cleanups(t);
   const runner = h.fakeRunner(defer);
   const fake = path.join(runner.root, 'fake-lanyard');
-  fs.writeFileSync(fake, '#!/bin/sh\necho "stopping: $*"\necho "::error::injected" >&2\necho "revocation refused by the token service" >&2\nexit 3\n', { mode: 0o755 });
+  fs.writeFileSync(fake, '#!/bin/sh\necho "stopping: $*"\necho "::error::injected" >&2\necho "revocation refused by the token service" >&2\nexit 4\n', { mode: 0o755 });
   fs.appendFileSync(runner.files.state, `binary=${fake}\n`);
   const post = await h.runStep(h.POST, h.laterEnv(runner, h.mainEnv(runner)), runner.work, defer);
   assert.equal(post.code, 0, h.describe(post));
   assert.match(post.stdout, /^stopping: stop$/m, 'stop output is passed through');
   const warnings = h.commands(post.stdout, 'warning');
   assert.equal(warnings.length, 1, h.describe(post));
-  assert.match(warnings[0], /lanyard stop exited with status 3/);
+  assert.match(warnings[0], /lanyard stop exited with status 4/);
   assert.match(warnings[0], /revocation refused by the token service/);
   // lanyard's stderr is printed on stdout, after its stdout and before the
   // warning, between ::stop-commands:: markers: a workflow command in it is

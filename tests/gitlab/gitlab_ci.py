@@ -48,6 +48,7 @@ COMPONENT = os.path.join(ROOT, "templates", "lanyard.yml")
 CLASSIC = os.path.join(ROOT, ".gitlab", "lanyard.gitlab-ci.yml")
 PROJECT_CI = os.path.join(ROOT, ".gitlab-ci.yml")
 AUDIENCE = "https://gateway.example.com"
+AUDIT_FILE = "lanyard-audit.jsonl"
 GITLAB_SUB = "project_path:acme/app:ref_type:branch:ref:main"
 FQDN = "gitlab.example.com"
 
@@ -365,6 +366,11 @@ def check(res):
     res.check("component: install.sh is checked against the release's SHA256SUMS before it runs",
               joined.index("SHA256SUMS") < joined.index('sh "$LANYARD_INSTALL_DIR/install.sh"')
               and "not running it" in joined)
+    arts = job.get("artifacts") or {}
+    res.check("component: .lanyard declares the audit file as an artifact, when: always",
+              arts.get("when") == "always" and arts.get("paths") == [AUDIT_FILE], f"artifacts: {arts}")
+    res.check("component: the artifact is lanyard's default audit file name (session::AUDIT_FILE)",
+              f'AUDIT_FILE: &str = "{AUDIT_FILE}"' in jobsim.file_text(os.path.join(ROOT, "agent", "src", "session.rs")))
     src = jobsim.file_text(os.path.join(ROOT, "agent", "src", "identity", "mod.rs"))
     res.check("component: the id_token variable is lanyard's GitLab default (DEFAULT_GITLAB_VARIABLE)",
               'DEFAULT_GITLAB_VARIABLE: &str = "LANYARD_ID_TOKEN"' in src)
@@ -389,6 +395,8 @@ def check(res):
     cbefore, cafter = scripts_of(cjob)
     res.check("classic include and component: identical before_script", cbefore == before)
     res.check("classic include and component: identical after_script", cafter == after)
+    res.check("classic include and component: identical artifacts", cjob.get("artifacts") == job.get("artifacts"),
+              f"classic: {cjob.get('artifacts')}, component: {job.get('artifacts')}")
     res.check("classic include: id_tokens LANYARD_ID_TOKEN with aud: $LANYARD_AUDIENCE",
               (cjob.get("id_tokens") or {}).get("LANYARD_ID_TOKEN", {}).get("aud") == "$LANYARD_AUDIENCE")
     cvars, kvars = plain_vars(cjob.get("variables")), plain_vars(raw_job.get("variables"))
@@ -574,6 +582,12 @@ def assert_stopped(res, label, job, expect_summary=True):
     jobsim.check_clean(res, label, facts=job["facts"], log_paths=[job["step_log"], job["after_log"]],
                        secrets=job["tokens"],
                        extra_absent=[os.path.join(job["builds"], f".lanyard-{job['job_id']}")])
+    audit = os.path.join(job["project"], AUDIT_FILE)
+    lines = jobsim.file_text(audit).splitlines()
+    res.check(f"{label}: the audit file the artifact declares survives `lanyard stop` in the project directory, "
+              "job header first", bool(lines) and '"job"' in lines[0], f"{audit}: {lines[:1]}")
+    res.check(f"{label}: `lanyard stop` named the kept audit file", f"audit record kept in {audit}" in alog,
+              alog[-400:])
     stray = [e for e in os.listdir(job["builds"]) if e != "acme"]
     res.check(f"{label}: the builds directory holds only the project afterwards", not stray, f"{stray}")
 

@@ -220,7 +220,8 @@ async fn wait_gone(pid: i32, limit: Duration) -> bool {
     true
 }
 
-/// `lanyard stop`: idempotent; it always ends with 0 and says what it found.
+/// `lanyard stop`: idempotent; it ends with 0 and says what it found, or
+/// with 3 when a revocation failed (the credential outlives the job).
 pub async fn stop(env: &dyn Env) -> Result<ExitCode, CommandError> {
     let dir = state_dir(env);
     if !dir.exists() {
@@ -229,7 +230,17 @@ pub async fn stop(env: &dyn Env) -> Result<ExitCode, CommandError> {
     }
     let pid = read_pid(&dir);
     match stop_via_socket(&dir).await {
-        Ok(reply) => stopped(env, &dir, pid, reply).await,
+        Ok(reply) => {
+            let failed = reply.revoke_failed.clone();
+            stopped(env, &dir, pid, reply).await;
+            if !failed.is_empty() {
+                eprintln!(
+                    "lanyard stop: revocation failed for {}: still valid until it expires (see above); exit status 3",
+                    failed.join(", ")
+                );
+                return Ok(ExitCode::RevokeFailed);
+            }
+        }
         Err(why) => gone(env, &dir, pid, why).await,
     }
     Ok(ExitCode::Ok)

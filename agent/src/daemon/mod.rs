@@ -51,7 +51,10 @@ const OWNED: &[&str] = &[
     CREATED,
 ];
 
-/// The state directory, in the contract's order of preference.
+/// The state directory, in the contract's order of preference. Outside
+/// `$RUNNER_TEMP` (GitHub empties it at each job's start and end, and a
+/// runner runs one job at a time) the folder's name holds the platform's
+/// job id, so two jobs of one user on one host never share it.
 pub fn state_dir(env: &dyn Env) -> PathBuf {
     if let Some(d) = env.non_empty("LANYARD_STATE_DIR") {
         return PathBuf::from(d);
@@ -60,13 +63,63 @@ pub fn state_dir(env: &dyn Env) -> PathBuf {
         return Path::new(&t).join("lanyard");
     }
     if let (Some(b), Some(j)) = (env.non_empty("CI_BUILDS_DIR"), env.non_empty("CI_JOB_ID")) {
-        return Path::new(&b).join(format!(".lanyard-{j}"));
+        return Path::new(&b).join(format!(".lanyard-{}", path_safe(&j)));
     }
+    let tag = job_tag(env).map(|t| format!("-{t}")).unwrap_or_default();
     if let Some(x) = env.non_empty("XDG_RUNTIME_DIR") {
-        return Path::new(&x).join("lanyard");
+        return Path::new(&x).join(format!("lanyard{tag}"));
     }
     let tmp = env.non_empty("TMPDIR").unwrap_or_else(|| "/tmp".into());
-    Path::new(&tmp).join(format!("lanyard-{}", nix::unistd::getuid().as_raw()))
+    Path::new(&tmp).join(format!("lanyard-{}{tag}", nix::unistd::getuid().as_raw()))
+}
+
+/// This job's id on its platform, made safe for a file name; `None` off CI.
+/// Jenkins: `BUILD_TAG` (jenkins-JOB_NAME-BUILD_NUMBER) and the executor;
+/// Buildkite: `BUILDKITE_JOB_ID`; GitLab: `CI_JOB_ID`; GitHub: the run,
+/// its attempt and the job; CircleCI: `CIRCLE_WORKFLOW_JOB_ID`; Bitbucket:
+/// `BITBUCKET_STEP_UUID`.
+pub fn job_tag(env: &dyn Env) -> Option<String> {
+    let joined = |names: &[&str]| {
+        let parts: Vec<String> = names.iter().filter_map(|n| env.non_empty(n)).collect();
+        (!parts.is_empty()).then(|| parts.join("-"))
+    };
+    let tag = joined(&["BUILDKITE_JOB_ID"])
+        .or_else(|| joined(&["CI_JOB_ID"]))
+        .or_else(|| {
+            env.non_empty("GITHUB_RUN_ID")?;
+            joined(&["GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT", "GITHUB_JOB"])
+        })
+        .or_else(|| joined(&["CIRCLE_WORKFLOW_JOB_ID"]))
+        .or_else(|| joined(&["BITBUCKET_STEP_UUID"]))
+        .or_else(|| {
+            env.non_empty("BUILD_TAG")?;
+            joined(&["BUILD_TAG", "EXECUTOR_NUMBER"])
+        })?;
+    let safe = path_safe(&tag);
+    (!safe.is_empty()).then_some(safe)
+}
+
+/// Letters, digits, `.`, `_` and `-` only (a Jenkins folder job's `/`, a
+/// Bitbucket UUID's braces become `-` or go), at most 64 bytes, and never
+/// `.` or `..`.
+fn path_safe(s: &str) -> String {
+    let mapped: String = s
+        .chars()
+        .filter(|c| !matches!(c, '{' | '}'))
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if mapped.chars().all(|c| c == '.') {
+        mapped.replace('.', "-")
+    } else {
+        mapped
+    }
 }
 
 /// Why the state directory cannot be used.
@@ -249,6 +302,57 @@ mod tests {
         assert_eq!(state_dir(&e), PathBuf::from("/b/.lanyard-9"));
         let e = MapEnv::new([("LANYARD_STATE_DIR", "/s"), ("RUNNER_TEMP", "/rt")]);
         assert_eq!(state_dir(&e), PathBuf::from("/s"));
+    }
+
+    #[test]
+    fn state_dir_names_the_platforms_job() {
+        let uid = nix::unistd::getuid().as_raw();
+        let cases: [(&[(&str, &str)], String); 7] = [
+            (
+                &[("BUILD_TAG", "jenkins-team/app-41")],
+                format!("/t/lanyard-{uid}-jenkins-team-app-41"),
+            ),
+            (
+                &[("BUILD_TAG", "jenkins-app-7"), ("EXECUTOR_NUMBER", "1")],
+                format!("/t/lanyard-{uid}-jenkins-app-7-1"),
+            ),
+            (
+                &[("BUILDKITE_JOB_ID", "01-ab")],
+                format!("/t/lanyard-{uid}-01-ab"),
+            ),
+            (&[("CI_JOB_ID", "77")], format!("/t/lanyard-{uid}-77")),
+            (
+                &[
+                    ("GITHUB_RUN_ID", "9"),
+                    ("GITHUB_RUN_ATTEMPT", "2"),
+                    ("GITHUB_JOB", "build"),
+                ],
+                format!("/t/lanyard-{uid}-9-2-build"),
+            ),
+            (
+                &[("CIRCLE_WORKFLOW_JOB_ID", "c-1")],
+                format!("/t/lanyard-{uid}-c-1"),
+            ),
+            (
+                &[("BITBUCKET_STEP_UUID", "{a-1}")],
+                format!("/t/lanyard-{uid}-a-1"),
+            ),
+        ];
+        for (vars, want) in cases {
+            let mut env = MapEnv::new([("TMPDIR", "/t")]);
+            env.0
+                .extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            assert_eq!(state_dir(&env), PathBuf::from(want), "{vars:?}");
+        }
+        let x = MapEnv::new([("XDG_RUNTIME_DIR", "/x"), ("CI_JOB_ID", "5")]);
+        assert_eq!(state_dir(&x), PathBuf::from("/x/lanyard-5"));
+        let laptop = MapEnv::new([("TMPDIR", "/t")]);
+        assert_eq!(
+            state_dir(&laptop),
+            PathBuf::from(format!("/t/lanyard-{uid}"))
+        );
+        assert_eq!(path_safe(".."), "--");
+        assert_eq!(path_safe("../../etc"), "..-..-etc");
     }
 
     #[test]

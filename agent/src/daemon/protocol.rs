@@ -63,6 +63,9 @@ pub(super) struct StopReply {
     /// The audit file, kept.
     #[serde(default)]
     pub audit: String,
+    /// Credentials whose revocation failed (still valid until they expire).
+    #[serde(default)]
+    pub revoke_failed: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -153,6 +153,12 @@ pub async fn daemon(env: &dyn Env, opts: DaemonOptions) -> Result<ExitCode, Comm
                 table: done.summary.table(),
                 markdown: done.summary.markdown(),
                 audit: done.audit.display().to_string(),
+                revoke_failed: done
+                    .revoked
+                    .iter()
+                    .filter(|r| r.outcome.is_err())
+                    .map(|r| r.name.clone())
+                    .collect(),
             };
             protocol::send(&mut s, &reply).await;
             let _ = s.shutdown().await;

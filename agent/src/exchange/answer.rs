@@ -178,6 +178,24 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
     }
 }
 
+/// [`refusal`] of a whole response: a 429 or 5xx with `Retry-After` keeps
+/// it, for the first exchange's retries.
+pub(crate) fn refusal_of(
+    service: &Url,
+    resp: &crate::http::Response,
+    secrets: &[&Secret],
+) -> ExchangeError {
+    let refused = refusal(service, resp.status, &resp.body, secrets);
+    let busy = resp.status == http::StatusCode::TOO_MANY_REQUESTS || resp.status.is_server_error();
+    match resp.retry_after {
+        Some(retry_after) if busy => ExchangeError::Busy {
+            retry_after,
+            refused: Box::new(refused),
+        },
+        _ => refused,
+    }
+}
+
 /// An error answer turned into a message: OAuth `error`/`error_description`,
 /// Vault `errors[]`, else the body itself, truncated, tokens redacted.
 pub(crate) fn refusal(

@@ -12,7 +12,7 @@ mod oauth;
 mod port;
 mod vault;
 
-pub(crate) use answer::refusal;
+pub(crate) use answer::{refusal, refusal_of};
 use client_auth::resolve_client;
 
 use std::time::Duration;
@@ -83,6 +83,12 @@ pub enum ExchangeError {
         status: u16,
         problem: String,
     },
+    /// A 429 or 5xx refusal that said when to come back (`Retry-After`).
+    #[error("{refused}")]
+    Busy {
+        retry_after: std::time::Duration,
+        refused: Box<ExchangeError>,
+    },
     /// A call retried to its bound; `last` is the final attempt's error.
     #[error("{service} failed {attempts} times; the last attempt: {last}")]
     Retried {
@@ -124,7 +130,11 @@ pub struct NotObtained;
 impl ExchangeError {
     /// True when the service itself said no (as opposed to not answering).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, ExchangeError::Refused { .. })
+        match self {
+            ExchangeError::Refused { .. } => true,
+            ExchangeError::Busy { refused, .. } => refused.is_refusal(),
+            _ => false,
+        }
     }
 }
 

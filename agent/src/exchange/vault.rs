@@ -8,7 +8,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::answer::{self, KvAnswer, Loose, VaultAnswer};
-use super::{refusal, seconds, ExchangeError, Issued, Revoked};
+use super::{refusal_of, seconds, ExchangeError, Issued, Revoked};
 use crate::http::{endpoint, Header, HttpClient};
 use crate::identity::IdentityToken;
 use crate::secret::Credential;
@@ -96,12 +96,7 @@ impl Vault {
             .post_json(&url, &headers(self.namespace.as_deref(), None), Some(&body))
             .await?;
         if !resp.status.is_success() {
-            return Err(refusal(
-                &url,
-                resp.status,
-                &resp.body,
-                &[id.jwt.as_secret()],
-            ));
+            return Err(refusal_of(&url, &resp, &[id.jwt.as_secret()]));
         }
         auth_of(&url, resp.status, &resp.body)
     }
@@ -120,7 +115,7 @@ impl Vault {
             )
             .await?;
         if !resp.status.is_success() {
-            return Err(refusal(&url, resp.status, &resp.body, &[token.as_secret()]));
+            return Err(refusal_of(&url, &resp, &[token.as_secret()]));
         }
         auth_of(&url, resp.status, &resp.body)
     }
@@ -137,7 +132,7 @@ impl Vault {
         if resp.status.is_success() {
             Ok(Revoked::Done("vault revoke-self"))
         } else {
-            Err(refusal(&url, resp.status, &resp.body, &[token.as_secret()]))
+            Err(refusal_of(&url, &resp, &[token.as_secret()]))
         }
     }
 }
@@ -154,7 +149,7 @@ pub(super) async fn read_kv(
     let url = api(address, path)?;
     let resp = http.get(&url, &headers(namespace, Some(token))).await?;
     if !resp.status.is_success() {
-        return Err(refusal(&url, resp.status, &resp.body, &[token.as_secret()]));
+        return Err(refusal_of(&url, &resp, &[token.as_secret()]));
     }
     let bad = |p: String| ExchangeError::BadAnswer {
         service: endpoint(&url),

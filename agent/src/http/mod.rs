@@ -86,12 +86,27 @@ pub enum RootsProblem {
 
 /// A response: status and the (size-capped) body. Token answers carry
 /// secrets, so the body is zeroized when the response is dropped.
+/// A `Retry-After` value (RFC 9110 10.2.3): delay-seconds or an HTTP date.
+pub fn retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(Duration::from_secs(s));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
 #[derive(Debug)]
 pub struct Response {
     pub status: StatusCode,
     pub body: zeroize::Zeroizing<Vec<u8>>,
     /// openidconnect checks it on JSON answers.
     pub content_type: Option<HeaderValue>,
+    /// `Retry-After` (seconds or an HTTP date), as a delay from now.
+    pub retry_after: Option<Duration>,
     /// The body as received, wiped with the response where possible.
     _received: crate::wipe::Chunks,
 }
@@ -406,6 +421,11 @@ impl HttpClient {
                 })?;
             let status = resp.status();
             let content_type = resp.headers().get(CONTENT_TYPE).cloned();
+            let retry_after = resp
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(retry_after);
             let mut incoming = Limited::new(resp.into_body(), limits.max_bytes);
             let mut body = zeroize::Zeroizing::new(Vec::new());
             let mut received = crate::wipe::Chunks::default();
@@ -434,6 +454,7 @@ impl HttpClient {
                 status,
                 body,
                 content_type,
+                retry_after,
                 _received: received,
             })
         };

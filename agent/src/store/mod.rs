@@ -12,6 +12,7 @@
 //! the refresh loop and its schedule; `source`: exchanges as sources.
 
 mod driver;
+mod first;
 mod source;
 
 use std::collections::HashMap;
@@ -179,8 +180,7 @@ impl Store {
         source: Arc<dyn CredentialSource>,
     ) -> Result<(), StartError> {
         let started = Instant::now();
-        let issued = source
-            .obtain()
+        let issued = first::obtain(name, source.as_ref())
             .await
             .and_then(|i| usable(name, i))
             .map_err(|e| StartError {

@@ -1,6 +1,7 @@
 """A hostile plain-HTTP upstream on raw sockets, for agent/tests/hostile_upstream.rs.
 
   python hostile.py --dir DIR --mode MODE [--count N] [--interval S] [--status C]
+                    [--statuses S1,S2,... --retry-after SECONDS]
 
 Binds 127.0.0.1:0 and prints one JSON ready line: {"port": P}. Every
 connection and every request head it reads is appended as one JSON line to
@@ -27,6 +28,10 @@ Modes:
   burst401  a request carrying the first Authorization value it ever saw gets
             401, but only once --count such requests have arrived (or 15 s
             passed), so they are all in flight at once; any other value gets 200
+  sequence  a token endpoint (for agent/tests/first_exchange.rs): request n gets
+            the n-th status of --statuses (the last repeats); 200 is an RFC 8693
+            answer, 429/503 carry Retry-After: --retry-after when given, any
+            other status an OAuth error body
 """
 
 import base64
@@ -43,6 +48,9 @@ CONN_IDS = iter(range(1, 1 << 30))
 FIRST_AUTH = []
 HELD = threading.Condition(LOCK)
 HELD_COUNT = [0]
+STATUSES = []
+SEQ = [0]
+RETRY_AFTER = ""
 
 
 def log(**event):
@@ -167,6 +175,22 @@ def serve(sock, mode, count, interval, status):
                     sock.sendall(answer(401, '{"error":"stale credential"}'))
                 else:
                     sock.sendall(answer(200, '{"ok":true}'))
+            elif mode == "sequence":
+                # A token endpoint answering the statuses of --statuses in
+                # turn (the last one repeats), with Retry-After on 429/503.
+                with HELD:
+                    status = STATUSES[min(SEQ[0], len(STATUSES) - 1)]
+                    SEQ[0] += 1
+                if status == 200:
+                    body = json.dumps({"access_token": "sequence-issued-token-5e1f0c", "token_type": "Bearer",
+                                       "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                                       "expires_in": 600})
+                    sock.sendall(answer(200, body))
+                elif status in (429, 503):
+                    extra = f"retry-after: {RETRY_AFTER}\r\n" if RETRY_AFTER else ""
+                    sock.sendall(answer(status, '{"error":"temporarily_unavailable"}', extra))
+                else:
+                    sock.sendall(answer(status, '{"error":"invalid_grant","error_description":"subject token refused"}'))
             else:
                 raise SystemExit(f"unknown mode {mode}")
     except OSError:
@@ -186,6 +210,9 @@ def main():
     open(EVENTS, "w").close()
     mode = opt("--mode")
     count = int(opt("--count", "1"))
+    global RETRY_AFTER
+    STATUSES.extend(int(x) for x in opt("--statuses", "200").split(","))
+    RETRY_AFTER = opt("--retry-after", "")
     interval = float(opt("--interval", "1"))
     status = int(opt("--status", "403"))
     if mode == "huge" and "--count" not in args:

@@ -10,7 +10,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::answer::{self, Loose, TokenAnswer};
-use super::{refusal, seconds, Client, ExchangeError, Issued, Revoked};
+use super::{refusal_of, seconds, Client, ExchangeError, Issued, Revoked};
 use crate::config::{OAuthEndpoint, SubjectTokenType};
 use crate::http::{endpoint, FormValue, Header, HttpClient};
 use crate::identity::IdentityToken;
@@ -133,7 +133,7 @@ impl OAuth {
         let mut known: Vec<&Secret> = vec![id.jwt.as_secret()];
         known.extend(secrets.iter());
         if !resp.status.is_success() {
-            return Err(refusal(&self.token_url, resp.status, &resp.body, &known));
+            return Err(refusal_of(&self.token_url, &resp, &known));
         }
         self.parse(resp.status, &resp.body)
     }
@@ -238,7 +238,7 @@ impl OAuth {
         } else {
             let mut known = vec![value.as_secret()];
             known.extend(secrets);
-            Err(refusal(url, resp.status, &resp.body, &known))
+            Err(refusal_of(url, &resp, &known))
         }
     }
 }
@@ -304,7 +304,7 @@ async fn rfc8414(http: &HttpClient, base: &str) -> Result<Metadata, ExchangeErro
         })?;
     let resp = http.get(&url, &[]).await?;
     if !resp.status.is_success() {
-        return Err(refusal(&url, resp.status, &resp.body, &[]));
+        return Err(refusal_of(&url, &resp, &[]));
     }
     let bad = |p: String| ExchangeError::BadAnswer {
         service: endpoint(&url),
