@@ -20,7 +20,7 @@ scripts/deny.sh
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 status=0
-cargo test --workspace --locked 2>&1 | tee "$LOG" || status=1
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$LOG" || status=1
 
 # The integrations run against the binary cargo test just built.
 export LANYARD_BIN="$ROOT/target/debug/lanyard"

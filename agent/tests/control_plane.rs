@@ -28,7 +28,14 @@ fn env(pairs: &[(&str, &str)]) -> MapEnv {
 }
 
 fn config(text: &str) -> Config {
-    Config::parse(Path::new("test.toml"), text).unwrap_or_else(|e| panic!("{e}"))
+    // A config must attach something; the identity-source tests below
+    // only read `[identity]`, so they get a passthrough credential.
+    let text = if text.contains("[[credential]]") {
+        text.to_owned()
+    } else {
+        format!("{text}\n[[credential]]\nname = \"id\"\nexchange = \"passthrough\"\n")
+    };
+    Config::parse(Path::new("test.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn github_env(iss: &Issuer) -> MapEnv {
