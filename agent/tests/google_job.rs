@@ -116,6 +116,13 @@ fn run_removes_stale_google_credentials_from_the_child_and_says_so_without_value
     assert!(line.contains("metadata server"), "{line}");
     assert!(!line.contains("UNRELATED_VARIABLE"), "{line}");
     assert_absent(&[&err, &out], &key, "the key file's path");
+    // At teardown, the token is said to be left to expire, and why.
+    assert!(
+        err.lines().any(|l| l.starts_with("lanyard: credential gcs (")
+            && l.contains("not revocable, expires on its own")
+            && l.contains("Google does not revoke service account or workload identity federation access tokens")),
+        "{err}"
+    );
     for v in [KEY_CANARY, TOKEN_CANARY, OAUTH_CANARY] {
         assert_absent(&[&err, &out, &env, &job.audit_text()], v, "a stale value");
     }
