@@ -132,3 +132,27 @@ else
   "$GOOGLE_VENV/bin/python" -c 'import google.auth, google.cloud.storage, requests' || die "the google venv cannot import google.auth/google.cloud.storage/requests"
   echo "google venv (google-auth $("$GOOGLE_VENV/bin/python" -c 'import google.auth; print(google.auth.__version__)'), google-cloud-storage, requests): installed at $GOOGLE_VENV"
 fi
+
+# 8. fake-gcs-server, built from the Go module proxy (a real Cloud Storage emulator: JSON, upload and
+#    download APIs). agent/tests/google_storage.rs puts it behind google.py's token-checking TLS front,
+#    since it accepts any bearer. The module and build caches live in a temporary folder, removed after.
+FAKE_GCS_VERSION=v1.56.1
+FAKE_GCS="$PEERS/bin/fake-gcs-server"
+if [ -x "$FAKE_GCS" ] && [ "$(cat "$FAKE_GCS.version" 2>/dev/null)" = "$FAKE_GCS_VERSION" ] \
+    && "$FAKE_GCS" -help >/dev/null 2>&1; then
+  echo "fake-gcs-server $FAKE_GCS_VERSION: already present at $FAKE_GCS"
+else
+  need go "needed to build fake-gcs-server from the Go module proxy"
+  gotmp="$(mktemp -d "$PEERS/tmp.XXXXXX")"
+  started=$(date +%s)
+  if ! GOMODCACHE="$gotmp/mod" GOCACHE="$gotmp/build" GOBIN="$gotmp/bin" GOFLAGS=-modcacherw GOTOOLCHAIN=local \
+      go install "github.com/fsouza/fake-gcs-server@$FAKE_GCS_VERSION"; then
+    rm -rf "$gotmp"
+    die "go install github.com/fsouza/fake-gcs-server@$FAKE_GCS_VERSION"
+  fi
+  mv -f "$gotmp/bin/fake-gcs-server" "$FAKE_GCS"
+  rm -rf "$gotmp"
+  "$FAKE_GCS" -help >/dev/null 2>&1 || die "the built fake-gcs-server does not run"
+  echo "$FAKE_GCS_VERSION" >"$FAKE_GCS.version"
+  echo "fake-gcs-server $FAKE_GCS_VERSION: built in $(( $(date +%s) - started ))s at $FAKE_GCS"
+fi

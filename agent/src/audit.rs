@@ -267,6 +267,17 @@ impl Row {
     }
 }
 
+/// What a local endpoint served, from its path (the summary's row name).
+fn served_what(path: &str) -> &'static str {
+    if path == "/" || path.starts_with(crate::proxy::gce_metadata::ROOT) {
+        "GCE metadata"
+    } else if path.starts_with(crate::proxy::azure_mi::PATH) {
+        "Azure managed-identity tokens"
+    } else {
+        "AWS keys"
+    }
+}
+
 impl Summary {
     pub fn add(&mut self, r: &Record) {
         if let Some(row) = r.route.as_ref().and_then(|k| self.rows.get_mut(k)) {
@@ -278,7 +289,8 @@ impl Summary {
             (None, Decision::Tunnelled) => format!("(tunnelled) {}:{}", r.host, r.port),
             (None, Decision::Denied) => format!("(denied) {}:{}", r.host, r.port),
             (None, Decision::Served) => format!(
-                "(served) AWS keys of {}",
+                "(served) {} of {}",
+                served_what(&r.path),
                 r.credential.as_deref().unwrap_or("-")
             ),
             (None, _) => format!("(no route) {}:{}", r.host, r.port),
@@ -425,6 +437,34 @@ mod tests {
             md.contains("| api | 3 | 200×2 403×1 | 1 | 0 | 3/6 |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn served_rows_name_the_endpoint_that_served() {
+        let mut s = Summary::default();
+        for (path, cred) in [
+            (
+                "/computeMetadata/v1/instance/service-accounts/default/token",
+                "gcs",
+            ),
+            ("/", "-"),
+            ("/azure/managed-identity", "kv"),
+            ("/aws/container-credentials/x", "aws"),
+        ] {
+            let mut r = rec(None, 200, Decision::Served);
+            r.path = path.into();
+            r.credential = (cred != "-").then(|| cred.to_owned());
+            s.add(&r);
+        }
+        let t = s.table();
+        for row in [
+            "(served) GCE metadata of gcs",
+            "(served) GCE metadata of -",
+            "(served) Azure managed-identity tokens of kv",
+            "(served) AWS keys of aws",
+        ] {
+            assert!(t.contains(row), "{row}: {t}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

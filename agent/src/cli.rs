@@ -261,7 +261,9 @@ fn execute(command: Command) -> Result<ExitCode, CommandError> {
             } => {
                 let path = Config::locate(config.as_deref(), &ProcessEnv)?;
                 let path = std::path::absolute(&path).unwrap_or(path);
-                Config::load(&path)?;
+                let cfg = Config::load(&path)?;
+                let stale_google =
+                    crate::config::gcp_overriding_variables(&cfg.credentials, &ProcessEnv);
                 crate::daemon::start(
                     &ProcessEnv,
                     crate::daemon::StartOptions {
@@ -271,6 +273,7 @@ fn execute(command: Command) -> Result<ExitCode, CommandError> {
                         env_file,
                         max_lifetime,
                         watch_pid,
+                        stale_google,
                     },
                 )
                 .await

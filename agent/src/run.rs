@@ -47,6 +47,15 @@ impl Drop for RunDir {
     }
 }
 
+/// One line naming the variables (never their values) that would take
+/// precedence over the metadata server, and what was done about them.
+pub fn stale_google_line(names: &[&str], done: &str) -> String {
+    format!(
+        "{} {done}: with a gcp-workload-identity credential, Google's libraries must find lanyard's metadata server, and these (a credentials file or token from an earlier step) would come first",
+        names.join(", ")
+    )
+}
+
 pub fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
@@ -89,6 +98,16 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: RunOptions) -> Result<ExitCo
     cmd.args(args);
     for k in session.scrub() {
         cmd.env_remove(k);
+    }
+    let stale = crate::config::gcp_overriding_variables(&cfg.credentials, env);
+    if !stale.is_empty() {
+        for k in &stale {
+            cmd.env_remove(k);
+        }
+        eprintln!(
+            "lanyard: {}",
+            stale_google_line(&stale, "removed from the command's environment")
+        );
     }
     for (k, v) in session.exports() {
         cmd.env(k, v.expose());

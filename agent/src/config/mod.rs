@@ -332,6 +332,23 @@ pub fn gcp_credentials(credentials: &[CredentialConfig]) -> Vec<(String, GcpWork
         .collect()
 }
 
+/// The variables in `env` that would take precedence over lanyard's GCE
+/// metadata server ([`credential::google::OVERRIDING_VARIABLES`]), when the
+/// config has a `gcp-workload-identity` credential; else none.
+pub fn gcp_overriding_variables(
+    credentials: &[CredentialConfig],
+    env: &dyn Env,
+) -> Vec<&'static str> {
+    if gcp_credentials(credentials).is_empty() {
+        return Vec::new();
+    }
+    credential::google::OVERRIDING_VARIABLES
+        .iter()
+        .copied()
+        .filter(|v| env.var(v).is_some())
+        .collect()
+}
+
 /// An `aws-web-identity` credential without its own `audience` asks for
 /// `[identity] audience`, else `sts.amazonaws.com`.
 fn aws_audience(credentials: &mut [CredentialConfig], identity: &IdentityConfig) {

@@ -37,6 +37,9 @@ pub struct StartOptions {
     pub env_file: Option<PathBuf>,
     pub max_lifetime: Option<Duration>,
     pub watch_pid: Option<i32>,
+    /// Variables in the caller's environment that would take precedence
+    /// over the GCE metadata server ([`crate::config::gcp_overriding_variables`]).
+    pub stale_google: Vec<&'static str>,
 }
 
 /// Why `lanyard start` did not leave a ready daemon behind.
@@ -183,6 +186,22 @@ pub async fn start(env: &dyn Env, opts: StartOptions) -> Result<ExitCode, Comman
         let _ = stop_via_socket(&dir).await;
         clean(&dir);
         return Err(StartError::Export(e).into());
+    }
+    if !opts.stale_google.is_empty() {
+        // Why: `start` cannot change its caller's environment; `eval` of
+        // the sh export can, other exports cannot unset.
+        let done = if opts.export == Export::Sh {
+            for k in &opts.stale_google {
+                println!("unset {k}");
+            }
+            "are set (the sh export unsets them; with another export, unset them in the job)"
+        } else {
+            "are set: unset them in the job's later steps"
+        };
+        eprintln!(
+            "lanyard: warning: {}",
+            crate::run::stale_google_line(&opts.stale_google, done)
+        );
     }
     eprintln!(
         "lanyard: ready (pid {}); state in {}",

@@ -22,6 +22,8 @@ pub struct Google {
     pub proc: Proc,
     pub url: String,
     pub port: u16,
+    /// The TLS storage listener's port, with `--storage-port`.
+    pub storage_port: Option<u16>,
     dir: tempfile::TempDir,
 }
 
@@ -40,6 +42,7 @@ impl Google {
             proc,
             url: v["url"].as_str().expect("url").to_owned(),
             port: v["port"].as_u64().expect("port") as u16,
+            storage_port: v["storage_port"].as_u64().map(|p| p as u16),
             dir,
         }
     }
@@ -71,6 +74,52 @@ impl Google {
             .iter()
             .map(|v| v["token"].as_str().expect("token").to_owned())
             .collect()
+    }
+}
+
+/// fake-gcs-server (built from the Go module proxy by
+/// scripts/install-peers.sh), plain HTTP on 127.0.0.1:`port`, in memory,
+/// loaded with `objects` (`(bucket, name, value)`), answering for the
+/// public host `storage.googleapis.com`. It accepts any bearer, so tests
+/// put `peers/google.py`'s token-checking front before it.
+pub struct FakeGcs {
+    pub proc: Proc,
+    pub url: String,
+}
+
+impl FakeGcs {
+    pub fn start(port: u16, objects: &[(&str, &str, &str)]) -> FakeGcs {
+        let bin = need(&peers().join("bin/fake-gcs-server"));
+        let dir = tempfile::tempdir().expect("tmp");
+        let data = dir.path().join("data");
+        for (bucket, name, value) in objects {
+            std::fs::create_dir_all(data.join(bucket)).expect("bucket dir");
+            std::fs::write(data.join(bucket).join(name), value).expect("object");
+        }
+        let log = dir.path().join("fake-gcs.log");
+        let child = Command::new(bin)
+            .args(["-scheme", "http", "-host", "127.0.0.1", "-port"])
+            .arg(port.to_string())
+            .args(["-backend", "memory", "-data"])
+            .arg(&data)
+            .args([
+                "-public-host",
+                "storage.googleapis.com",
+                "-external-url",
+                "https://storage.googleapis.com",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("fake-gcs.out")).expect("log"))
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start fake-gcs-server");
+        let mut proc = Proc::adopt("fake-gcs-server", child, log, dir);
+        wait_port(port, &proc);
+        assert!(proc.alive(), "fake-gcs-server exited: {}", proc.log_text());
+        FakeGcs {
+            proc,
+            url: format!("http://127.0.0.1:{port}"),
+        }
     }
 }
 

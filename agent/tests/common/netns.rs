@@ -82,3 +82,36 @@ pub fn with_private_hosts<T: Send + 'static>(
         Err(panic) => std::panic::resume_unwind(panic),
     }
 }
+
+/// A test CA and a leaf it signed for `names`, as PEM files under `dir`:
+/// (ca, cert, key). The peer serves the leaf; lanyard trusts the CA
+/// through `[upstream] extra_ca`.
+pub fn ca_and_leaf(
+    dir: &std::path::Path,
+    names: &[&str],
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "lanyard test cloud CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().expect("ca key");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let issuer = Issuer::new(ca, ca_key);
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut leaf = CertificateParams::new(names).expect("leaf");
+    leaf.use_authority_key_identifier_extension = true;
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).expect("leaf cert");
+    let paths = (
+        dir.join("cloud-ca.pem"),
+        dir.join("cloud.pem"),
+        dir.join("cloud.key"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).expect("ca pem");
+    std::fs::write(&paths.1, leaf_cert.pem()).expect("leaf pem");
+    std::fs::write(&paths.2, leaf_key.serialize_pem()).expect("leaf key");
+    paths
+}

@@ -41,6 +41,14 @@ one), unexpired; else 401 {"error":{"code":401,"message":"Invalid Credentials","
 
 --garbage sts|iam answers 200 with a body that is not the contract's.
 
+--storage-port P --storage-cert PEM --storage-key PEM serves the same API on a
+second, TLS-only listener at 127.0.0.1:P, for tests that put
+storage.googleapis.com on loopback port 443 for the unmodified storage client.
+With --storage-backend URL, that listener is a token-checking front: every
+request (any method, any path) must carry a token this peer issued, as above;
+then it is forwarded, Authorization removed, to URL (fake-gcs-server, which
+accepts any bearer), and its answer relayed.
+
 Binds 127.0.0.1:0 and prints one JSON ready line: {"port": P, "url": U}.
 Every request is appended to DIR/requests.jsonl (tokens replaced by what they
 are: their claims, "issued-federated", "issued-sa", "placeholder", "unknown");
@@ -50,6 +58,8 @@ every token issued to DIR/issued.jsonl, so tests can check it never shows.
 import argparse
 import base64
 import datetime
+import http.client
+import ssl
 import json
 import os
 import secrets
@@ -236,6 +246,55 @@ def storage(path, query, headers):
     raise google_error(404, "NOT_FOUND", "Not Found")
 
 
+# Not forwarded by the front (hop-by-hop, recomputed, or the token itself).
+NOT_FORWARDED = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
+                 "transfer-encoding", "content-length", "authorization"}
+
+
+def read_body(handler):
+    if (handler.headers.get("Transfer-Encoding") or "").lower() == "chunked":
+        out = b""
+        while True:
+            size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return out
+            out += handler.rfile.read(size)
+            handler.rfile.readline()
+    n = int(handler.headers.get("Content-Length") or 0)
+    return handler.rfile.read(n) if n else b""
+
+
+def front(handler, method):
+    """The storage port with --storage-backend: check the token, then forward."""
+    raw = read_body(handler)
+    tok = bearer(handler.headers)
+    want = "issued-sa" if ARGS.service_account else "issued-federated"
+    kind = kind_of(tok)
+    path = urlsplit(handler.path).path
+    append("requests.jsonl", {"endpoint": "storage", "method": method, "path": path,
+                              "host": handler.headers.get("Host"), "bearer": kind, "backend": True})
+    if kind != want:
+        raise google_error(401, "UNAUTHENTICATED", "Invalid Credentials")
+    backend = urlsplit(ARGS.storage_backend)
+    conn = http.client.HTTPConnection(backend.hostname, backend.port, timeout=30)
+    headers = {k: v for k, v in handler.headers.items() if k.lower() not in NOT_FORWARDED}
+    conn.request(method, handler.path, body=raw if (raw or method in ("POST", "PUT", "PATCH")) else None,
+                 headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    handler.send_response(resp.status)
+    for k, v in resp.getheaders():
+        if k.lower() not in NOT_FORWARDED:
+            handler.send_header(k, v)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    if method != "HEAD":
+        handler.wfile.write(data)
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -253,7 +312,37 @@ class Handler(BaseHTTPRequestHandler):
     def garbage(self):
         self.send(200, b"<html>Google is having a moment</html>", "text/html")
 
+    def fronted(self, method):
+        """True when the storage front answered (the TLS port with --storage-backend)."""
+        if not (ARGS.storage_backend and getattr(self.server, "storage", False)):
+            return False
+        try:
+            front(self, method)
+        except Refuse as e:
+            self.send(e.status, e.body)
+        return True
+
+    def do_PUT(self):  # noqa: N802 - http.server's name
+        if not self.fronted("PUT"):
+            self.send(405, {"error": {"code": 405, "message": "Method Not Allowed", "status": "UNIMPLEMENTED"}})
+
+    def do_PATCH(self):  # noqa: N802 - http.server's name
+        if not self.fronted("PATCH"):
+            self.send(405, {"error": {"code": 405, "message": "Method Not Allowed", "status": "UNIMPLEMENTED"}})
+
+    def do_DELETE(self):  # noqa: N802 - http.server's name
+        if not self.fronted("DELETE"):
+            self.send(405, {"error": {"code": 405, "message": "Method Not Allowed", "status": "UNIMPLEMENTED"}})
+
+    def do_HEAD(self):  # noqa: N802 - http.server's name
+        if not self.fronted("HEAD"):
+            self.send_response(405)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
     def do_POST(self):  # noqa: N802 - http.server's name
+        if self.fronted("POST"):
+            return
         url = urlsplit(self.path)
         n = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(n) if n else b""
@@ -271,6 +360,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send(e.status, e.body)
 
     def do_GET(self):  # noqa: N802 - http.server's name
+        if self.fronted("GET"):
+            return
         url = urlsplit(self.path)
         try:
             if url.path.startswith(("/storage/v1/b/", "/download/storage/v1/b/")):
@@ -295,11 +386,24 @@ def main():
     p.add_argument("--sa-ttl", type=int, default=0)
     p.add_argument("--garbage", choices=["sts", "iam"])
     p.add_argument("--object", action="append", default=[])
+    p.add_argument("--storage-port", type=int)
+    p.add_argument("--storage-cert")
+    p.add_argument("--storage-key")
+    p.add_argument("--storage-backend")
     ARGS = p.parse_args()
     ARGS.objects = dict(o.split("=", 1) for o in ARGS.object)
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     port = srv.server_address[1]
-    print(json.dumps({"port": port, "url": f"http://127.0.0.1:{port}"}), flush=True)
+    ready = {"port": port, "url": f"http://127.0.0.1:{port}"}
+    if ARGS.storage_port:
+        tls = ThreadingHTTPServer(("127.0.0.1", ARGS.storage_port), Handler)
+        tls.storage = True
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(ARGS.storage_cert, ARGS.storage_key)
+        tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
+        threading.Thread(target=tls.serve_forever, daemon=True).start()
+        ready["storage_port"] = tls.server_address[1]
+    print(json.dumps(ready), flush=True)
     srv.serve_forever()
 
 

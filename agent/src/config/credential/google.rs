@@ -36,6 +36,24 @@ pub const DEFAULT_SA_LIFETIME: Duration = Duration::from_secs(3600);
 /// The most `generateAccessToken` grants with the lifetime-extension policy.
 const MAX_SA_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
+/// Variables that Google's client libraries, gcloud or Terraform read
+/// before the metadata server: a credentials file (as
+/// `google-github-actions/auth` leaves one in the workspace), its JSON
+/// itself, or an access token. Left in a job with a gcp-workload-identity
+/// credential, they would win over lanyard's placeholder (and mean a real
+/// key or token is in the job), so `lanyard run` removes them from its
+/// command and `lanyard start` warns (its `--export sh` unsets them).
+pub const OVERRIDING_VARIABLES: &[&str] = &[
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_GHA_CREDS_PATH",
+    "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE",
+    "CLOUDSDK_AUTH_ACCESS_TOKEN",
+    "GOOGLE_OAUTH_ACCESS_TOKEN",
+    "GOOGLE_CREDENTIALS",
+    "GOOGLE_CLOUD_KEYFILE_JSON",
+    "GCLOUD_KEYFILE_JSON",
+];
+
 /// A validated `gcp-workload-identity` credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcpWorkloadIdentity {

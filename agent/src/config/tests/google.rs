@@ -71,3 +71,25 @@ fn the_github_gcp_example_is_valid() {
     assert_eq!(g.lifetime, std::time::Duration::from_secs(3600));
     assert_eq!(c.credentials[0].kind.label(), "gcp-workload-identity");
 }
+
+#[test]
+fn stale_google_variables_count_only_with_a_gcp_credential() {
+    let env = crate::env::MapEnv::new([
+        ("GOOGLE_APPLICATION_CREDENTIALS", "/tmp/key.json"),
+        ("GOOGLE_OAUTH_ACCESS_TOKEN", ""),
+        ("GOOGLE_CLOUD_PROJECT", "kept"),
+    ]);
+    let gcp = parse(&format!(
+        "[[credential]]\nname = \"g\"\nexchange = \"gcp-workload-identity\"\nprovider = \"{PROVIDER}\"\n"
+    ))
+    .expect("valid");
+    assert_eq!(
+        crate::config::gcp_overriding_variables(&gcp.credentials, &env),
+        [
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "GOOGLE_OAUTH_ACCESS_TOKEN"
+        ]
+    );
+    let other = parse("[[credential]]\nname = \"p\"\nexchange = \"passthrough\"\n").expect("valid");
+    assert!(crate::config::gcp_overriding_variables(&other.credentials, &env).is_empty());
+}

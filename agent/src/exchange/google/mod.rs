@@ -217,7 +217,7 @@ impl GcpExchange {
 
     pub(super) fn revoke(&self, _value: &Credential) -> Revoked {
         Revoked::NotRevocable(
-            "Google access tokens from STS and generateAccessToken expire by themselves (an hour unless `lifetime` says otherwise)",
+            "Google does not revoke service account or workload identity federation access tokens (oauth2.googleapis.com/revoke is for user grants); they expire by themselves, an hour unless `lifetime` says otherwise",
         )
     }
 }
