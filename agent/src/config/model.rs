@@ -141,10 +141,12 @@ pub enum CredentialKind {
         requested_token_type: Option<String>,
         client: ClientAuth,
     },
-    /// RFC 7523 client assertion with `client_credentials`.
+    /// RFC 7523 client assertion with `client_credentials`. Without
+    /// `client_id` the server finds the client from the assertion itself
+    /// (RFC 7521 §4.2; Keycloak's federated client authentication).
     JwtBearer {
         endpoint: OAuthEndpoint,
-        client_id: String,
+        client_id: Option<String>,
     },
     /// Vault/OpenBao JWT login.
     Vault {

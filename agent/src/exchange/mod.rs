@@ -203,7 +203,7 @@ impl Exchanger {
                     endpoint,
                     oauth::Grant::ClientAssertion,
                     Client::None {
-                        client_id: Some(client_id.clone()),
+                        client_id: client_id.clone(),
                     },
                 )
                 .await?,

@@ -19,6 +19,7 @@ mod bao;
 mod git;
 mod hostile;
 pub mod job;
+pub mod keycloak;
 pub mod laptop;
 
 // Each test binary uses some of these peers.

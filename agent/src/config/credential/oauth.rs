@@ -33,12 +33,16 @@ pub(super) fn token_exchange(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) -> Optio
 
 pub(super) fn jwt_bearer(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) -> Option<CredentialKind> {
     let endpoint = endpoint(d, t, k);
+    // Optional (RFC 7521 §4.2): a server that finds the client from the
+    // assertion may refuse a client_id that is not the assertion's `sub`
+    // (Keycloak's federated client authentication does).
     let cid = match &k.client_id {
-        Some(c) if !c.v.is_empty() => Some(c.v.clone()),
-        _ => {
-            d.err(&t.span, &t.key("client_id"), "exchange = \"jwt-bearer\" needs `client_id` (the application whose federated credential trusts this job)");
+        Some(c) if c.v.is_empty() => {
+            d.err(&c.span, &t.key("client_id"), "`client_id` is empty; remove it to let the server find the client from the job's token, or name the application whose federated credential trusts this job");
             None
         }
+        Some(c) => Some(Some(c.v.clone())),
+        None => Some(None),
     };
     Some(CredentialKind::JwtBearer {
         endpoint: endpoint?,
