@@ -230,7 +230,16 @@ impl Session {
                 return Err(e);
             }
         };
-        let scrub = control.identity.consumed_variables().to_vec();
+        // The identity's inputs and every client secret's variable: the job
+        // never holds what lanyard authenticates with.
+        let mut scrub = control.identity.consumed_variables().to_vec();
+        for c in &cfg.credentials {
+            if let Some(v) = c.kind.secret_env() {
+                if !scrub.iter().any(|s| s == v) {
+                    scrub.push(v.to_owned());
+                }
+            }
+        }
         tokio::spawn(audit.clone().flush_loop(cancel.child_token()));
         Ok(Session {
             control,

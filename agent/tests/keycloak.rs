@@ -64,6 +64,44 @@ impl KcJob {
         )
     }
 
+    /// Runs [`CALL_AND_ENV`] and holds the child after its call until the
+    /// test has asked Keycloak about the token the upstream received (lanyard
+    /// revokes it at teardown). Returns the run's output, the token and
+    /// Keycloak's verdict while the job ran.
+    fn run_held(
+        &self,
+        kc: &Keycloak,
+        realm: &Realm,
+        extra: &[(&str, &str)],
+    ) -> (i32, String, String, String, serde_json::Value) {
+        let go = self.dir.path().join("go");
+        let go_s = go.display().to_string();
+        let mut env = extra.to_vec();
+        env.push(("GO", &go_s));
+        // Bounded: the child gives up after 60 s if the test never answers.
+        let script = format!(
+            "{CALL_AND_ENV}; i=0; while [ ! -e \"$GO\" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
+        );
+        std::thread::scope(|s| {
+            let run = s.spawn(|| self.run(&script, &env));
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while self.up.records().is_empty() && !run.is_finished() {
+                assert!(
+                    std::time::Instant::now() < end,
+                    "the upstream was never called"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let token = self.received_tokens().first().cloned();
+            let verdict = token.as_ref().map(|t| kc.introspect(realm, t));
+            std::fs::write(&go, "").expect("go");
+            let (code, out, err) = run.join().expect("run");
+            let token =
+                token.unwrap_or_else(|| panic!("no call reached the upstream:\n{out}\n{err}"));
+            (code, out, err, token, verdict.expect("verdict"))
+        })
+    }
+
     fn audit_text(&self) -> String {
         std::fs::read_to_string(&self.audit).unwrap_or_default()
     }
@@ -99,14 +137,12 @@ fn federated_client_assertion_gets_a_keycloak_token_that_keycloak_vouches_for() 
     let issuer = Issuer::start();
     let realm = kc.realm(&issuer.url, GITHUB_SUB);
     let job = KcJob::new(issuer, &realm.issuer, &federated(&realm));
-    let (code, out, err) = job.run(CALL_AND_ENV, &[]);
+    let (code, out, err, token, v) = job.run_held(kc, &realm, &[]);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
-    let tokens = job.received_tokens();
-    assert_eq!(tokens.len(), 1, "{:?}", job.up.records());
-    let token = &tokens[0];
-    // Keycloak's own verdict: its signature, its realm, minted for the
-    // federated client whose trust matched the CI token.
-    let v = kc.introspect(&realm, token);
+    assert_eq!(job.up.records().len(), 1, "{:?}", job.up.records());
+    let token = &token;
+    // Keycloak's own verdict while the job ran: its signature, its realm,
+    // minted for the federated client whose trust matched the CI token.
     assert_eq!(v["active"], true, "{v}");
     assert_eq!(v["iss"], realm.issuer.as_str(), "{v}");
     assert_eq!(v["azp"], FEDERATED_CLIENT, "{v}");
@@ -116,6 +152,10 @@ fn federated_client_assertion_gets_a_keycloak_token_that_keycloak_vouches_for() 
         format!("service-account-{FEDERATED_CLIENT}"),
         "{v}"
     );
+    // Revoked at teardown: the revocation authenticates with a fresh CI
+    // token as the client assertion, as the token request did.
+    assert!(!err.contains("revocation FAILED"), "{err}");
+    assert_eq!(kc.introspect(&realm, token)["active"], false, "not revoked");
     // The child never held it, nor the GitHub request token.
     let audit = job.audit_text();
     assert_absent(&[&out, &err, &audit], token, "the Keycloak access token");
@@ -229,4 +269,87 @@ fn hostile_forged_and_expired_ci_tokens_fail_closed() {
     assert!(err.contains("expired"), "{err}");
     assert!(!err.contains("eyJ"), "a token in the error:\n{err}");
     assert!(job.up.records().is_empty());
+}
+
+/// `lanyard run` with `exchange`'s table for the confidential client; the
+/// client secret comes from `KC_SECRET`, which the child never sees.
+/// `session_bound`: Keycloak keeps a user session for the token, so its
+/// introspection answers and revocation ends it. The external-to-internal
+/// exchange's session is transient: introspection answers inactive for it
+/// even while it is valid, so its signature is checked against the JWKS.
+fn run_confidential(
+    kc: &Keycloak,
+    realm: &Realm,
+    job: &KcJob,
+    username: &str,
+    session_bound: bool,
+) {
+    let (code, out, err, token, v) = job.run_held(kc, realm, &[("KC_SECRET", CLIENT_SECRET)]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(job.up.records().len(), 1, "{:?}", job.up.records());
+    let v = if session_bound {
+        assert_eq!(v["active"], true, "{v}");
+        // Revoked at teardown (RFC 7009 with the client's own credentials).
+        assert_eq!(kc.introspect(realm, &token)["active"], false, "not revoked");
+        v
+    } else {
+        verify_jwt(realm, &token)
+    };
+    assert_eq!(v["iss"], realm.issuer.as_str(), "{v}");
+    assert_eq!(v["azp"], CLIENT, "{v}");
+    // The user Keycloak maps the CI identity to (imported or linked).
+    assert_eq!(v["preferred_username"], username, "{v}");
+    let audit = job.audit_text();
+    assert_absent(&[&out, &err, &audit], &token, "the Keycloak access token");
+    assert_absent(&[&out, &err, &audit], CLIENT_SECRET, "the client secret");
+    assert!(!out.contains("eyJ"), "a JWT reached the child:\n{out}");
+}
+
+#[test]
+fn rfc8693_external_to_internal_exchange_of_the_ci_token() {
+    let kc = keycloak();
+    let issuer = Issuer::start();
+    let realm = kc.realm(&issuer.url, GITHUB_SUB);
+    let cred = format!(
+        "[[credential]]\nname = \"kc\"\nexchange = \"token-exchange\"\nissuer = \"{}\"\n\
+         client_id = \"{CLIENT}\"\nclient_secret_env = \"KC_SECRET\"\n\
+         subject_token_type = \"access_token\"\nsubject_issuer = \"{IDP}\"\n",
+        realm.issuer
+    );
+    let job = KcJob::new(issuer, &realm.issuer, &cred);
+    // Imported on first exchange, named after the CI token's `sub`.
+    run_confidential(kc, &realm, &job, GITHUB_SUB, false);
+    // Keycloak validated the CI token at the issuer, not just by its shape.
+    let (_, stats) = curl("GET", &format!("{}/stats", job.issuer.url), &[], None);
+    assert!(
+        json_of(&stats)["introspections"].as_u64() >= Some(1),
+        "{stats}"
+    );
+}
+
+#[test]
+fn rfc7523_jwt_authorization_grant_with_the_ci_token() {
+    let kc = keycloak();
+    let issuer = Issuer::start();
+    let realm = kc.realm(&issuer.url, GITHUB_SUB);
+    let cred = format!(
+        "[[credential]]\nname = \"kc\"\nexchange = \"jwt-authorization-grant\"\nissuer = \"{}\"\n\
+         client_id = \"{CLIENT}\"\nclient_secret_env = \"KC_SECRET\"\n",
+        realm.issuer
+    );
+    let job = KcJob::new(issuer, &realm.issuer, &cred);
+    // No user is linked to the CI identity yet: Keycloak's words, fail closed.
+    let (code, out, err) = job.run("echo CHILD-RAN", &[("KC_SECRET", CLIENT_SECRET)]);
+    assert_ne!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(!out.contains("CHILD-RAN"), "{out}");
+    assert!(
+        err.contains("refused (400): invalid_grant: User not found"),
+        "{err}"
+    );
+    assert!(!err.contains("eyJ"), "a token in the error:\n{err}");
+    assert_absent(&[&out, &err], CLIENT_SECRET, "the client secret");
+    assert!(job.up.records().is_empty());
+    // Linked: the grant maps the CI token to that user.
+    let user = kc.link_user(&realm, GITHUB_SUB);
+    run_confidential(kc, &realm, &job, &user, true);
 }

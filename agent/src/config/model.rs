@@ -80,12 +80,16 @@ pub struct LoginConfig {
     pub flow: LoginFlow,
 }
 
-/// `subject_token_type`: `jwt` or `id_token` (or the RFC 8693 URN of either).
+/// `subject_token_type`: `jwt`, `id_token` or `access_token` (or the RFC
+/// 8693 URN of any). `access_token` is for servers that validate an
+/// external token only as an access token (Keycloak's external-to-internal
+/// exchange, through the provider's introspection and UserInfo endpoints).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SubjectTokenType {
     Jwt,
     IdToken,
+    AccessToken,
 }
 
 impl SubjectTokenType {
@@ -96,6 +100,7 @@ impl SubjectTokenType {
         match self {
             SubjectTokenType::Jwt => "urn:ietf:params:oauth:token-type:jwt",
             SubjectTokenType::IdToken => "urn:ietf:params:oauth:token-type:id_token",
+            SubjectTokenType::AccessToken => "urn:ietf:params:oauth:token-type:access_token",
         }
     }
 }
@@ -139,6 +144,15 @@ pub enum CredentialKind {
         endpoint: OAuthEndpoint,
         subject_token_type: SubjectTokenType,
         requested_token_type: Option<String>,
+        /// Keycloak's `subject_issuer`: the alias of the identity provider
+        /// that issued the subject token (not part of RFC 8693).
+        subject_issuer: Option<String>,
+        client: ClientAuth,
+    },
+    /// RFC 7523 §2.1: the job's token as a JWT authorization grant
+    /// (`grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`).
+    JwtAuthorizationGrant {
+        endpoint: OAuthEndpoint,
         client: ClientAuth,
     },
     /// RFC 7523 client assertion with `client_credentials`. Without
@@ -253,11 +267,27 @@ impl CredentialKind {
         }
     }
 
+    /// The environment variable that holds this credential's client secret,
+    /// if any: `lanyard run` removes it from the child's environment.
+    pub fn secret_env(&self) -> Option<&str> {
+        match self {
+            CredentialKind::TokenExchange { client, .. }
+            | CredentialKind::JwtAuthorizationGrant { client, .. } => match client {
+                ClientAuth::Basic { secret_env, .. } | ClientAuth::Post { secret_env, .. } => {
+                    Some(secret_env)
+                }
+                ClientAuth::None { .. } => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The `exchange` it was configured with, or `vault-kv` for a `from` read.
     pub fn label(&self) -> &'static str {
         let exchange = match self {
             CredentialKind::TokenExchange { .. } => ExchangeKind::TokenExchange,
             CredentialKind::JwtBearer { .. } => ExchangeKind::JwtBearer,
+            CredentialKind::JwtAuthorizationGrant { .. } => ExchangeKind::JwtAuthorizationGrant,
             CredentialKind::Vault { .. } => ExchangeKind::Vault,
             CredentialKind::VaultKv { .. } => return "vault-kv",
             CredentialKind::Passthrough { .. } => ExchangeKind::Passthrough,
@@ -276,6 +306,7 @@ impl CredentialKind {
 pub enum ExchangeKind {
     TokenExchange,
     JwtBearer,
+    JwtAuthorizationGrant,
     Vault,
     Passthrough,
     AwsWebIdentity,

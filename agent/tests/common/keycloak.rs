@@ -256,7 +256,8 @@ impl Keycloak {
 
     /// Links a realm user to the CI identity `subject`, as the JWT
     /// authorization grant needs (it maps tokens to existing users only).
-    pub fn link_user(&self, realm: &Realm, subject: &str) {
+    /// Returns the username.
+    pub fn link_user(&self, realm: &Realm, subject: &str) -> String {
         let username = subject.replace([':', '/'], "-");
         self.admin(
             "POST",
@@ -277,6 +278,7 @@ impl Keycloak {
             &format!("/realms/{}/users/{id}/federated-identity/{IDP}", realm.name),
             json!({"identityProvider": IDP, "userId": subject, "userName": username}),
         );
+        username
     }
 
     /// Keycloak's own verdict on a token (RFC 7662 introspection, with the
@@ -293,6 +295,37 @@ impl Keycloak {
         assert_eq!(code, 200, "introspect: {out}");
         json_of(&out)
     }
+}
+
+/// The claims of a token whose RS256 signature verifies against the
+/// realm's JWKS (PyJWT), with `iss` the realm; panics otherwise.
+pub fn verify_jwt(realm: &Realm, token: &str) -> Value {
+    let script = "import json, sys, jwt\n\
+        realm, token = sys.argv[1], sys.stdin.read().strip()\n\
+        key = jwt.PyJWKClient(realm + '/protocol/openid-connect/certs').get_signing_key_from_jwt(token)\n\
+        print(json.dumps(jwt.decode(token, key.key, algorithms=['RS256'], issuer=realm, options={'verify_aud': False})))\n";
+    let mut child = Command::new(python())
+        .args(["-c", script, &realm.issuer])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(token.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("verify");
+    assert!(
+        out.status.success(),
+        "the token does not verify against {}: {}",
+        realm.issuer,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_of(&String::from_utf8_lossy(&out.stdout))
 }
 
 pub struct Realm {

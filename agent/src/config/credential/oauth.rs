@@ -1,5 +1,7 @@
-//! `exchange = "token-exchange"` (RFC 8693) and `exchange = "jwt-bearer"`
-//! (RFC 7523): an OAuth token endpoint and how lanyard authenticates to it.
+//! `exchange = "token-exchange"` (RFC 8693), `exchange = "jwt-bearer"`
+//! (RFC 7523 client assertion) and `exchange = "jwt-authorization-grant"`
+//! (RFC 7523 authorization grant): an OAuth token endpoint and how lanyard
+//! authenticates to it.
 
 use serde::Deserialize;
 use url::Url;
@@ -27,6 +29,20 @@ pub(super) fn token_exchange(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) -> Optio
         endpoint: endpoint?,
         subject_token_type: stt?,
         requested_token_type: k.requested_token_type.as_ref().map(|r| r.v.clone()),
+        subject_issuer: k.subject_issuer.as_ref().map(|r| r.v.clone()),
+        client: client?,
+    })
+}
+
+pub(super) fn jwt_authorization_grant(
+    d: &mut Diag<'_>,
+    t: &Table<'_>,
+    k: &Keys,
+) -> Option<CredentialKind> {
+    let endpoint = endpoint(d, t, k);
+    let client = client_auth(d, t, k);
+    Some(CredentialKind::JwtAuthorizationGrant {
+        endpoint: endpoint?,
         client: client?,
     })
 }
