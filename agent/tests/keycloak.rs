@@ -102,6 +102,21 @@ impl KcJob {
         })
     }
 
+    fn doctor(&self) -> (i32, String, String) {
+        let home = self.dir.path().display().to_string();
+        let gha = self.issuer.gha_url();
+        lanyard_in(
+            Some(self.dir.path()),
+            &["doctor", "--config", &self.config],
+            &[
+                ("GITHUB_ACTIONS", "true"),
+                ("ACTIONS_ID_TOKEN_REQUEST_URL", &gha),
+                ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", &self.issuer.bearer),
+                ("HOME", &home),
+            ],
+        )
+    }
+
     fn audit_text(&self) -> String {
         std::fs::read_to_string(&self.audit).unwrap_or_default()
     }
@@ -196,6 +211,21 @@ fn keycloak_refusal_of_an_untrusted_subject_or_issuer_is_shown_in_its_words() {
         "the GitHub request token",
     );
     assert!(job.up.records().is_empty());
+    // doctor names the trust that did not match: what was sent, and where
+    // Keycloak keeps the other side.
+    let (code, out, err) = job.doctor();
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    for want in [
+        "invalid_client: Invalid client or Invalid client credentials".to_owned(),
+        format!(
+            "likely cause: the token service did not accept the job's token as the client's proof: it must trust issuer {:?} with subject {GITHUB_SUB:?} for this client, and expect audience [{:?}]",
+            job.issuer.url, realm.issuer
+        ),
+        "jwt.credential.sub = that subject".to_owned(),
+    ] {
+        assert!(out.contains(&want), "missing {want:?} in:\n{out}");
+    }
+    assert!(!out.contains("eyJ"), "a token in doctor's output:\n{out}");
 
     // A client_id in the form that is not the token's `sub` (RFC 7523 §3):
     // Keycloak finds the client from the assertion, so the config omits it.
@@ -257,6 +287,16 @@ fn hostile_forged_and_expired_ci_tokens_fail_closed() {
         kc.log_text().contains("type=\"CLIENT_LOGIN_ERROR\""),
         "Keycloak did not log the refused login"
     );
+
+    // Garbage where the CI token should be: refused before anything is sent.
+    let (code, out, err) = job.run("echo CHILD-RAN", &[("CI_TOKEN", "garbage-not-a-jwt-5c2e")]);
+    assert_ne!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(!out.contains("CHILD-RAN"), "{out}");
+    assert!(
+        err.contains("CI_TOKEN"),
+        "the error does not name the variable:\n{err}"
+    );
+    assert!(job.up.records().is_empty());
 
     // Expired (GitHub hands out an already-expired token every time).
     let issuer = Issuer::start();

@@ -266,7 +266,7 @@ async fn credentials(
                 let sent = ex.sent_audience(source.audience.as_deref());
                 let likely = ex
                     .hints(&e, &sent, claims)
-                    .unwrap_or_else(|| hints(&e, &sent, claims));
+                    .unwrap_or_else(|| hints(&e, &sent, claims, ex.revokes_with_identity()));
                 for h in likely {
                     let _ = writeln!(out, "    likely cause: {h}");
                 }
