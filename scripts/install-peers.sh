@@ -156,3 +156,44 @@ else
   echo "$FAKE_GCS_VERSION" >"$FAKE_GCS.version"
   echo "fake-gcs-server $FAKE_GCS_VERSION: built in $(( $(date +%s) - started ))s at $FAKE_GCS"
 fi
+
+# 9. Keycloak (the real federation server for the generic OIDC path; agent/tests/keycloak.rs):
+# the Quarkus distribution from Maven Central through Maven itself (its local repository kept
+# under target/peers/cache/m2), unpacked to target/peers/keycloak-<version>, then built once for
+# the options the tests start it with, so a test start never rebuilds (and never writes into it).
+KC_VERSION=26.5.6
+KC_HOME="$PEERS/keycloak-$KC_VERSION"
+# Preview: client-auth-federated, jwt-authorization-grant. Experimental: token-exchange-external-internal (v2).
+KC_FEATURES=client-auth-federated,token-exchange-external-internal,jwt-authorization-grant
+KC_BUILD_OPTS=(--db=dev-mem --health-enabled=true "--features=$KC_FEATURES")
+kc_built() {
+  [ -x "$KC_HOME/bin/kc.sh" ] && [ -f "$KC_HOME/lib/quarkus/generated-bytecode.jar" ] || return 1
+  local props
+  props="$(python3 -c 'import sys, zipfile; sys.stdout.write(zipfile.ZipFile(sys.argv[1]).read("META-INF/keycloak-persisted.properties").decode())' \
+    "$KC_HOME/lib/quarkus/generated-bytecode.jar" 2>/dev/null)" || return 1
+  grep -qx "kc.features=$KC_FEATURES" <<<"$props" && grep -qx 'kc.db=dev-mem' <<<"$props" \
+    && grep -qx 'kc.health-enabled=true' <<<"$props" && grep -qx 'kc.profile=prod' <<<"$props"
+}
+if kc_built; then
+  echo "keycloak $KC_VERSION: already present and built at $KC_HOME"
+else
+  need java "Keycloak $KC_VERSION runs on the machine's JDK (17 or newer)"
+  need mvn "Keycloak is fetched from Maven Central with Maven"
+  if [ ! -x "$KC_HOME/bin/kc.sh" ]; then
+    tmp="$(mktemp -d "$PEERS/tmp.XXXXXX")"
+    trap 'rm -rf "$tmp"' EXIT
+    mvn -q -B -Dstyle.color=never -Dmaven.repo.local="$PEERS/cache/m2" \
+      org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy \
+      "-Dartifact=org.keycloak:keycloak-quarkus-dist:$KC_VERSION:tar.gz" "-DoutputDirectory=$tmp" \
+      || die "mvn dependency:copy org.keycloak:keycloak-quarkus-dist:$KC_VERSION:tar.gz"
+    tar -xzf "$tmp/keycloak-quarkus-dist-$KC_VERSION.tar.gz" -C "$tmp" || die "unpack keycloak-quarkus-dist-$KC_VERSION.tar.gz"
+    [ -x "$tmp/keycloak-$KC_VERSION/bin/kc.sh" ] || die "the Keycloak archive has no keycloak-$KC_VERSION/bin/kc.sh"
+    rm -rf "$KC_HOME"
+    mv "$tmp/keycloak-$KC_VERSION" "$KC_HOME"
+    rm -rf "$tmp" "$PEERS/cache/m2/org/keycloak/keycloak-quarkus-dist"
+  fi
+  "$KC_HOME/bin/kc.sh" build "${KC_BUILD_OPTS[@]}" >"$PEERS/keycloak-build.log" 2>&1 \
+    || die "kc.sh build ${KC_BUILD_OPTS[*]} (log: $PEERS/keycloak-build.log)"
+  kc_built || die "kc.sh build did not persist ${KC_BUILD_OPTS[*]} (log: $PEERS/keycloak-build.log)"
+  echo "keycloak $KC_VERSION: installed and built ($KC_FEATURES) at $KC_HOME"
+fi

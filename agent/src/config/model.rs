@@ -80,12 +80,16 @@ pub struct LoginConfig {
     pub flow: LoginFlow,
 }
 
-/// `subject_token_type`: `jwt` or `id_token` (or the RFC 8693 URN of either).
+/// `subject_token_type`: `jwt`, `id_token` or `access_token` (or the RFC
+/// 8693 URN of any). `access_token` is for servers that validate an
+/// external token only as an access token (Keycloak's external-to-internal
+/// exchange, through the provider's introspection and UserInfo endpoints).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SubjectTokenType {
     Jwt,
     IdToken,
+    AccessToken,
 }
 
 impl SubjectTokenType {
@@ -96,6 +100,7 @@ impl SubjectTokenType {
         match self {
             SubjectTokenType::Jwt => "urn:ietf:params:oauth:token-type:jwt",
             SubjectTokenType::IdToken => "urn:ietf:params:oauth:token-type:id_token",
+            SubjectTokenType::AccessToken => "urn:ietf:params:oauth:token-type:access_token",
         }
     }
 }
@@ -139,12 +144,23 @@ pub enum CredentialKind {
         endpoint: OAuthEndpoint,
         subject_token_type: SubjectTokenType,
         requested_token_type: Option<String>,
+        /// Keycloak's `subject_issuer`: the alias of the identity provider
+        /// that issued the subject token (not part of RFC 8693).
+        subject_issuer: Option<String>,
         client: ClientAuth,
     },
-    /// RFC 7523 client assertion with `client_credentials`.
+    /// RFC 7523 §2.1: the job's token as a JWT authorization grant
+    /// (`grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`).
+    JwtAuthorizationGrant {
+        endpoint: OAuthEndpoint,
+        client: ClientAuth,
+    },
+    /// RFC 7523 client assertion with `client_credentials`. Without
+    /// `client_id` the server finds the client from the assertion itself
+    /// (RFC 7521 §4.2; Keycloak's federated client authentication).
     JwtBearer {
         endpoint: OAuthEndpoint,
-        client_id: String,
+        client_id: Option<String>,
     },
     /// Vault/OpenBao JWT login.
     Vault {
@@ -295,10 +311,13 @@ impl CredentialKind {
     /// client id): `lanyard run` removes them from the child's environment.
     pub fn secret_variables(&self) -> Vec<&str> {
         match self {
-            CredentialKind::TokenExchange {
-                client: ClientAuth::Basic { secret_env, .. } | ClientAuth::Post { secret_env, .. },
-                ..
-            } => vec![secret_env],
+            CredentialKind::TokenExchange { client, .. }
+            | CredentialKind::JwtAuthorizationGrant { client, .. } => match client {
+                ClientAuth::Basic { secret_env, .. } | ClientAuth::Post { secret_env, .. } => {
+                    vec![secret_env]
+                }
+                ClientAuth::None { .. } => Vec::new(),
+            },
             CredentialKind::Port(p) => {
                 let mut v = Vec::new();
                 if let PortClientId::Env(e) = &p.client_id {
@@ -318,6 +337,7 @@ impl CredentialKind {
         let exchange = match self {
             CredentialKind::TokenExchange { .. } => ExchangeKind::TokenExchange,
             CredentialKind::JwtBearer { .. } => ExchangeKind::JwtBearer,
+            CredentialKind::JwtAuthorizationGrant { .. } => ExchangeKind::JwtAuthorizationGrant,
             CredentialKind::Vault { .. } => ExchangeKind::Vault,
             CredentialKind::VaultKv { .. } => return "vault-kv",
             CredentialKind::Passthrough { .. } => ExchangeKind::Passthrough,
@@ -338,6 +358,7 @@ impl CredentialKind {
 pub enum ExchangeKind {
     TokenExchange,
     JwtBearer,
+    JwtAuthorizationGrant,
     Vault,
     Passthrough,
     AwsWebIdentity,

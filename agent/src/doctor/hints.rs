@@ -4,10 +4,13 @@
 use super::*;
 
 /// Likely causes, from the service's own message and what was presented.
+/// `assertion`: the job's token was the client's proof (RFC 7523 client
+/// assertion), so a refused client means a trust that does not match it.
 pub fn hints(
     e: &ExchangeError,
     sent_audience: &[String],
     claims: &UnverifiedClaims,
+    assertion: bool,
 ) -> Vec<String> {
     let mut out = Vec::new();
     let text = e.to_string();
@@ -55,7 +58,15 @@ pub fn hints(
     {
         out.push("the role does not exist on this auth mount: check `role` and `mount`".into());
     }
-    if lower.contains("invalid_client") || lower.contains("client authentication") {
+    if (lower.contains("invalid_client") || lower.contains("client authentication")) && assertion {
+        let text = |n: &str| claims.text(n).unwrap_or_else(|| "(absent)".into());
+        out.push(format!(
+            "the token service did not accept the job's token as the client's proof: it must trust issuer {:?} with subject {:?} for this client, and expect audience {:?} (Keycloak: an identity provider with that issuer and client assertions on, a client with clientAuthenticatorType federated-jwt, jwt.credential.issuer = the provider's alias and jwt.credential.sub = that subject; the audience is the realm's URL)",
+            text("iss"),
+            text("sub"),
+            claims.audiences()
+        ));
+    } else if lower.contains("invalid_client") || lower.contains("client authentication") {
         out.push("the token service did not accept the client: check client_id, client_auth and the secret variable".into());
     }
     if lower.contains("permission denied") {

@@ -172,7 +172,7 @@ pub async fn run(
             code = ExitCode::Failed;
         }
     }
-    if teardown(&http, &obtained, out).await {
+    if teardown(&http, &obtained, &source, &token, out).await {
         code = ExitCode::Failed;
     }
     let _ = writeln!(
@@ -281,7 +281,7 @@ async fn credentials(
                 let sent = ex.sent_audience(source.audience.as_deref());
                 let likely = ex
                     .hints(&e, &sent, claims)
-                    .unwrap_or_else(|| hints(&e, &sent, claims));
+                    .unwrap_or_else(|| hints(&e, &sent, claims, ex.revokes_with_identity()));
                 for h in likely {
                     let _ = writeln!(out, "    likely cause: {h}");
                 }
@@ -366,13 +366,26 @@ fn routes(cfg: &Config, who: &SessionIdentity, out: &mut String) {
 }
 
 /// Revokes what was obtained, dependents first; whether a revocation failed.
-async fn teardown(http: &HttpClient, obtained: &[(Exchanger, Issued)], out: &mut String) -> bool {
+async fn teardown(
+    http: &HttpClient,
+    obtained: &[(Exchanger, Issued)],
+    source: &IdentitySource,
+    token: &IdentityToken,
+    out: &mut String,
+) -> bool {
     let mut failed = false;
     if !obtained.is_empty() {
         let _ = writeln!(out, "\nteardown");
         // Dependents first (a KV value is read with its vault token).
         for (ex, issued) in obtained.iter().rev() {
-            match ex.revoke(http, &issued.value).await {
+            // A client-assertion client revokes with a token as fresh as the
+            // one it got the credential with.
+            let id = match (ex.revokes_with_identity(), source.refreshes()) {
+                (true, true) => source.token(http, ex.identity_audience()).await.ok(),
+                (true, false) => Some(token.clone()),
+                (false, _) => None,
+            };
+            match ex.revoke(http, &issued.value, id.as_ref()).await {
                 Ok(Revoked::Done(how)) => {
                     let _ = writeln!(out, "  {}: revoked ({how})", ex.name);
                 }

@@ -190,6 +190,7 @@ impl Exchanger {
                 endpoint,
                 subject_token_type,
                 requested_token_type,
+                subject_issuer,
                 client,
             } => {
                 let client = resolve_client(&name, client, env)?;
@@ -201,7 +202,21 @@ impl Exchanger {
                         oauth::Grant::TokenExchange {
                             subject_token_type: *subject_token_type,
                             requested_token_type: requested_token_type.clone(),
+                            subject_issuer: subject_issuer.clone(),
                         },
+                        client,
+                    )
+                    .await?,
+                )
+            }
+            CredentialKind::JwtAuthorizationGrant { endpoint, client } => {
+                let client = resolve_client(&name, client, env)?;
+                Kind::OAuth(
+                    oauth::OAuth::prepare(
+                        &name,
+                        http,
+                        endpoint,
+                        oauth::Grant::JwtAuthorization,
                         client,
                     )
                     .await?,
@@ -217,7 +232,7 @@ impl Exchanger {
                     endpoint,
                     oauth::Grant::ClientAssertion,
                     Client::None {
-                        client_id: Some(client_id.clone()),
+                        client_id: client_id.clone(),
                     },
                 )
                 .await?,
@@ -463,13 +478,20 @@ impl Exchanger {
         }
     }
 
+    /// Whether [`Exchanger::revoke`] needs the job's token (an RFC 7523
+    /// client-assertion client has no other credential to revoke with).
+    pub fn revokes_with_identity(&self) -> bool {
+        matches!(&self.kind, Kind::OAuth(o) if o.authenticates_with_assertion())
+    }
+
     pub async fn revoke(
         &self,
         http: &HttpClient,
         value: &Credential,
+        id: Option<&IdentityToken>,
     ) -> Result<Revoked, ExchangeError> {
         match &self.kind {
-            Kind::OAuth(o) => o.revoke(http, value).await,
+            Kind::OAuth(o) => o.revoke(http, value, id).await,
             Kind::Vault(v) => v.revoke(http, value).await,
             Kind::VaultKv { .. } => Ok(Revoked::NotRevocable(
                 "a KV secret is not ours to revoke; its vault token is revoked",

@@ -61,7 +61,18 @@ impl CredentialSource for ExchangeSource {
     }
 
     fn revoke<'a>(&'a self, value: &'a Credential) -> BoxFut<'a, Result<Revoked, ExchangeError>> {
-        Box::pin(self.exchanger.revoke(&self.http, value))
+        Box::pin(async move {
+            let id = if self.exchanger.revokes_with_identity() {
+                Some(
+                    self.identity
+                        .token(&self.http, self.exchanger.identity_audience())
+                        .await?,
+                )
+            } else {
+                None
+            };
+            self.exchanger.revoke(&self.http, value, id.as_ref()).await
+        })
     }
 
     fn reread_interval(&self) -> Option<Duration> {

@@ -20,6 +20,7 @@ mod git;
 pub mod google;
 mod hostile;
 pub mod job;
+pub mod keycloak;
 pub mod laptop;
 pub mod netns;
 pub mod port;

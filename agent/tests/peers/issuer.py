@@ -62,7 +62,7 @@ GITLAB = {
 }
 PLATFORMS = {"github": GITHUB, "gitlab": GITLAB, "plain": {"sub": "plain"}}
 
-state = {"gha_requests": 0, "mints": 0, "gha_ttl": 300, "gha_claims": {}}
+state = {"gha_requests": 0, "mints": 0, "introspections": 0, "gha_ttl": 300, "gha_claims": {}}
 lock = threading.Lock()
 
 
@@ -108,6 +108,8 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, {
                 "issuer": self.issuer,
                 "jwks_uri": self.issuer + "/jwks.json",
+                "introspection_endpoint": self.issuer + "/introspect",
+                "userinfo_endpoint": self.issuer + "/userinfo",
                 "response_types_supported": ["id_token"],
                 "subject_types_supported": ["public", "pairwise"],
                 "id_token_signing_alg_values_supported": ["RS256"],
@@ -125,14 +127,48 @@ class Handler(BaseHTTPRequestHandler):
                 return self.reply(401, {"message": "bad bearer"})
             aud = parse_qs(url.query).get("audience", ["https://github.com/acme"])[-1]
             self.reply(200, {"count": 1, "value": mint(self.issuer, "github", aud, ttl, claims)})
+        elif url.path == "/userinfo":
+            # OIDC UserInfo for the tokens this issuer minted (Bearer): Keycloak's
+            # external-to-internal exchange reads the identity from it.
+            scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+            claims = self.verified(token.strip()) if scheme.lower() == "bearer" else None
+            if claims is None:
+                return self.reply(401, {"error": "invalid_token"})
+            self.reply(200, claims)
         elif url.path == "/stats":
             with lock:
-                self.reply(200, {"gha_requests": state["gha_requests"], "mints": state["mints"]})
+                self.reply(200, {"gha_requests": state["gha_requests"], "mints": state["mints"],
+                                "introspections": state["introspections"]})
         else:
             self.reply(404, {"message": "not found"})
 
+    def introspect(self):
+        """RFC 7662 for the tokens this issuer minted: active with their claims
+        when the signature, issuer and expiry hold, else {"active": false}.
+        Keycloak's external-to-internal token exchange validates through it."""
+        n = int(self.headers.get("Content-Length") or 0)
+        form = parse_qs((self.rfile.read(n) if n else b"").decode())
+        token = form.get("token", [""])[-1]
+        with lock:
+            state["introspections"] += 1
+        claims = self.verified(token)
+        if claims is None:
+            return self.reply(200, {"active": False})
+        self.reply(200, {"active": True, "token_type": "Bearer", **claims})
+
+    def verified(self, token):
+        """The claims of a token this issuer minted and that is still valid, else None."""
+        try:
+            return jwt.decode(token, KEY.public_key(), algorithms=["RS256"], issuer=self.issuer,
+                              options={"verify_aud": False, "require": ["exp", "iss", "sub"]})
+        except jwt.PyJWTError as e:
+            sys.stderr.write(f"issuer: token refused ({e})\n")
+            return None
+
     def do_POST(self):
         path = urlsplit(self.path).path
+        if path == "/introspect":
+            return self.introspect()
         try:
             req = self.body()
         except ValueError as e:

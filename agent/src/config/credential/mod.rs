@@ -28,6 +28,7 @@ const CREDENTIAL_KEYS: &[&str] = &[
     "scope",
     "subject_token_type",
     "requested_token_type",
+    "subject_issuer",
     "client_id",
     "client_secret_env",
     "client_auth",
@@ -58,9 +59,12 @@ const OAUTH_KEYS: &[&str] = &[
 const TOKEN_EXCHANGE_KEYS: &[&str] = &[
     "subject_token_type",
     "requested_token_type",
+    "subject_issuer",
     "client_secret_env",
     "client_auth",
 ];
+/// The keys `jwt-authorization-grant` takes besides [`OAUTH_KEYS`].
+const CLIENT_AUTH_KEYS: &[&str] = &["client_secret_env", "client_auth"];
 
 /// Every key a `[[credential]]` may have, read once whatever the kind, so
 /// that each wrong type is reported.
@@ -76,6 +80,7 @@ struct Keys {
     scope: Option<At<Vec<String>>>,
     subject_token_type: Option<At<String>>,
     requested_token_type: Option<At<String>>,
+    subject_issuer: Option<At<String>>,
     client_id: Option<At<String>>,
     client_secret_env: Option<At<String>>,
     client_auth: Option<At<String>>,
@@ -106,6 +111,7 @@ impl Keys {
             scope: t.strings(d, "scope"),
             subject_token_type: t.string(d, "subject_token_type"),
             requested_token_type: t.string(d, "requested_token_type"),
+            subject_issuer: t.string(d, "subject_issuer"),
             client_id: t.string(d, "client_id"),
             client_secret_env: t.string(d, "client_secret_env"),
             client_auth: t.string(d, "client_auth"),
@@ -138,6 +144,7 @@ impl Keys {
             ("scope", l(&self.scope)),
             ("subject_token_type", s(&self.subject_token_type)),
             ("requested_token_type", s(&self.requested_token_type)),
+            ("subject_issuer", s(&self.subject_issuer)),
             ("client_id", s(&self.client_id)),
             ("client_secret_env", s(&self.client_secret_env)),
             ("client_auth", s(&self.client_auth)),
@@ -197,6 +204,7 @@ pub(super) fn credential(
         (Some(e), None) => match keyword::parse::<ExchangeKind>(&e.v) {
             Some(ExchangeKind::TokenExchange) => oauth::token_exchange(d, &t, &k),
             Some(ExchangeKind::JwtBearer) => oauth::jwt_bearer(d, &t, &k),
+            Some(ExchangeKind::JwtAuthorizationGrant) => oauth::jwt_authorization_grant(d, &t, &k),
             Some(ExchangeKind::Vault) => vault::login(d, &t, &k),
             Some(ExchangeKind::Passthrough) => passthrough(d, &t, &k),
             Some(ExchangeKind::AwsWebIdentity) => aws::web_identity(d, &t, &k, earlier),
@@ -304,6 +312,7 @@ pub(crate) fn applicable_keys(
         (None, true) => &[FROM_KEYS, aws::SECRET_KEYS],
         (Some(Some(ExchangeKind::TokenExchange)), false) => &[OAUTH_KEYS, TOKEN_EXCHANGE_KEYS],
         (Some(Some(ExchangeKind::JwtBearer)), false) => &[OAUTH_KEYS],
+        (Some(Some(ExchangeKind::JwtAuthorizationGrant)), false) => &[OAUTH_KEYS, CLIENT_AUTH_KEYS],
         (Some(Some(ExchangeKind::Vault)), false) => {
             &[&["name", "exchange", "address", "mount", "role", "namespace"]]
         }

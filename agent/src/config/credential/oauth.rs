@@ -1,5 +1,7 @@
-//! `exchange = "token-exchange"` (RFC 8693) and `exchange = "jwt-bearer"`
-//! (RFC 7523): an OAuth token endpoint and how lanyard authenticates to it.
+//! `exchange = "token-exchange"` (RFC 8693), `exchange = "jwt-bearer"`
+//! (RFC 7523 client assertion) and `exchange = "jwt-authorization-grant"`
+//! (RFC 7523 authorization grant): an OAuth token endpoint and how lanyard
+//! authenticates to it.
 
 use serde::Deserialize;
 use url::Url;
@@ -27,18 +29,36 @@ pub(super) fn token_exchange(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) -> Optio
         endpoint: endpoint?,
         subject_token_type: stt?,
         requested_token_type: k.requested_token_type.as_ref().map(|r| r.v.clone()),
+        subject_issuer: k.subject_issuer.as_ref().map(|r| r.v.clone()),
+        client: client?,
+    })
+}
+
+pub(super) fn jwt_authorization_grant(
+    d: &mut Diag<'_>,
+    t: &Table<'_>,
+    k: &Keys,
+) -> Option<CredentialKind> {
+    let endpoint = endpoint(d, t, k);
+    let client = client_auth(d, t, k);
+    Some(CredentialKind::JwtAuthorizationGrant {
+        endpoint: endpoint?,
         client: client?,
     })
 }
 
 pub(super) fn jwt_bearer(d: &mut Diag<'_>, t: &Table<'_>, k: &Keys) -> Option<CredentialKind> {
     let endpoint = endpoint(d, t, k);
+    // Optional (RFC 7521 §4.2): a server that finds the client from the
+    // assertion may refuse a client_id that is not the assertion's `sub`
+    // (Keycloak's federated client authentication does).
     let cid = match &k.client_id {
-        Some(c) if !c.v.is_empty() => Some(c.v.clone()),
-        _ => {
-            d.err(&t.span, &t.key("client_id"), "exchange = \"jwt-bearer\" needs `client_id` (the application whose federated credential trusts this job)");
+        Some(c) if c.v.is_empty() => {
+            d.err(&c.span, &t.key("client_id"), "`client_id` is empty; remove it to let the server find the client from the job's token, or name the application whose federated credential trusts this job");
             None
         }
+        Some(c) => Some(Some(c.v.clone())),
+        None => Some(None),
     };
     Some(CredentialKind::JwtBearer {
         endpoint: endpoint?,

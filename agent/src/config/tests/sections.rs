@@ -239,15 +239,15 @@ fn messages_list_the_accepted_keywords_as_before() {
         ),
         (
             format!("{cred}exchange = \"oauth\"\n"),
-            "credential[0].exchange: unknown exchange \"oauth\"; expected one of: token-exchange, jwt-bearer, vault, passthrough, aws-web-identity, entra, port, gcp-workload-identity",
+            "credential[0].exchange: unknown exchange \"oauth\"; expected one of: token-exchange, jwt-bearer, jwt-authorization-grant, vault, passthrough, aws-web-identity, entra, port, gcp-workload-identity",
         ),
         (
             cred.to_owned(),
-            "credential[0].exchange: every [[credential]] needs `exchange` (one of: token-exchange, jwt-bearer, vault, passthrough, aws-web-identity, entra, port, gcp-workload-identity) or `from` (a vault, aws-web-identity or entra credential, with `secret`)",
+            "credential[0].exchange: every [[credential]] needs `exchange` (one of: token-exchange, jwt-bearer, jwt-authorization-grant, vault, passthrough, aws-web-identity, entra, port, gcp-workload-identity) or `from` (a vault, aws-web-identity or entra credential, with `secret`)",
         ),
         (
             format!("{cred}exchange = \"token-exchange\"\ntoken_url = \"https://s/t\"\nsubject_token_type = \"saml\"\n"),
-            "credential[0].subject_token_type: expected \"jwt\" or \"id_token\", got \"saml\"",
+            "credential[0].subject_token_type: expected \"jwt\", \"id_token\" or \"access_token\", got \"saml\"",
         ),
         (
             format!("{cred}exchange = \"token-exchange\"\ntoken_url = \"https://s/t\"\nclient_auth = \"jwt\"\n"),
@@ -290,6 +290,11 @@ fn subject_token_types_take_the_short_name_or_the_urn() {
         (
             "urn:ietf:params:oauth:token-type:id_token",
             SubjectTokenType::IdToken,
+        ),
+        ("access_token", SubjectTokenType::AccessToken),
+        (
+            "urn:ietf:params:oauth:token-type:access_token",
+            SubjectTokenType::AccessToken,
         ),
     ] {
         let src = format!(
@@ -344,4 +349,57 @@ fn the_tyk_examples_are_valid_and_tyk_api_is_read_from_the_config_folder() {
             .contains("route[0].tyk_api: expected the path of the Tyk API definition"),
         "{e}"
     );
+}
+
+/// Keycloak's knobs: `subject_issuer` on a token exchange, client
+/// authentication on a JWT authorization grant, an optional `client_id` on
+/// a client assertion; each refused where it means nothing.
+#[test]
+fn keycloak_knobs_parse_and_are_refused_where_they_do_not_apply() {
+    use crate::config::{ClientAuth, CredentialKind};
+    let c = parse("[[credential]]\nname = \"kc\"\nexchange = \"token-exchange\"\ntoken_url = \"https://s/t\"\nsubject_issuer = \"ci\"\n").expect("subject_issuer");
+    assert!(
+        matches!(&c.credentials[0].kind, CredentialKind::TokenExchange { subject_issuer: Some(i), .. } if i == "ci"),
+        "{:?}",
+        c.credentials[0].kind
+    );
+    let c = parse("[[credential]]\nname = \"kc\"\nexchange = \"jwt-authorization-grant\"\ntoken_url = \"https://s/t\"\nclient_id = \"app\"\nclient_secret_env = \"KC_SECRET\"\n").expect("grant");
+    assert!(
+        matches!(&c.credentials[0].kind, CredentialKind::JwtAuthorizationGrant { client: ClientAuth::Basic { client_id, secret_env }, .. } if client_id == "app" && secret_env == "KC_SECRET"),
+        "{:?}",
+        c.credentials[0].kind
+    );
+    let c = parse(
+        "[[credential]]\nname = \"kc\"\nexchange = \"jwt-bearer\"\ntoken_url = \"https://s/t\"\n",
+    )
+    .expect("no client_id");
+    assert!(
+        matches!(
+            &c.credentials[0].kind,
+            CredentialKind::JwtBearer {
+                client_id: None,
+                ..
+            }
+        ),
+        "{:?}",
+        c.credentials[0].kind
+    );
+    for (src, want) in [
+        (
+            "exchange = \"jwt-bearer\"\ntoken_url = \"https://s/t\"\nsubject_issuer = \"ci\"\n",
+            "`subject_issuer` does not apply to a credential with exchange = \"jwt-bearer\"",
+        ),
+        (
+            "exchange = \"jwt-authorization-grant\"\ntoken_url = \"https://s/t\"\nsubject_token_type = \"jwt\"\n",
+            "`subject_token_type` does not apply to a credential with exchange = \"jwt-authorization-grant\"",
+        ),
+        (
+            "exchange = \"jwt-bearer\"\ntoken_url = \"https://s/t\"\nclient_id = \"\"\n",
+            "`client_id` is empty; remove it to let the server find the client from the job's token, or name the application whose federated credential trusts this job",
+        ),
+    ] {
+        let src = format!("[[credential]]\nname = \"kc\"\n{src}");
+        let all: Vec<String> = errors(&src).iter().map(|e| e.to_string()).collect();
+        assert!(all.iter().any(|e| e.ends_with(want)), "want {want:?} in {all:?}");
+    }
 }

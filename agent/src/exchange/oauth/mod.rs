@@ -17,6 +17,7 @@ use crate::identity::IdentityToken;
 use crate::secret::{Credential, Secret};
 
 const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const GRANT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// Why: a token valid for more than a day is not short-lived; treat a larger
 /// `expires_in` as a service error rather than trusting it.
@@ -27,8 +28,11 @@ pub(super) enum Grant {
     TokenExchange {
         subject_token_type: SubjectTokenType,
         requested_token_type: Option<String>,
+        subject_issuer: Option<String>,
     },
     ClientAssertion,
+    /// RFC 7523 §2.1: the job's token as the grant itself.
+    JwtAuthorization,
 }
 
 #[derive(Debug)]
@@ -81,6 +85,7 @@ impl OAuth {
         let what = match self.grant {
             Grant::TokenExchange { .. } => "RFC 8693 token exchange",
             Grant::ClientAssertion => "RFC 7523 client assertion",
+            Grant::JwtAuthorization => "RFC 7523 JWT authorization grant",
         };
         let mut s = format!("{what} at {}", endpoint(&self.token_url));
         if !self.audience.is_empty() {
@@ -102,6 +107,7 @@ impl OAuth {
             Grant::TokenExchange {
                 subject_token_type,
                 requested_token_type,
+                subject_issuer,
             } => {
                 form.push(("grant_type", FormValue::Plain(GRANT_TOKEN_EXCHANGE)));
                 form.push(("subject_token", FormValue::Secret(id.jwt.as_secret())));
@@ -112,6 +118,13 @@ impl OAuth {
                 if let Some(r) = requested_token_type {
                     form.push(("requested_token_type", FormValue::Plain(r)));
                 }
+                if let Some(i) = subject_issuer {
+                    form.push(("subject_issuer", FormValue::Plain(i)));
+                }
+            }
+            Grant::JwtAuthorization => {
+                form.push(("grant_type", FormValue::Plain(GRANT_JWT_BEARER)));
+                form.push(("assertion", FormValue::Secret(id.jwt.as_secret())));
             }
             Grant::ClientAssertion => {
                 form.push(("grant_type", FormValue::Plain("client_credentials")));
@@ -216,11 +229,20 @@ impl OAuth {
         }
     }
 
-    /// RFC 7009. Without a revocation endpoint there is nothing to call.
+    /// Whether the client authenticates with the job's token (RFC 7523
+    /// client assertion): then revocation needs it too.
+    pub(super) fn authenticates_with_assertion(&self) -> bool {
+        matches!(self.grant, Grant::ClientAssertion)
+    }
+
+    /// RFC 7009. Without a revocation endpoint there is nothing to call. A
+    /// client-assertion client proves itself with `id` (RFC 7523 §2.2), as
+    /// for the token.
     pub(super) async fn revoke(
         &self,
         http: &HttpClient,
         value: &Credential,
+        id: Option<&IdentityToken>,
     ) -> Result<Revoked, ExchangeError> {
         let Some(url) = &self.revocation_url else {
             return Ok(Revoked::NotRevocable(
@@ -231,7 +253,17 @@ impl OAuth {
             ("token", FormValue::Secret(value.as_secret())),
             ("token_type_hint", FormValue::Plain("access_token")),
         ];
-        let (headers, secrets) = self.client_auth(&mut form);
+        let (headers, mut secrets) = self.client_auth(&mut form);
+        if self.authenticates_with_assertion() {
+            let Some(id) = id else {
+                return Ok(Revoked::NotRevocable(
+                    "no identity token to authenticate the revocation with; the token expires by itself",
+                ));
+            };
+            form.push(("client_assertion_type", FormValue::Plain(ASSERTION_TYPE)));
+            form.push(("client_assertion", FormValue::Secret(id.jwt.as_secret())));
+            secrets.push(id.jwt.as_secret());
+        }
         let resp = http.post_form(url, &headers, &form).await?;
         if resp.status.is_success() {
             Ok(Revoked::Done("RFC 7009 revocation"))
