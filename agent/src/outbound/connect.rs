@@ -214,10 +214,10 @@ async fn handshake(mut s: TcpStream, p: &Proxy, authority: &str) -> Result<TcpSt
                     .take(80)
                     .collect();
                 let hint = match (code, p.auth().is_some()) {
-                    (407, true) => {
+                    (401 | 407, true) => {
                         " (the proxy did not accept the user and password in the proxy URL)"
                     }
-                    (407, false) => {
+                    (401 | 407, false) => {
                         " (the proxy wants a user and password: http://user:password@host:port)"
                     }
                     _ => "",

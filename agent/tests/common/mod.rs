@@ -23,6 +23,7 @@ pub mod job;
 pub mod laptop;
 pub mod netns;
 pub mod port;
+pub mod tinyproxy;
 pub mod tyk;
 
 // Each test binary uses some of these peers.
