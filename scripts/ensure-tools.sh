@@ -6,8 +6,9 @@ SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 missing=()
 # nginx + fcgiwrap: the HTTPS git server (git http-backend) of the data-plane tests.
 # dash + shellcheck: install.sh is POSIX sh, tested under dash and linted.
+# tinyproxy: the corporate forward proxy of agent/tests/corporate_proxy.rs.
 # `ensure-tools.sh demo`: only what scripts/demo.sh uses (curl, python3).
-PAIRS="curl:curl node:nodejs npm:npm python3:python3 git:git nginx:nginx-light fcgiwrap:fcgiwrap setpriv:util-linux dash:dash shellcheck:shellcheck"
+PAIRS="curl:curl node:nodejs npm:npm python3:python3 git:git nginx:nginx-light fcgiwrap:fcgiwrap setpriv:util-linux dash:dash shellcheck:shellcheck tinyproxy:tinyproxy"
 [ "${1:-}" = demo ] && PAIRS="curl:curl python3:python3"
 for pair in $PAIRS; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")

@@ -23,6 +23,8 @@ pub enum AppError {
     Prepare { name: String, source: ExchangeError },
     #[error("{0}")]
     Start(#[from] StartError),
+    #[error("corporate proxy: {0}")]
+    UpstreamProxy(#[from] crate::outbound::ProxyEnvError),
 }
 
 /// The running control plane.
@@ -38,6 +40,8 @@ pub struct Control {
     /// Credentials not obtained because only CI-only routes use them and
     /// this is a developer login.
     pub skipped: Vec<String>,
+    /// The corporate proxy every upstream connection goes through, if any.
+    pub upstream_proxy: Arc<crate::outbound::UpstreamProxy>,
 }
 
 /// `alice@acme.test (sub alice)` for a login; `github (sub repo:…)` for CI.
@@ -65,7 +69,9 @@ pub async fn start(
     env: &dyn Env,
     cancel: CancellationToken,
 ) -> Result<Control, AppError> {
-    let http = HttpClient::new(cfg.upstream.extra_ca.as_deref())?;
+    let upstream_proxy = Arc::new(crate::outbound::UpstreamProxy::from_env(env)?);
+    upstream_proxy.log();
+    let http = HttpClient::new(cfg.upstream.extra_ca.as_deref(), &upstream_proxy)?;
     let identity = Arc::new(IdentitySource::from_config(&cfg.identity, env)?);
     let first: IdentityToken = identity.token(&http, None).await?;
     let job = JobInfo::from_claims(identity.platform.name(), &first.claims);
@@ -104,5 +110,6 @@ pub async fn start(
         store: Arc::new(store),
         session_identity: who,
         skipped,
+        upstream_proxy,
     })
 }

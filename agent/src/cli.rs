@@ -171,7 +171,8 @@ fn exit_code(e: &CommandError, is_run: bool) -> ExitCode {
         | CommandError::BadAnswer(_)
         | CommandError::Signals(_)
         | CommandError::Http(_)
-        | CommandError::Login(_) => ExitCode::Failed,
+        | CommandError::Login(_)
+        | CommandError::UpstreamProxy(_) => ExitCode::Failed,
     }
 }
 

@@ -91,4 +91,6 @@ pub enum CommandError {
     Http(#[from] HttpError),
     #[error(transparent)]
     Login(#[from] LoginError),
+    #[error("corporate proxy: {0}")]
+    UpstreamProxy(#[from] crate::outbound::ProxyEnvError),
 }

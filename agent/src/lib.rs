@@ -21,6 +21,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod login_cmd;
+pub mod outbound;
 pub mod proxy;
 pub mod route;
 pub mod run;

@@ -24,7 +24,14 @@ fn prepare<'a>(
             missing,
         });
     };
-    Ok((lc, HttpClient::new(cfg.upstream.extra_ca.as_deref())?))
+    let proxy = crate::outbound::UpstreamProxy::from_env(&crate::env::ProcessEnv)?;
+    Ok((
+        lc,
+        HttpClient::new(
+            cfg.upstream.extra_ca.as_deref(),
+            &std::sync::Arc::new(proxy),
+        )?,
+    ))
 }
 
 pub async fn login(

@@ -194,6 +194,7 @@ impl Session {
                 container_credential: crate::config::container_credential(&cfg.credentials),
                 entra: crate::config::entra_credentials(&cfg.credentials),
                 gcp: crate::config::gcp_credentials(&cfg.credentials),
+                upstream_proxy: control.upstream_proxy.clone(),
             },
             control.store.clone(),
             audit.clone(),
@@ -241,6 +242,13 @@ impl Session {
                 }
             }
         }
+        // all_proxy/ALL_PROXY with the corporate proxy's password: the
+        // child gets lanyard's URL in the four variables it reads first.
+        for v in &control.upstream_proxy.scrub {
+            if !scrub.iter().any(|s| s == v) {
+                scrub.push((*v).to_owned());
+            }
+        }
         tokio::spawn(audit.clone().flush_loop(cancel.child_token()));
         Ok(Session {
             control,
@@ -264,9 +272,15 @@ impl Session {
         for k in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
             out.push((k.to_owned(), url.clone()));
         }
-        // Only the listener itself bypasses the proxy: loopback routes
-        // (local token services, test upstreams) must still go through it.
-        let own = Secret::new(self.proxy.addr.to_string());
+        // The job's own NO_PROXY entries stay (hosts it reaches directly,
+        // as it did before lanyard), then the listener itself: loopback
+        // routes (local token services, test upstreams) must still go
+        // through it.
+        let own = Secret::new(
+            self.control
+                .upstream_proxy
+                .child_no_proxy(&self.proxy.addr.to_string()),
+        );
         out.push(("NO_PROXY".into(), own.clone()));
         out.push(("no_proxy".into(), own));
         let bundle = Secret::new(self.bundle.display().to_string());

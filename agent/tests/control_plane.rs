@@ -378,7 +378,11 @@ async fn passthrough_re_mints_the_github_token_for_its_own_audience() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn github_source_over_http_and_a_wrong_bearer() {
     let iss = Issuer::start();
-    let http = lanyard::http::HttpClient::new(None).expect("client");
+    let http = lanyard::http::HttpClient::new(
+        None,
+        &std::sync::Arc::new(lanyard::outbound::UpstreamProxy::none()),
+    )
+    .expect("client");
     let cfg = config("[identity]\nsource = \"github\"\naudience = \"https://a.test\"\n");
     let src = lanyard::identity::IdentitySource::from_config(&cfg.identity, &github_env(&iss))
         .expect("source");
@@ -417,7 +421,11 @@ async fn file_source_is_re_read_on_every_use() {
     ));
     let src =
         lanyard::identity::IdentitySource::from_config(&cfg.identity, &env(&[])).expect("source");
-    let http = lanyard::http::HttpClient::new(None).expect("client");
+    let http = lanyard::http::HttpClient::new(
+        None,
+        &std::sync::Arc::new(lanyard::outbound::UpstreamProxy::none()),
+    )
+    .expect("client");
     let a = iss.mint("plain", "x", 300, json!({"sub": "first"}));
     std::fs::write(&p, format!("{a}\n")).expect("write");
     assert_eq!(
@@ -459,7 +467,11 @@ async fn buildkite_source_runs_the_agent_with_the_documented_arguments() {
     )
     .expect("write");
     std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let http = lanyard::http::HttpClient::new(None).expect("client");
+    let http = lanyard::http::HttpClient::new(
+        None,
+        &std::sync::Arc::new(lanyard::outbound::UpstreamProxy::none()),
+    )
+    .expect("client");
     let cfg = config(&format!("[identity]\nsource = \"auto\"\naudience = \"https://sts.test\"\nbuildkite_agent = \"{}\"\n", agent.display()));
     let src = lanyard::identity::IdentitySource::from_config(
         &cfg.identity,

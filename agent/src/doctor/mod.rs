@@ -69,7 +69,15 @@ pub async fn run(
         return Ok(code);
     }
 
-    let http = match HttpClient::new(cfg.upstream.extra_ca.as_deref()) {
+    let proxy = match crate::outbound::UpstreamProxy::from_env(env) {
+        Ok(p) => std::sync::Arc::new(p),
+        Err(e) => {
+            let _ = writeln!(out, "corporate proxy: FAILED: {e}");
+            return Ok(ExitCode::Failed);
+        }
+    };
+    let _ = writeln!(out, "upstream proxy: {}", proxy.describe());
+    let http = match HttpClient::new(cfg.upstream.extra_ca.as_deref(), &proxy) {
         Ok(h) => h,
         Err(e) => {
             let _ = writeln!(out, "upstream TLS: FAILED: {e}");

@@ -13,11 +13,12 @@ use http::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use url::Url;
 
+use crate::outbound::connect::Connector;
+use crate::outbound::UpstreamProxy;
 use crate::secret::Secret;
 
 /// Why: token-service answers are small JSON; a larger body is a misbehaving
@@ -127,7 +128,7 @@ pub enum Header<'a> {
 
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<HttpsConnector<Connector>, Full<Bytes>>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -223,14 +224,17 @@ fn add_pem_roots(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), R
 }
 
 impl HttpClient {
-    pub fn new(extra_ca: Option<&Path>) -> Result<Self, HttpError> {
+    /// Dialling through `proxy` (the corporate proxy, when the environment
+    /// names one): https calls go in a CONNECT tunnel, plain http goes only
+    /// to loopback hosts, which are always dialled directly.
+    pub fn new(extra_ca: Option<&Path>, proxy: &Arc<UpstreamProxy>) -> Result<Self, HttpError> {
         let tls = tls_config(extra_ca)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .build();
+            .wrap_connector(Connector::new(proxy.clone()));
         let client = Client::builder(TokioExecutor::new())
             // Why no idle connections: a pooled connection keeps its read
             // buffer (the last token answer, raw) and its write buffer (the

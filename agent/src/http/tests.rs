@@ -64,7 +64,11 @@ fn endpoint_drops_query_and_userinfo() {
 
 #[tokio::test]
 async fn a_request_that_cannot_be_built_keeps_its_cause_and_no_secret() {
-    let http = HttpClient::new(None).expect("client");
+    let http = HttpClient::new(
+        None,
+        &std::sync::Arc::new(crate::outbound::UpstreamProxy::none()),
+    )
+    .expect("client");
     let req = http::Request::builder()
         .method(Method::POST)
         .uri("/token")

@@ -157,7 +157,11 @@ async fn token_errors_keep_their_cause_and_never_show_the_token() {
     let mut c = cfg();
     c.source = Some(Platform::File);
     c.path = Some(file.clone());
-    let http = HttpClient::new(None).expect("http");
+    let http = HttpClient::new(
+        None,
+        &std::sync::Arc::new(crate::outbound::UpstreamProxy::none()),
+    )
+    .expect("http");
     let source = IdentitySource::from_config(&c, &MapEnv::new([])).expect("file source");
     let e = source.token(&http, None).await.expect_err("not a JWT");
     let (shown, debug) = (e.to_string(), format!("{e:?}"));

@@ -13,11 +13,11 @@ use http::{Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::audit::{Audit, Decision, Record};
+use crate::outbound::connect::Connector;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
@@ -75,7 +75,7 @@ pub fn framed_two_ways(h: &HeaderMap) -> bool {
 /// upgrade can happen). Every other request goes through `pool::Pool`.
 #[derive(Clone)]
 pub struct Upstream {
-    pub h1: Client<HttpsConnector<HttpConnector>, Body>,
+    pub h1: Client<HttpsConnector<Connector>, Body>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -85,10 +85,9 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    pub fn new(tls: rustls::ClientConfig) -> Upstream {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
+    /// Plain `ws://` through a corporate proxy goes in a CONNECT tunnel
+    /// (an upgrade through a forwarding proxy is not dependable).
+    pub fn new(tls: rustls::ClientConfig, http: Connector) -> Upstream {
         let conn = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

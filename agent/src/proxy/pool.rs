@@ -26,11 +26,12 @@ use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
+use hyper_util::client::legacy::connect::Connection as _;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service as _;
 
 use super::forward::{Body, BoxError};
+use crate::outbound::connect::Connector;
 use crate::route::{Destination, Scheme};
 
 /// Why: an idle upstream connection older than this is likely closed by
@@ -62,9 +63,15 @@ impl Key {
 }
 
 enum Conn {
-    H1(http1::SendRequest<Body>),
+    /// With the proxy's `Proxy-Authorization` (`Some(None)`: none needed)
+    /// when the connection is to the corporate proxy, which takes
+    /// absolute-form requests for plain `http`.
+    H1(http1::SendRequest<Body>, Via),
     H2(http2::SendRequest<Body>),
 }
+
+/// `Some(auth)` for a connection to the corporate proxy.
+type Via = Option<Option<HeaderValue>>;
 
 struct Idle {
     conn: Conn,
@@ -73,7 +80,9 @@ struct Idle {
 
 /// One worker's upstream connections.
 pub struct Pool {
-    connector: HttpsConnector<HttpConnector>,
+    connector: HttpsConnector<Connector>,
+    /// The same dialler, asked whether plain `http` goes to the proxy.
+    dial: Connector,
     idle: Mutex<HashMap<Key, Vec<Idle>>>,
 }
 
@@ -84,10 +93,9 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    pub fn new(tls: rustls::ClientConfig) -> Arc<Pool> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
+    pub fn new(tls: rustls::ClientConfig, dial: Connector) -> Arc<Pool> {
+        let dial = dial.forwarding_plain();
+        let http = dial.clone();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -96,6 +104,7 @@ impl Pool {
             .wrap_connector(http);
         Arc::new(Pool {
             connector,
+            dial,
             idle: Mutex::new(HashMap::new()),
         })
     }
@@ -135,7 +144,7 @@ impl Pool {
         while let Some(i) = list.pop() {
             let fresh = now.duration_since(i.since) < IDLE_TIMEOUT;
             match i.conn {
-                Conn::H1(s) if fresh && !s.is_closed() => return Some(Conn::H1(s)),
+                Conn::H1(s, via) if fresh && !s.is_closed() => return Some(Conn::H1(s, via)),
                 Conn::H2(s) if fresh && !s.is_closed() => {
                     // Shared: it stays in the pool for the next request.
                     let out = s.clone();
@@ -179,6 +188,14 @@ impl Pool {
     async fn connect(self: &Arc<Self>, key: &Key) -> Result<Conn, BoxError> {
         let uri: Uri = format!("{}://{}:{}/", key.scheme, key.host, key.port).parse()?;
         let mut connector = self.connector.clone();
+        let via = (key.scheme == Scheme::Http)
+            .then(|| {
+                self.dial
+                    .upstream_proxy()
+                    .via(false, &key.host, key.port)
+                    .map(|p| p.auth().cloned())
+            })
+            .flatten();
         std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
         let io = connector.call(uri).await?;
         if io.connected().is_negotiated_h2() {
@@ -204,7 +221,7 @@ impl Pool {
                     tracing::debug!("upstream HTTP/1.1 connection ended: {e}");
                 }
             });
-            Ok(Conn::H1(sender))
+            Ok(Conn::H1(sender, via))
         }
     }
 
@@ -215,12 +232,28 @@ impl Pool {
         mut req: Request<Body>,
     ) -> Result<Response<Body>, Failed> {
         match conn {
-            Conn::H1(mut s) => {
+            Conn::H1(mut s, via) => {
                 if let Err(e) = s.ready().await {
                     return Err(Failed::NotSent(Box::new(req), e.into()));
                 }
-                // HTTP/1.1 wants origin-form; Host is already set.
-                *req.uri_mut() = Uri::from(path_and_query(&req));
+                match &via {
+                    // To the corporate proxy: absolute-form, and its
+                    // credentials (never the client's Proxy-* headers:
+                    // they were removed as hop-by-hop).
+                    Some(auth) => {
+                        let uri = format!("http://{}{}", key.authority(), path_and_query(&req));
+                        *req.uri_mut() = match uri.parse() {
+                            Ok(u) => u,
+                            Err(e) => return Err(Failed::Other(Box::new(e))),
+                        };
+                        if let Some(a) = auth {
+                            req.headers_mut()
+                                .insert(header::PROXY_AUTHORIZATION, a.clone());
+                        }
+                    }
+                    // HTTP/1.1 wants origin-form; Host is already set.
+                    None => *req.uri_mut() = Uri::from(path_and_query(&req)),
+                }
                 *req.version_mut() = Version::HTTP_11;
                 match s.try_send_request(req).await {
                     // Why: a body framed two ways leaves the connection's
@@ -236,7 +269,7 @@ impl Pool {
                     Ok(resp) => Ok(resp.map(|body| {
                         ReturnOnEnd {
                             body,
-                            slot: Some((self.clone(), key.clone(), s)),
+                            slot: Some((self.clone(), key.clone(), s, via)),
                         }
                         .boxed()
                     })),
@@ -291,7 +324,7 @@ enum Failed {
 /// when it has been read to the end.
 struct ReturnOnEnd {
     body: Incoming,
-    slot: Option<(Arc<Pool>, Key, http1::SendRequest<Body>)>,
+    slot: Option<(Arc<Pool>, Key, http1::SendRequest<Body>, Via)>,
 }
 
 impl ReturnOnEnd {
@@ -300,9 +333,9 @@ impl ReturnOnEnd {
     }
 
     fn give_back(&mut self) {
-        if let Some((pool, key, s)) = self.slot.take() {
+        if let Some((pool, key, s, via)) = self.slot.take() {
             if !s.is_closed() {
-                pool.checkin(key, Conn::H1(s));
+                pool.checkin(key, Conn::H1(s, via));
             }
         }
     }

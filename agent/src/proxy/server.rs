@@ -109,6 +109,8 @@ pub struct ProxyOptions {
     /// Each gcp-workload-identity credential: the GCE metadata server
     /// serves them; empty: no server.
     pub gcp: Vec<(String, crate::config::GcpWorkloadIdentity)>,
+    /// The corporate proxy upstream connections go through, if any.
+    pub upstream_proxy: Arc<crate::outbound::UpstreamProxy>,
 }
 
 /// What every worker and every request reads.
@@ -124,6 +126,8 @@ pub(crate) struct Shared {
     /// thread that uses it.
     pub upstreams: Vec<Upstream>,
     pub pools: Vec<Arc<super::pool::Pool>>,
+    /// Blind tunnels' dialler (direct, or through the corporate proxy).
+    pub dial: crate::outbound::connect::Connector,
     pub egress: Egress,
     pub local: SocketAddr,
     /// `local`'s address as text, for audit records.
@@ -220,6 +224,7 @@ impl Proxy {
             .transpose()
             .map_err(|e| ProxyError::Random(e.to_string()))?;
         let tls = crate::http::tls_config(opts.extra_ca.as_deref())?;
+        let dial = crate::outbound::connect::Connector::new(opts.upstream_proxy);
         let workers = opts.workers.clamp(1, MAX_WORKER_THREADS);
         let named = opts
             .routes
@@ -233,10 +238,13 @@ impl Proxy {
             secret,
             ca,
             audit,
-            upstreams: (0..workers).map(|_| Upstream::new(tls.clone())).collect(),
-            pools: (0..workers)
-                .map(|_| super::pool::Pool::new(tls.clone()))
+            upstreams: (0..workers)
+                .map(|_| Upstream::new(tls.clone(), dial.clone()))
                 .collect(),
+            pools: (0..workers)
+                .map(|_| super::pool::Pool::new(tls.clone(), dial.clone()))
+                .collect(),
+            dial,
             egress: opts.egress,
             local,
             local_ip: local.ip().to_string(),

@@ -24,6 +24,7 @@ pub mod keycloak;
 pub mod laptop;
 pub mod netns;
 pub mod port;
+pub mod tinyproxy;
 pub mod tyk;
 
 // Each test binary uses some of these peers.

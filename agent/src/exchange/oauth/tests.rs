@@ -62,7 +62,11 @@ mod discovery {
     }
 
     async fn mix_up_refusal(issuer: &Url) -> String {
-        let http = HttpClient::new(None).expect("client");
+        let http = HttpClient::new(
+            None,
+            &std::sync::Arc::new(crate::outbound::UpstreamProxy::none()),
+        )
+        .expect("client");
         let e = discover(&http, issuer).await.err();
         e.expect("a mix-up is refused").to_string()
     }
@@ -78,7 +82,11 @@ mod discovery {
             ("/jwks", r#"{"keys":[]}"#.to_owned()),
         ])
         .await;
-        let http = HttpClient::new(None).expect("client");
+        let http = HttpClient::new(
+            None,
+            &std::sync::Arc::new(crate::outbound::UpstreamProxy::none()),
+        )
+        .expect("client");
         let m = discover(&http, &issuer).await.expect("discovered");
         let base = issuer.as_str().trim_end_matches('/');
         assert_eq!(
@@ -95,7 +103,11 @@ mod discovery {
     #[tokio::test]
     async fn a_plain_oauth_server_falls_back_to_rfc8414() {
         let (issuer, asked) = serve(vec![(RFC8414, PLAIN.to_owned())]).await;
-        let http = HttpClient::new(None).expect("client");
+        let http = HttpClient::new(
+            None,
+            &std::sync::Arc::new(crate::outbound::UpstreamProxy::none()),
+        )
+        .expect("client");
         let m = discover(&http, &issuer).await.expect("discovered");
         assert!(m
             .token_endpoint

@@ -415,7 +415,11 @@ fn a_token_file_that_cannot_be_written_keeps_its_io_cause() {
 
 #[tokio::test]
 async fn a_failed_discovery_keeps_its_cause() {
-    let http = crate::http::HttpClient::new(None).expect("client");
+    let http = crate::http::HttpClient::new(
+        None,
+        &std::sync::Arc::new(crate::outbound::UpstreamProxy::none()),
+    )
+    .expect("client");
     let cfg = LoginConfig {
         issuer: url::Url::parse("http://10.0.0.1/").expect("url"),
         ..login_cfg()

@@ -202,16 +202,16 @@ fn body_failed(gate: Option<&GateHandle>, err: &str) -> Refusal {
     }
 }
 
-/// A blind tunnel's upstream connection.
-pub async fn dial(ctx: &Ctx) -> Result<TcpStream, Refusal> {
+/// A blind tunnel's upstream connection: direct, or a CONNECT through the
+/// corporate proxy (its `https` settings: what a client tunnels is most
+/// often TLS).
+pub async fn dial(shared: &Shared, ctx: &Ctx) -> Result<TcpStream, Refusal> {
     let d = &ctx.dest;
-    let host = d.host.trim_start_matches('[').trim_end_matches(']');
-    TcpStream::connect((host, d.port)).await.map_err(|e| {
-        Refusal::upstream(
-            StatusCode::BAD_GATEWAY,
-            format!("cannot connect to {}:{}: {e}", d.host, d.port),
-        )
-    })
+    shared
+        .dial
+        .dial(true, &d.host, d.port)
+        .await
+        .map_err(|e| Refusal::upstream(StatusCode::BAD_GATEWAY, e.to_string()))
 }
 
 /// Copy a blind tunnel both ways until either side ends or it idles; the

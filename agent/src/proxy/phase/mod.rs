@@ -114,7 +114,7 @@ async fn phases(shared: &Shared, ctx: &mut Ctx, req: Request<Incoming>) -> Resul
     match plan {
         Plan::Intercept => return Ok(Done::Intercept(hyper::upgrade::on(req))),
         Plan::Tunnel => {
-            let upstream = forward::dial(ctx).await?;
+            let upstream = forward::dial(shared, ctx).await?;
             return Ok(Done::Tunnel(hyper::upgrade::on(req), upstream));
         }
         Plan::Route(_) | Plan::Pass => {}
