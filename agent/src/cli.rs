@@ -50,7 +50,7 @@ pub enum Command {
         /// Override [identity] audience.
         #[arg(long)]
         audience: Option<String>,
-        /// The job's maximum lifetime; the per-job CA expires 5 minutes after it.
+        /// The job's maximum lifetime: when it passes, CMD is ended and lanyard exits 124 (the per-job CA expires 5 minutes after it).
         #[arg(long, value_parser = humantime::parse_duration, default_value = "6h")]
         max_lifetime: std::time::Duration,
         /// The command and its arguments.
