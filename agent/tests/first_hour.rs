@@ -64,3 +64,59 @@ fn run_ends_the_command_when_the_maximum_lifetime_passes() {
     );
     job.assert_no_leak(&[&out, &err]);
 }
+
+/// A credential that has expired is shown as expired, with how long ago,
+/// in text and in `--json` (before: "expires in 0s", and 0 in the JSON).
+#[test]
+fn status_says_how_long_ago_a_credential_expired() {
+    let job = Job::new("");
+    // A token of the job's that ends in 3 s and cannot be re-minted.
+    let token = job
+        .issuer
+        .mint("github", "https://api.test", 3, serde_json::json!({}));
+    let state = job.dir.path().join("state").display().to_string();
+    let config = job.config.display().to_string();
+    let home = job.dir.path().display().to_string();
+    let env: Vec<(&str, &str)> = vec![
+        ("LANYARD_TEST_TOKEN", &token),
+        ("LANYARD_STATE_DIR", &state),
+        ("HOME", &home),
+    ];
+    let (code, _, err) = lanyard(&["start", "--config", &config, "--watch-pid", "0"], &env);
+    assert_eq!(code, 0, "start: {err}");
+    // Poll the real condition: status reports the credential expired.
+    let end = Instant::now() + Duration::from_secs(30);
+    let json = loop {
+        let (code, out, err) = lanyard(&["status", "--json"], &env);
+        assert_eq!(code, 0, "status: {err}");
+        let v = json_of(out.trim());
+        if v["credentials"][0]["expired_s_ago"]
+            .as_u64()
+            .is_some_and(|s| s >= 1)
+        {
+            break v;
+        }
+        assert!(
+            Instant::now() < end,
+            "status --json never said the credential expired: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let c = &json["credentials"][0];
+    assert!(
+        c["expires_in_s"].is_null(),
+        "no 'expires in' once expired: {c}"
+    );
+    let (_, text, _) = lanyard(&["status"], &env);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("gh "))
+        .unwrap_or_else(|| panic!("no credential line: {text}"));
+    assert!(
+        line.contains("EXPIRED ") && line.contains(" ago") && !line.contains("expires in"),
+        "the text says how long ago it expired: {line}"
+    );
+    let (code, out, err) = lanyard(&["stop"], &env);
+    assert_eq!(code, 0, "stop: {out}{err}");
+    job.assert_no_leak(&[&text, &out, &err, &json.to_string()]);
+}
