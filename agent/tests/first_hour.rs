@@ -120,3 +120,79 @@ fn status_says_how_long_ago_a_credential_expired() {
     assert_eq!(code, 0, "stop: {out}{err}");
     job.assert_no_leak(&[&text, &out, &err, &json.to_string()]);
 }
+
+/// A route nobody used is named at teardown (`run` and `stop`), with the
+/// likely cause: a client that ignores the proxy variables went around
+/// lanyard, or the route is not needed.
+#[test]
+fn teardown_names_the_routes_that_were_never_used() {
+    let job = Job::new(
+        "[[route]]\nname = \"spare\"\nurl = \"https://127.0.0.1:{UP}/v2/\"\ncredential = \"gh\"\n",
+    );
+    let (code, out, err) = job.run("curl -sS -o /dev/null https://127.0.0.1:$UP/v1/a");
+    assert_eq!(code, 0, "{out}\n{err}");
+    let unused = |text: &str| -> String {
+        text.lines()
+            .skip_while(|l| !l.contains("configured but never used"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let u = unused(&err);
+    assert!(
+        u.contains("spare") && u.contains("/v2/"),
+        "run names the unused route:\n{err}"
+    );
+    assert!(!u.contains("/v1/"), "the used route is not listed:\n{err}");
+    assert!(
+        u.contains("ignores") && u.contains("HTTPS_PROXY"),
+        "and says why it may be:\n{err}"
+    );
+
+    // The same from `stop`, and in the GitHub step summary.
+    let state = job.dir.path().join("state").display().to_string();
+    let config = job.config.display().to_string();
+    let home = job.dir.path().display().to_string();
+    let step = job.dir.path().join("step.md");
+    let s = step.display().to_string();
+    let env: Vec<(&str, &str)> = vec![
+        ("LANYARD_TEST_TOKEN", &job.token),
+        ("LANYARD_STATE_DIR", &state),
+        ("HOME", &home),
+        ("GITHUB_STEP_SUMMARY", &s),
+    ];
+    let (code, _, err) = lanyard(&["start", "--config", &config, "--watch-pid", "0"], &env);
+    assert_eq!(code, 0, "start: {err}");
+    let (code, out, err) = lanyard(&["stop"], &env);
+    assert_eq!(code, 0, "stop: {out}{err}");
+    let u = unused(&out);
+    assert!(
+        u.contains("spare") && u.contains("api"),
+        "stop names both unused routes:\n{out}"
+    );
+    let md = std::fs::read_to_string(&step).unwrap_or_default();
+    assert!(
+        md.contains("never used") && md.contains("spare"),
+        "step summary: {md}"
+    );
+    job.assert_no_leak(&[&out, &err, &md]);
+}
+
+/// `doctor` says which clients go around the proxy without a word.
+#[test]
+fn doctor_names_the_clients_that_ignore_the_proxy_variables() {
+    let job = Job::new("");
+    let config = job.config.display().to_string();
+    let (code, out, err) = lanyard(
+        &["doctor", "--config", &config, "--no-exchange"],
+        &[("LANYARD_TEST_TOKEN", &job.token)],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    for want in [
+        "NODE_USE_ENV_PROXY",
+        "http.Transport",
+        "https.proxyHost",
+        "trust_env",
+    ] {
+        assert!(out.contains(want), "doctor should mention {want}:\n{out}");
+    }
+}

@@ -25,6 +25,19 @@ pub(crate) mod tyk;
 use explain::{explain_url, methods};
 pub use hints::hints;
 
+/// Clients that go around the proxy without a word: they get no
+/// credential, and the teardown's "configured but never used" is the only
+/// sign. Kept in step with README "Clients that ignore the proxy".
+/// Sources: Node's NODE_USE_ENV_PROXY (v24.0 fetch, v24.5 http/https,
+/// both v22.21), Go's DefaultTransport, Java's net properties, aiohttp's
+/// trust_env.
+const BYPASS: &str = "proxy variables: lanyard sees only clients that honour HTTPS_PROXY. These ignore it unless told:
+  - Node's built-in fetch and http/https: only with NODE_USE_ENV_PROXY=1 (lanyard exports it; Node 24.0+/22.21+ for fetch, 24.5+/22.21+ for http/https; older Node ignores it)
+  - Go: a client with its own http.Transport and no Proxy: http.ProxyFromEnvironment
+  - Java (HttpURLConnection, java.net.http.HttpClient): never reads it; it needs -Dhttps.proxyHost/-Dhttps.proxyPort and the proxy's credentials (java.net.useSystemProxies reads desktop settings, not HTTPS_PROXY)
+  - Python aiohttp: ClientSession(trust_env=True); requests, httpx and urllib honour it
+";
+
 pub struct Options {
     pub exchange: bool,
     pub url: Option<String>,
@@ -51,6 +64,7 @@ pub async fn run(
         cfg.routes.len(),
         plural(cfg.routes.len())
     );
+    out.push_str(BYPASS);
     let mut code = ExitCode::Ok;
 
     if !opts.exchange {
