@@ -41,6 +41,9 @@ pub enum Command {
         /// With --url: send one GET there through the route's credential and explain the answer (Tyk's refusals among them).
         #[arg(long, requires = "url")]
         probe: bool,
+        /// Show the token's personal claims (user_email, user_login, user_id, actor, ...), masked by default.
+        #[arg(long)]
+        show_personal: bool,
     },
     /// Start, run CMD with the proxy environment, tear down, exit with CMD's status.
     Run {
@@ -215,6 +218,7 @@ fn execute(command: Command) -> Result<ExitCode, CommandError> {
                 url,
                 method,
                 probe,
+                show_personal,
             } => {
                 let cfg = load(config)?;
                 let mut out = String::new();
@@ -226,6 +230,7 @@ fn execute(command: Command) -> Result<ExitCode, CommandError> {
                         url,
                         method: method.to_ascii_uppercase(),
                         probe,
+                        show_personal,
                     },
                     &mut out,
                 )

@@ -196,3 +196,44 @@ fn doctor_names_the_clients_that_ignore_the_proxy_variables() {
         assert!(out.contains(want), "doctor should mention {want}:\n{out}");
     }
 }
+
+/// `doctor` masks the personal claims of the token (who triggered the
+/// job) unless `--show-personal` asks for them.
+#[test]
+fn doctor_masks_personal_claims_unless_asked() {
+    let job = Job::new("");
+    let token = job.issuer.mint(
+        "gitlab",
+        "https://api.test",
+        600,
+        serde_json::json!({"user_email": "alice.personal@example.com",
+            "user_login": "alice-login-x", "user_id": "4815162342", "actor": "alice-actor-x"}),
+    );
+    let config = job.config.display().to_string();
+    let (code, out, err) = lanyard(
+        &["doctor", "--config", &config],
+        &[("LANYARD_TEST_TOKEN", &token)],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    for personal in [
+        "alice.personal@example.com",
+        "alice-login-x",
+        "4815162342",
+        "alice-actor-x",
+    ] {
+        assert!(!out.contains(personal), "{personal} shown:\n{out}");
+    }
+    assert!(
+        out.contains("user_email: (personal, masked; --show-personal shows it)"),
+        "the claim is named, its value masked:\n{out}"
+    );
+    let (code, out, err) = lanyard(
+        &["doctor", "--config", &config, "--show-personal"],
+        &[("LANYARD_TEST_TOKEN", &token)],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("user_email: alice.personal@example.com"),
+        "{out}"
+    );
+}

@@ -45,7 +45,31 @@ pub struct Options {
     /// With `url`: send one GET through the route's credential and explain
     /// the answer.
     pub probe: bool,
+    /// Show personal claims ([`PERSONAL`]) instead of masking them.
+    pub show_personal: bool,
 }
+
+/// Claims that name a person (who triggered the job), masked by doctor
+/// unless `--show-personal`: GitLab `user_email`, `user_login`, `user_id`,
+/// `user_identities`, `user_access_level`; GitHub `actor`, `actor_id`,
+/// `triggering_actor`; Buildkite `build_creator*`; a login's `email`,
+/// `name`, `preferred_username`. None of them decides trust on its own
+/// that a maintainer should paste into an issue.
+const PERSONAL: &[&str] = &[
+    "user_email",
+    "user_login",
+    "user_id",
+    "user_identities",
+    "user_access_level",
+    "actor",
+    "actor_id",
+    "triggering_actor",
+    "build_creator",
+    "build_creator_email",
+    "email",
+    "name",
+    "preferred_username",
+];
 
 /// Runs the checks, writing the report to `out` (a failed check is part of
 /// the report, and exit code 1).
@@ -166,7 +190,12 @@ pub async fn run(
                 .unwrap_or("?")
         );
     }
-    print_claims(&token.claims, source.platform.is_developer(), out);
+    print_claims(
+        &token.claims,
+        source.platform.is_developer(),
+        opts.show_personal,
+        out,
+    );
     if let (Some(want), false) = (&source.audience, source.refreshes()) {
         if !token.claims.audiences().iter().any(|a| a == want) {
             let _ = writeln!(out, "  warning: the token's aud is {:?}, not the configured audience {want:?}; this platform fixes the audience when it mints the token", token.claims.audiences());
@@ -296,7 +325,10 @@ async fn credentials(
                 let likely = ex
                     .hints(&e, &sent, claims)
                     .unwrap_or_else(|| hints(&e, &sent, claims));
-                for h in likely {
+                for h in likely
+                    .into_iter()
+                    .map(|h| hints::for_platform(h, source.platform))
+                {
                     let _ = writeln!(out, "    likely cause: {h}");
                 }
             }
@@ -411,7 +443,7 @@ async fn teardown(http: &HttpClient, obtained: &[(Exchanger, Issued)], out: &mut
     failed
 }
 
-fn print_claims(c: &UnverifiedClaims, verified: bool, out: &mut String) {
+fn print_claims(c: &UnverifiedClaims, verified: bool, show_personal: bool, out: &mut String) {
     if verified {
         let _ = writeln!(
             out,
@@ -433,6 +465,9 @@ fn print_claims(c: &UnverifiedClaims, verified: bool, out: &mut String) {
                 }
                 Err(_) => v,
             },
+            p if PERSONAL.contains(&p) && !show_personal => {
+                "(personal, masked; --show-personal shows it)".into()
+            }
             _ => v,
         };
         let _ = writeln!(out, "    {k}: {}", sanitize(&shown));
