@@ -239,6 +239,8 @@ impl Drop for Audit {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     rows: BTreeMap<String, Row>,
+    /// Routes configured but never used, as `name (url)` or `url`.
+    unused: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -310,6 +312,32 @@ impl Summary {
         Ok(s)
     }
 
+    /// Note the configured routes (`(audit key, shown as)`) that no request
+    /// used: a client that ignores the proxy variables is silent otherwise.
+    pub fn with_configured(mut self, routes: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.unused = routes
+            .into_iter()
+            .filter(|(key, _)| !self.rows.contains_key(key))
+            .map(|(_, shown)| shown)
+            .collect();
+        self
+    }
+
+    /// Routes configured but never used.
+    pub fn unused(&self) -> &[String] {
+        &self.unused
+    }
+
+    fn unused_text(&self) -> String {
+        if self.unused.is_empty() {
+            return String::new();
+        }
+        format!(
+            "lanyard: routes configured but never used: {}. A client that ignores HTTPS_PROXY goes around lanyard without a word (Node's built-in fetch without NODE_USE_ENV_PROXY=1, Go with its own http.Transport, Java without -Djava.net.useSystemProxies=true or -Dhttps.proxyHost); if so, it got no credential. Otherwise the route is not needed. (README: \"Clients that ignore the proxy\")\n",
+            self.unused.join(", ")
+        )
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
@@ -347,6 +375,12 @@ impl Summary {
 
     /// A plain-text table for the terminal.
     pub fn table(&self) -> String {
+        let mut out = self.requests_table();
+        out.push_str(&self.unused_text());
+        out
+    }
+
+    fn requests_table(&self) -> String {
         if self.rows.is_empty() {
             return "lanyard: no requests went through the proxy\n".into();
         }
@@ -380,6 +414,13 @@ impl Summary {
         let mut out = String::from("### lanyard: calls through the proxy\n\n");
         if self.rows.is_empty() {
             out.push_str("No requests went through the proxy.\n");
+        }
+        let unused = self.unused_text();
+        if !unused.is_empty() {
+            let text = unused.trim_start_matches("lanyard: ").replace('|', "\\|");
+            out.push_str(&format!("\n**{}**\n\n", text.trim_end()));
+        }
+        if self.rows.is_empty() {
             return out;
         }
         out.push_str(&format!("| {} |\n", Self::HEAD.join(" | ")));

@@ -41,6 +41,9 @@ pub enum Command {
         /// With --url: send one GET there through the route's credential and explain the answer (Tyk's refusals among them).
         #[arg(long, requires = "url")]
         probe: bool,
+        /// Show the token's personal claims (user_email, user_login, user_id, actor, ...), masked by default.
+        #[arg(long)]
+        show_personal: bool,
     },
     /// Start, run CMD with the proxy environment, tear down, exit with CMD's status.
     Run {
@@ -50,7 +53,7 @@ pub enum Command {
         /// Override [identity] audience.
         #[arg(long)]
         audience: Option<String>,
-        /// The job's maximum lifetime; the per-job CA expires 5 minutes after it.
+        /// The job's maximum lifetime: when it passes, CMD is ended and lanyard exits 124 (the per-job CA expires 5 minutes after it).
         #[arg(long, value_parser = humantime::parse_duration, default_value = "6h")]
         max_lifetime: std::time::Duration,
         /// The command and its arguments.
@@ -216,6 +219,7 @@ fn execute(command: Command) -> Result<ExitCode, CommandError> {
                 url,
                 method,
                 probe,
+                show_personal,
             } => {
                 let cfg = load(config)?;
                 let mut out = String::new();
@@ -227,6 +231,7 @@ fn execute(command: Command) -> Result<ExitCode, CommandError> {
                         url,
                         method: method.to_ascii_uppercase(),
                         probe,
+                        show_personal,
                     },
                     &mut out,
                 )

@@ -22,6 +22,9 @@ pub enum ExitCode {
     /// 3: `stop`: a credential's revocation failed; it stays valid until
     /// it expires. Everything else was stopped and removed.
     RevokeFailed,
+    /// 124: `run`: `--max-lifetime` passed while CMD ran; CMD's process
+    /// group was ended (SIGTERM, SIGKILL after 5 s) and everything revoked.
+    LifetimePassed,
     /// 125: `run`: lanyard failed to start (identity, exchange, listener);
     /// CMD is not run (the `env`/`docker run` convention).
     StartFailed,
@@ -40,6 +43,7 @@ impl ExitCode {
             ExitCode::Failed => 1,
             ExitCode::Usage => 2,
             ExitCode::RevokeFailed => 3,
+            ExitCode::LifetimePassed => 124,
             ExitCode::StartFailed => 125,
             ExitCode::NotExecutable => 126,
             ExitCode::NotFound => 127,

@@ -117,11 +117,14 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: RunOptions) -> Result<ExitCo
     let code = match cmd.spawn() {
         Ok(child) => {
             let group = child.id().map(|id| Pid::from_raw(id as i32));
-            let code = wait_forwarding(child).await;
+            let waited = wait_forwarding(child, opts.max_lifetime).await;
             if let Some(g) = group {
                 end_group(g).await;
             }
-            Ok(ExitCode::Child(code))
+            Ok(match waited {
+                Waited::Exited(code) => ExitCode::Child(code),
+                Waited::LifetimePassed => ExitCode::LifetimePassed,
+            })
         }
         Err(source) => Err(CommandError::Spawn {
             program: program.clone(),
@@ -191,7 +194,36 @@ async fn end_group(group: Pid) {
     }
 }
 
-async fn wait_forwarding(mut child: tokio::process::Child) -> i32 {
+/// How CMD's wait ended.
+enum Waited {
+    /// CMD exited (its status, 128+signal when killed).
+    Exited(i32),
+    /// `--max-lifetime` passed: CMD's group was ended.
+    LifetimePassed,
+}
+
+/// Wait for CMD, forwarding signals to its group. When `max_lifetime`
+/// passes first, CMD's group is ended as the daemon ends a `start`ed
+/// session: the credentials must not outlive the job's stated lifetime.
+async fn wait_forwarding(child: tokio::process::Child, max_lifetime: Duration) -> Waited {
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let deadline = tokio::time::Instant::now() + max_lifetime;
+    tokio::select! {
+        code = wait_child(child) => Waited::Exited(code),
+        () = tokio::time::sleep_until(deadline) => {
+            eprintln!(
+                "lanyard run: the maximum lifetime ({}) passed; ending the command (SIGTERM to its process group) and revoking (exit status 124)",
+                humantime::format_duration(max_lifetime)
+            );
+            if let Some(g) = pgid {
+                end_group(g).await;
+            }
+            Waited::LifetimePassed
+        }
+    }
+}
+
+async fn wait_child(mut child: tokio::process::Child) -> i32 {
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     let (mut int, mut term, mut hup) = match (
         signal(SignalKind::interrupt()),

@@ -360,7 +360,16 @@ impl Session {
         }
         Teardown {
             revoked,
-            summary: self.audit.summary(),
+            summary: self
+                .audit
+                .summary()
+                .with_configured(self.routes().iter().map(|r| {
+                    let shown = match &r.name {
+                        Some(n) => format!("{n} ({})", r.display_url()),
+                        None => r.display_url(),
+                    };
+                    (r.audit_key(), shown)
+                })),
             audit: self.audit_path,
         }
     }

@@ -265,15 +265,19 @@ fn build(d: &mut Diag<'_>, path: &Path, mut doc: Table<'_>) -> Option<Config> {
     let mut routes = Vec::new();
     let mut tyk_apis = Vec::new();
     let base = path.parent().unwrap_or(Path::new("."));
+    let mut written = Vec::new();
     for t in route_tables {
+        let at = (t.path.clone(), t.peek_span("url").unwrap_or(t.span.clone()));
         if let Some((r, tyk)) = route::route(d, t, &declared, &aws_creds) {
             if let Some(f) = tyk {
                 tyk_apis.push((routes.len(), base.join(f)));
             }
             routes.push(r);
+            written.push(at);
         }
     }
     route::check_names(d, &routes);
+    route::check_duplicates(d, &routes, &written);
     let mut identity = identity?;
     identity.login = login?;
     aws_audience(&mut credentials, &identity);

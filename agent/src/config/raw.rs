@@ -33,6 +33,16 @@ impl<'s> Diag<'s> {
         }
     }
 
+    /// The file the errors name.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// 1-based line and column of a byte offset in this source.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        line_col(self.src, offset)
+    }
+
     pub fn err(&mut self, span: &Range<usize>, key: &str, message: impl Into<String>) {
         let (line, column) = line_col(self.src, span.start);
         self.errors.push(ConfigError {
@@ -135,6 +145,14 @@ impl<'i> Table<'i> {
                 DeValue::String(s) => Some(s.to_string()),
                 _ => None,
             })
+    }
+
+    /// Where a key's value was written, without taking it.
+    pub fn peek_span(&self, key: &str) -> Option<Range<usize>> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.v == key)
+            .map(|(_, v)| v.span.clone())
     }
 
     fn take(&mut self, key: &str) -> Option<(At<String>, At<DeValue<'i>>)> {

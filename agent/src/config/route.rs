@@ -353,3 +353,35 @@ pub(super) fn check_names(d: &mut Diag<'_>, routes: &[Route]) {
         }
     }
 }
+
+/// Two routes with the same canonical scheme, host, port and path prefix:
+/// the matcher takes the first on a tie, so the second would never be
+/// used. `written[i]`: route i's table name and where its `url` is.
+pub(super) fn check_duplicates(
+    d: &mut Diag<'_>,
+    routes: &[Route],
+    written: &[(String, std::ops::Range<usize>)],
+) {
+    for (j, r) in routes.iter().enumerate() {
+        let same = |q: &Route| {
+            q.scheme == r.scheme
+                && q.host == r.host
+                && q.port == r.port
+                && q.path_prefix == r.path_prefix
+        };
+        let Some(i) = routes[..j].iter().position(same) else {
+            continue;
+        };
+        let ((first, first_at), (second, at)) = (&written[i], &written[j]);
+        let (line, col) = d.line_col(first_at.start);
+        let file = d.file().display().to_string();
+        d.err(
+            at,
+            &format!("{second}.url"),
+            format!(
+                "the same route as {first} at {file}:{line}:{col} (same scheme, host, port and path: {}); the first in the file always wins, so this one would never be used. Merge them into one [[route]] or give one a longer path",
+                r.display_url()
+            ),
+        );
+    }
+}

@@ -374,6 +374,12 @@ fn human_status(st: &Status) -> String {
     }
     let _ = writeln!(out, "credentials:");
     for c in &st.credentials {
+        let ago = c.expired_s_ago.map(|s| {
+            format!(
+                "EXPIRED {} ago",
+                humantime::format_duration(Duration::from_secs(s))
+            )
+        });
         let exp = c
             .expires_in_s
             .map(|s| {
@@ -382,6 +388,7 @@ fn human_status(st: &Status) -> String {
                     humantime::format_duration(Duration::from_secs(s))
                 )
             })
+            .or(ago)
             .unwrap_or_else(|| "no expiry".into());
         let exp = match &c.expires_on_its_own_at {
             Some(at) => format!("{exp} (not revocable: expires on its own at {at})"),

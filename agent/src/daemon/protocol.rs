@@ -97,7 +97,12 @@ pub(super) struct RouteStatus {
 pub(super) struct CredentialStatus {
     pub name: String,
     pub fingerprint: Option<String>,
+    /// Seconds until the current value expires; `null` once it has.
     pub expires_in_s: Option<u64>,
+    /// Seconds since the current value expired (it is no longer attached
+    /// usefully: the upstream refuses it); `null` while it is valid.
+    #[serde(default)]
+    pub expired_s_ago: Option<u64>,
     pub renewable: bool,
     pub rotations: u64,
     pub last_error: Option<String>,

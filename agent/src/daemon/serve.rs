@@ -271,13 +271,18 @@ fn status_of(session: &Session) -> Status {
                 fingerprint: cur.map(|c| c.fingerprint.clone()),
                 expires_in_s: cur
                     .and_then(|c| c.expires_at)
+                    .filter(|e| *e > now)
                     .map(|e| e.saturating_duration_since(now).as_secs()),
+                expired_s_ago: cur
+                    .and_then(|c| c.expires_at)
+                    .filter(|e| *e <= now)
+                    .map(|e| now.saturating_duration_since(e).as_secs()),
                 renewable: cur.is_some_and(|c| c.renewable),
                 rotations: st.rotations,
                 last_error: st.last_error.clone(),
                 expires_on_its_own_at: cur
                     .and_then(|c| c.expires_at)
-                    .filter(|_| !store.revocable(n))
+                    .filter(|e| *e > now && !store.revocable(n))
                     .map(|e| {
                         crate::identity::format_time(
                             std::time::SystemTime::now() + e.saturating_duration_since(now),

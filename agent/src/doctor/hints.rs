@@ -3,6 +3,26 @@
 
 use super::*;
 
+/// The audience fix where lanyard asks for the audience itself.
+const AUDIENCE_FIX: &str =
+    "set [identity] audience (or the credential's audience) to what the service expects";
+
+/// The audience fix in the words of the platform that decides the
+/// audience: on GitLab the pipeline does (`id_tokens:` `aud:`), CircleCI
+/// and Bitbucket fix it themselves.
+pub fn for_platform(hint: String, platform: crate::config::Platform) -> String {
+    use crate::config::Platform;
+    let fix = match platform {
+        Platform::Gitlab => "GitLab sets the audience in the pipeline, not in lanyard: set `aud:` under the job's `id_tokens:` entry (the variable lanyard reads) to what the service expects",
+        Platform::Github => "set [identity] audience (or the Action's `audience` input, or the credential's audience) to what the service expects",
+        Platform::Buildkite => "set [identity] audience (lanyard asks `buildkite-agent oidc request-token --audience` for it) to what the service expects",
+        Platform::Circleci => "CircleCI fixes aud to the organization ID and lanyard cannot change it: configure the service to expect the organization ID",
+        Platform::Bitbucket => "Bitbucket fixes aud for the workspace and lanyard cannot change it: configure the service to expect the audience shown in Repository settings > OpenID Connect",
+        _ => return hint,
+    };
+    hint.replace(AUDIENCE_FIX, fix)
+}
+
 /// Likely causes, from the service's own message and what was presented.
 /// `assertion`: the job's token was the client's proof (RFC 7523 client
 /// assertion), so a refused client means a trust that does not match it.
@@ -40,9 +60,13 @@ pub fn hints(
     }
     if lower.contains("aud") {
         out.push(format!(
-            "audience mismatch: the token's aud is {:?}; lanyard asked for {}: set [identity] audience (or the credential's audience) to what the service expects",
+            "audience mismatch: the token's aud is {:?}; lanyard asked for {}: {AUDIENCE_FIX}",
             claims.audiences(),
-            if sent_audience.is_empty() { "no specific audience".into() } else { format!("{sent_audience:?}") }
+            if sent_audience.is_empty() {
+                "no specific audience".into()
+            } else {
+                format!("{sent_audience:?}")
+            }
         ));
     }
     if lower.contains("expired") || lower.contains("\"exp\"") || lower.contains("exp claim") {

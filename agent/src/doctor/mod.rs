@@ -25,6 +25,19 @@ pub(crate) mod tyk;
 use explain::{explain_url, methods};
 pub use hints::hints;
 
+/// Clients that go around the proxy without a word: they get no
+/// credential, and the teardown's "configured but never used" is the only
+/// sign. Kept in step with README "Clients that ignore the proxy".
+/// Sources: Node's NODE_USE_ENV_PROXY (v24.0 fetch, v24.5 http/https,
+/// both v22.21), Go's DefaultTransport, Java's net properties, aiohttp's
+/// trust_env.
+const BYPASS: &str = "proxy variables: lanyard sees only clients that honour HTTPS_PROXY. These ignore it unless told:
+  - Node's built-in fetch and http/https: only with NODE_USE_ENV_PROXY=1 (lanyard exports it; Node 24.0+/22.21+ for fetch, 24.5+/22.21+ for http/https; older Node ignores it)
+  - Go: a client with its own http.Transport and no Proxy: http.ProxyFromEnvironment
+  - Java (HttpURLConnection, java.net.http.HttpClient): never reads it; it needs -Dhttps.proxyHost/-Dhttps.proxyPort and the proxy's credentials (java.net.useSystemProxies reads desktop settings, not HTTPS_PROXY)
+  - Python aiohttp: ClientSession(trust_env=True); requests, httpx and urllib honour it
+";
+
 pub struct Options {
     pub exchange: bool,
     pub url: Option<String>,
@@ -32,7 +45,31 @@ pub struct Options {
     /// With `url`: send one GET through the route's credential and explain
     /// the answer.
     pub probe: bool,
+    /// Show personal claims ([`PERSONAL`]) instead of masking them.
+    pub show_personal: bool,
 }
+
+/// Claims that name a person (who triggered the job), masked by doctor
+/// unless `--show-personal`: GitLab `user_email`, `user_login`, `user_id`,
+/// `user_identities`, `user_access_level`; GitHub `actor`, `actor_id`,
+/// `triggering_actor`; Buildkite `build_creator*`; a login's `email`,
+/// `name`, `preferred_username`. None of them decides trust on its own
+/// that a maintainer should paste into an issue.
+const PERSONAL: &[&str] = &[
+    "user_email",
+    "user_login",
+    "user_id",
+    "user_identities",
+    "user_access_level",
+    "actor",
+    "actor_id",
+    "triggering_actor",
+    "build_creator",
+    "build_creator_email",
+    "email",
+    "name",
+    "preferred_username",
+];
 
 /// Runs the checks, writing the report to `out` (a failed check is part of
 /// the report, and exit code 1).
@@ -51,6 +88,7 @@ pub async fn run(
         cfg.routes.len(),
         plural(cfg.routes.len())
     );
+    out.push_str(BYPASS);
     let mut code = ExitCode::Ok;
 
     if !opts.exchange {
@@ -160,7 +198,12 @@ pub async fn run(
                 .unwrap_or("?")
         );
     }
-    print_claims(&token.claims, source.platform.is_developer(), out);
+    print_claims(
+        &token.claims,
+        source.platform.is_developer(),
+        opts.show_personal,
+        out,
+    );
     if let (Some(want), false) = (&source.audience, source.refreshes()) {
         if !token.claims.audiences().iter().any(|a| a == want) {
             let _ = writeln!(out, "  warning: the token's aud is {:?}, not the configured audience {want:?}; this platform fixes the audience when it mints the token", token.claims.audiences());
@@ -290,7 +333,10 @@ async fn credentials(
                 let likely = ex
                     .hints(&e, &sent, claims)
                     .unwrap_or_else(|| hints(&e, &sent, claims, ex.revokes_with_identity()));
-                for h in likely {
+                for h in likely
+                    .into_iter()
+                    .map(|h| hints::for_platform(h, source.platform))
+                {
                     let _ = writeln!(out, "    likely cause: {h}");
                 }
             }
@@ -418,7 +464,7 @@ async fn teardown(
     failed
 }
 
-fn print_claims(c: &UnverifiedClaims, verified: bool, out: &mut String) {
+fn print_claims(c: &UnverifiedClaims, verified: bool, show_personal: bool, out: &mut String) {
     if verified {
         let _ = writeln!(
             out,
@@ -440,6 +486,9 @@ fn print_claims(c: &UnverifiedClaims, verified: bool, out: &mut String) {
                 }
                 Err(_) => v,
             },
+            p if PERSONAL.contains(&p) && !show_personal => {
+                "(personal, masked; --show-personal shows it)".into()
+            }
             _ => v,
         };
         let _ = writeln!(out, "    {k}: {}", sanitize(&shown));

@@ -40,3 +40,40 @@ fn explain_url_gives_the_proxys_verdict() {
         "{out}"
     );
 }
+
+/// The audience hint names where each platform decides the audience.
+#[test]
+fn the_audience_hint_is_platform_aware() {
+    use crate::config::Platform;
+    let claims = UnverifiedClaims::decode(&format!(
+        "e30.{}.sig",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            r#"{"aud":"https://wrong.example"}"#
+        )
+    ))
+    .expect("claims");
+    let e = ExchangeError::Refused {
+        service: "sts".into(),
+        status: 400,
+        detail: "invalid audience".into(),
+        code: None,
+    };
+    let base = hints(&e, &["https://sts.example".into()], &claims, false);
+    let aud = |p: Platform| -> String {
+        base.iter()
+            .cloned()
+            .map(|h| hints::for_platform(h, p))
+            .find(|h| h.starts_with("audience mismatch"))
+            .unwrap_or_else(|| panic!("no audience hint in {base:?}"))
+    };
+    let gitlab = aud(Platform::Gitlab);
+    assert!(
+        gitlab.contains("id_tokens:") && !gitlab.contains("[identity] audience"),
+        "{gitlab}"
+    );
+    assert!(aud(Platform::Github).contains("`audience` input"));
+    assert!(aud(Platform::Buildkite).contains("oidc request-token --audience"));
+    assert!(aud(Platform::Circleci).contains("organization ID"));
+    assert!(aud(Platform::Env).contains("[identity] audience"));
+}

@@ -117,7 +117,9 @@ impl UnverifiedClaims {
 }
 
 /// What a job is, for the audit header and trace headers: a few claims that
-/// every platform has under its own names.
+/// every platform has under its own names. Each platform's own documented
+/// claims fill each field; a field the platform's token does not carry stays
+/// empty rather than take a claim that means something else.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct JobInfo {
     pub platform: String,
@@ -125,44 +127,114 @@ pub struct JobInfo {
     #[serde(rename = "ref")]
     pub git_ref: Option<String>,
     pub commit: Option<String>,
+    /// The run or pipeline: GitHub `run_id`, GitLab `pipeline_id`,
+    /// Buildkite `build_number`, Bitbucket `pipelineUuid`.
     pub pipeline_id: Option<String>,
+    /// This job: GitLab and Buildkite `job_id`, Bitbucket `stepUuid`,
+    /// GitHub `check_run_id` where the token has it.
     pub job_id: Option<String>,
+    /// GitHub `run_attempt` (a re-run of the same run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
     pub subject: Option<String>,
 }
 
+/// Which claims mean what, per platform (their OIDC token references:
+/// GitHub "OpenID Connect reference", GitLab "ID token payload", CircleCI
+/// "OpenID Connect tokens", Buildkite "OIDC claims", Bitbucket "OIDC").
+struct Names {
+    repository: &'static [&'static str],
+    git_ref: &'static [&'static str],
+    commit: &'static [&'static str],
+    pipeline: &'static [&'static str],
+    job: &'static [&'static str],
+    attempt: &'static [&'static str],
+}
+
+const GITHUB: Names = Names {
+    repository: &["repository"],
+    git_ref: &["ref"],
+    commit: &["sha"],
+    pipeline: &["run_id"],
+    job: &["check_run_id"],
+    attempt: &["run_attempt"],
+};
+const GITLAB: Names = Names {
+    repository: &["project_path"],
+    git_ref: &["ref"],
+    commit: &["sha"],
+    pipeline: &["pipeline_id"],
+    job: &["job_id"],
+    attempt: &[],
+};
+/// CircleCI's token names the repository (`vcs-origin`, a URL like
+/// github.com/org/repo) and the ref, but no commit, pipeline or job.
+const CIRCLECI: Names = Names {
+    repository: &[
+        "oidc.circleci.com/vcs-origin",
+        "oidc.circleci.com/project-id",
+    ],
+    git_ref: &["oidc.circleci.com/vcs-ref"],
+    commit: &[],
+    pipeline: &[],
+    job: &[],
+    attempt: &[],
+};
+const BUILDKITE: Names = Names {
+    repository: &["pipeline_slug"],
+    git_ref: &["build_branch"],
+    commit: &["build_commit"],
+    pipeline: &["build_number"],
+    job: &["job_id"],
+    attempt: &[],
+};
+/// Bitbucket's token holds UUIDs and the branch; no commit.
+const BITBUCKET: Names = Names {
+    repository: &["repositoryUuid"],
+    git_ref: &["branchName"],
+    commit: &[],
+    pipeline: &["pipelineUuid"],
+    job: &["stepUuid"],
+    attempt: &[],
+};
+
 impl JobInfo {
     pub fn from_claims(platform: &str, c: &UnverifiedClaims) -> Self {
+        let names = match platform {
+            "github" => &GITHUB,
+            "gitlab" => &GITLAB,
+            "circleci" => &CIRCLECI,
+            "buildkite" => &BUILDKITE,
+            "bitbucket" => &BITBUCKET,
+            // A token from a file or a variable: known by its own claims.
+            _ => Self::by_shape(c),
+        };
         let first = |keys: &[&str]| keys.iter().find_map(|k| c.text(k));
         JobInfo {
             platform: platform.to_owned(),
-            repository: first(&[
-                "repository",
-                "project_path",
-                "repositoryUuid",
-                "pipeline_slug",
-                "oidc.circleci.com/project-id",
-            ]),
-            git_ref: first(&[
-                "ref",
-                "branchName",
-                "build_branch",
-                "oidc.circleci.com/vcs-ref",
-            ]),
-            commit: first(&["sha", "build_commit", "oidc.circleci.com/vcs-origin"]),
-            pipeline_id: first(&[
-                "run_id",
-                "pipeline_id",
-                "pipelineUuid",
-                "build_number",
-                "oidc.circleci.com/pipeline-id",
-            ]),
-            job_id: first(&[
-                "job_id",
-                "stepUuid",
-                "oidc.circleci.com/job-id",
-                "run_attempt",
-            ]),
+            repository: first(names.repository),
+            git_ref: first(names.git_ref),
+            commit: first(names.commit),
+            pipeline_id: first(names.pipeline),
+            job_id: first(names.job),
+            attempt: first(names.attempt),
             subject: c.text("sub"),
+        }
+    }
+
+    /// The platform whose distinctive claims the token carries.
+    fn by_shape(c: &UnverifiedClaims) -> &'static Names {
+        let has = |k: &str| c.text(k).is_some();
+        if has("oidc.circleci.com/project-id") || has("oidc.circleci.com/vcs-origin") {
+            &CIRCLECI
+        } else if has("stepUuid") || has("pipelineUuid") {
+            &BITBUCKET
+        } else if has("build_commit") || has("organization_slug") {
+            &BUILDKITE
+        } else if has("project_path") {
+            &GITLAB
+        } else {
+            &GITHUB
         }
     }
 }
@@ -202,6 +274,72 @@ mod tests {
         assert_eq!(
             JobInfo::from_claims("github", &c).repository.as_deref(),
             Some("acme/app")
+        );
+    }
+
+    /// Each platform's documented claims land in the right fields, and a
+    /// field the platform's token lacks stays empty.
+    #[test]
+    fn the_audit_header_maps_each_platforms_claims() {
+        let info = |platform: &str, payload: serde_json::Value| {
+            let c = UnverifiedClaims::decode(&jwt(&payload.to_string())).expect("decode");
+            let j = JobInfo::from_claims(platform, &c);
+            [
+                j.repository,
+                j.git_ref,
+                j.commit,
+                j.pipeline_id,
+                j.job_id,
+                j.attempt,
+            ]
+            .map(|v| v.unwrap_or_default())
+        };
+        let github = serde_json::json!({"sub": "repo:acme/app:ref:refs/heads/main",
+            "repository": "acme/app", "ref": "refs/heads/main", "sha": "abc123",
+            "run_id": "4242", "run_number": "7", "run_attempt": "2", "actor": "alice"});
+        assert_eq!(
+            info("github", github.clone()),
+            ["acme/app", "refs/heads/main", "abc123", "4242", "", "2"],
+            "GitHub: run_attempt is the attempt, not the job"
+        );
+        let mut with_check = github.clone();
+        with_check["check_run_id"] = "99".into();
+        assert_eq!(info("github", with_check)[4], "99");
+        // A token from [identity] source = "env" is known by its claims.
+        assert_eq!(info("env", github)[5], "2");
+        let gitlab = serde_json::json!({"project_path": "group/app", "ref": "main",
+            "sha": "def456", "pipeline_id": "555", "job_id": "777", "user_login": "bob"});
+        assert_eq!(
+            info("gitlab", gitlab.clone()),
+            ["group/app", "main", "def456", "555", "777", ""]
+        );
+        assert_eq!(info("file", gitlab)[4], "777");
+        let circle = serde_json::json!({
+            "sub": "org/o1/project/p1/user/u1/vcs-origin/github.com/acme/app/vcs-ref/refs/heads/main",
+            "oidc.circleci.com/project-id": "p1",
+            "oidc.circleci.com/vcs-origin": "github.com/acme/app",
+            "oidc.circleci.com/vcs-ref": "refs/heads/main",
+            "oidc.circleci.com/context-ids": ["c1"]});
+        assert_eq!(
+            info("circleci", circle.clone()),
+            ["github.com/acme/app", "refs/heads/main", "", "", "", ""],
+            "CircleCI: vcs-origin is the repository, never the commit"
+        );
+        assert_eq!(info("env", circle)[0], "github.com/acme/app");
+        let buildkite = serde_json::json!({"organization_slug": "acme",
+            "pipeline_slug": "app", "build_number": 12, "build_branch": "main",
+            "build_commit": "0a1b2c", "step_key": "test", "job_id": "0190-job",
+            "agent_id": "0190-agent"});
+        assert_eq!(
+            info("buildkite", buildkite),
+            ["app", "main", "0a1b2c", "12", "0190-job", ""]
+        );
+        let bitbucket = serde_json::json!({"repositoryUuid": "{r-1}",
+            "branchName": "main", "pipelineUuid": "{p-1}", "stepUuid": "{s-1}",
+            "workspaceUuid": "{w-1}"});
+        assert_eq!(
+            info("bitbucket", bitbucket),
+            ["{r-1}", "main", "", "{p-1}", "{s-1}", ""]
         );
     }
 

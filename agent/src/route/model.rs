@@ -122,6 +122,12 @@ impl Route {
         )
     }
 
+    /// How the audit record and the teardown summary name the route: its
+    /// name, else its URL.
+    pub fn audit_key(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.display_url())
+    }
+
     /// `LANYARD_URL_API` for `name = "api"`.
     pub fn env_name(&self) -> Option<String> {
         self.name.as_ref().map(|n| {

@@ -10,6 +10,7 @@ use crate::route::{HostPattern, Template};
 mod aws;
 mod azure;
 mod docs;
+mod duplicates;
 mod google;
 mod port;
 mod sections;
