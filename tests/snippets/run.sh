@@ -57,7 +57,10 @@ check() {
   while read -r kind script shell; do
     [ "$kind" = step ] && [ "$status" -ne 0 ] && continue
     # shellcheck disable=SC2086 # $shell is a command with its options
-    (cd "$d/work" && env -i PATH="$d/bin:$T/tools:/usr/bin:/bin" HOME="$d" LANYARD_STATE_DIR="$d/state" \
+    # exec: like a CI agent, the process that runs a step outlives it (lanyard
+    # start watches the parent of the step's shell); a subshell that lingered
+    # as that parent would end the daemon with step 1, depending on timing.
+    (cd "$d/work" && exec env -i PATH="$d/bin:$T/tools:/usr/bin:/bin" HOME="$d" LANYARD_STATE_DIR="$d/state" \
       LANYARD_INSTALL_DIR="$d/bin" BASH_ENV="$d/bash_env" "$@" $shell "$d/$script" >>"$d/out" 2>&1)
     rc=$?
     if [ "$kind" = step ] && [ $rc -ne 0 ]; then status=$rc; fi
