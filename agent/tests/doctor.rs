@@ -56,7 +56,7 @@ fn doctor_on_the_github_openbao_example_shows_claims_lifetimes_and_no_secret() {
         "vault: vault JWT login at",
         "ok: lifetime 45s, renewable, fingerprint sha256:",
         "stripe: KV v2 field secret/data/ci/stripe#api_key read with \"vault\"",
-        "matches https://api.stripe.com/v1/ → credential stripe in header authorization",
+        "verdict: forwarded with credential stripe in header authorization (route https://api.stripe.com/v1/)",
         "vault: revoked (vault revoke-self)",
         "result: ok",
     ] {
