@@ -280,6 +280,10 @@ fn execute(command: Command) -> Result<ExitCode, CommandError> {
                         max_lifetime,
                         watch_pid,
                         stale_google,
+                        no_proxy_warnings: crate::outbound::bypass::no_proxy_warnings(
+                            &ProcessEnv,
+                            &cfg.routes,
+                        ),
                     },
                 )
                 .await

@@ -237,3 +237,59 @@ fn doctor_masks_personal_claims_unless_asked() {
         "{out}"
     );
 }
+
+/// A routed host that the job's `NO_PROXY` covers would be a silent
+/// bypass (lanyard keeps the job's entries in the exported `NO_PROXY`, so
+/// a client dials that host directly, with no credential): `run`, `start`
+/// and `doctor` each print one warning line naming the route and the entry.
+#[test]
+fn a_routed_host_in_the_jobs_no_proxy_is_named() {
+    let job = Job::new(
+        "[[route]]\nurl = \"https://api.example.test/v1/\"\ncredential = \"gh\"\n\n\
+         [[route]]\nurl = \"https://*.corp.test/\"\ncredential = \"gh\"\n",
+    );
+    let no_proxy = "localhost,.example.test,build.corp.test,other.test";
+    let want = [
+        "warning: route https://api.example.test/v1/ is covered by NO_PROXY entry \".example.test\"",
+        "warning: route https://*.corp.test/ is covered by NO_PROXY entry \"build.corp.test\"",
+    ];
+    let check = |what: &str, text: &str| {
+        for w in want {
+            let n = text.lines().filter(|l| l.contains(w)).count();
+            assert_eq!(n, 1, "{what}: one line with {w:?}:\n{text}");
+        }
+        for quiet in ["entry \"localhost\"", "entry \"other.test\""] {
+            assert!(
+                !text.contains(quiet),
+                "{what}: {quiet} covers no route:\n{text}"
+            );
+        }
+    };
+    let (code, out, err) = job.run_env("true", &[("NO_PROXY", no_proxy)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    check("run", &err);
+
+    let state = job.dir.path().join("state").display().to_string();
+    let config = job.config.display().to_string();
+    let home = job.dir.path().display().to_string();
+    let env: Vec<(&str, &str)> = vec![
+        ("LANYARD_TEST_TOKEN", &job.token),
+        ("LANYARD_STATE_DIR", &state),
+        ("HOME", &home),
+        ("NO_PROXY", no_proxy),
+    ];
+    let (code, _, err) = lanyard(&["start", "--config", &config, "--watch-pid", "0"], &env);
+    let (stop_code, stop_out, stop_err) = lanyard(&["stop"], &env);
+    assert_eq!(code, 0, "start: {err}");
+    assert_eq!(stop_code, 0, "stop: {stop_out}{stop_err}");
+    check("start", &err);
+
+    let (code, out, err) = lanyard(&["doctor", "--config", &config, "--no-exchange"], &env);
+    assert_eq!(code, 0, "{out}\n{err}");
+    check("doctor", &out);
+
+    // Without NO_PROXY, no warning.
+    let (code, out, err) = job.run("true");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!err.contains("NO_PROXY entry"), "{err}");
+}

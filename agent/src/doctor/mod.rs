@@ -89,6 +89,9 @@ pub async fn run(
         plural(cfg.routes.len())
     );
     out.push_str(BYPASS);
+    for w in crate::outbound::bypass::no_proxy_warnings(env, &cfg.routes) {
+        let _ = writeln!(out, "{w}");
+    }
     let mut code = ExitCode::Ok;
 
     if !opts.exchange {
