@@ -211,7 +211,7 @@ fn doctor_masks_personal_claims_unless_asked() {
     );
     let config = job.config.display().to_string();
     let (code, out, err) = lanyard(
-        &["doctor", "--config", &config],
+        &["doctor", "--config", &config, "--all-claims"],
         &[("LANYARD_TEST_TOKEN", &token)],
     );
     assert_eq!(code, 0, "{out}\n{err}");
@@ -228,7 +228,13 @@ fn doctor_masks_personal_claims_unless_asked() {
         "the claim is named, its value masked:\n{out}"
     );
     let (code, out, err) = lanyard(
-        &["doctor", "--config", &config, "--show-personal"],
+        &[
+            "doctor",
+            "--config",
+            &config,
+            "--all-claims",
+            "--show-personal",
+        ],
         &[("LANYARD_TEST_TOKEN", &token)],
     );
     assert_eq!(code, 0, "{out}\n{err}");
@@ -292,4 +298,82 @@ fn a_routed_host_in_the_jobs_no_proxy_is_named() {
     let (code, out, err) = job.run("true");
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(!err.contains("NO_PROXY entry"), "{err}");
+}
+
+/// `doctor` prints the claims that decide trust (iss, sub, aud, the
+/// times, and the platform's trust claims such as `repository`, `ref`,
+/// `environment`, `job_workflow_ref`, `project_path`, `ref_protected`),
+/// says how many others it hid, and shows them with `--all-claims`;
+/// personal claims stay masked there unless `--show-personal`.
+#[test]
+fn doctor_prints_only_the_trust_claims_unless_all_claims() {
+    let job = Job::new("");
+    let token = job.issuer.mint(
+        "github",
+        "https://api.test",
+        600,
+        serde_json::json!({"repository": "acme/app", "ref": "refs/heads/main",
+            "environment": "prod", "job_workflow_ref": "acme/app/.github/workflows/d.yml@refs/heads/main",
+            "project_path": "group/app", "ref_protected": "true",
+            "run_number": "run-number-noise-17", "head_ref": "head-ref-noise-x",
+            "actor": "alice-actor-x"}),
+    );
+    let config = job.config.display().to_string();
+    let doctor = |extra: &[&str]| {
+        let mut args = vec!["doctor", "--config", &config];
+        args.extend_from_slice(extra);
+        let (code, out, err) = lanyard(&args, &[("LANYARD_TEST_TOKEN", &token)]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        out
+    };
+    let trust = [
+        "iss: ",
+        "sub: ",
+        "aud: https://api.test",
+        "exp: ",
+        "iat: ",
+        "repository: acme/app",
+        "ref: refs/heads/main",
+        "environment: prod",
+        "job_workflow_ref: acme/app/.github/workflows/d.yml@refs/heads/main",
+        "project_path: group/app",
+        "ref_protected: true",
+    ];
+    let out = doctor(&[]);
+    for want in trust {
+        assert!(
+            out.contains(&format!("    {want}")),
+            "missing {want:?}:\n{out}"
+        );
+    }
+    for noise in [
+        "run-number-noise-17",
+        "head-ref-noise-x",
+        "actor:",
+        "alice-actor-x",
+    ] {
+        assert!(
+            !out.contains(noise),
+            "{noise} shown without --all-claims:\n{out}"
+        );
+    }
+    assert!(
+        out.contains(" other claims hidden (--all-claims shows them)"),
+        "says what it hid:\n{out}"
+    );
+    let out = doctor(&["--all-claims"]);
+    for want in trust.iter().copied().chain([
+        "run_number: run-number-noise-17",
+        "head_ref: head-ref-noise-x",
+    ]) {
+        assert!(out.contains(want), "--all-claims: missing {want:?}:\n{out}");
+    }
+    assert!(
+        out.contains("actor: (personal, masked; --show-personal shows it)")
+            && !out.contains("alice-actor-x"),
+        "--all-claims still masks personal claims:\n{out}"
+    );
+    assert!(!out.contains("other claims hidden"), "{out}");
+    let out = doctor(&["--all-claims", "--show-personal"]);
+    assert!(out.contains("actor: alice-actor-x"), "{out}");
 }
