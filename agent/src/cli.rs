@@ -44,6 +44,9 @@ pub enum Command {
         /// Show the token's personal claims (user_email, user_login, user_id, actor, ...), masked by default.
         #[arg(long)]
         show_personal: bool,
+        /// Show every claim of the token, not only those that decide trust (iss, sub, aud, times, repository, ref, environment, ...).
+        #[arg(long)]
+        all_claims: bool,
     },
     /// Start, run CMD with the proxy environment, tear down, exit with CMD's status.
     Run {
@@ -220,6 +223,7 @@ fn execute(command: Command) -> Result<ExitCode, CommandError> {
                 method,
                 probe,
                 show_personal,
+                all_claims,
             } => {
                 let cfg = load(config)?;
                 let mut out = String::new();
@@ -232,6 +236,7 @@ fn execute(command: Command) -> Result<ExitCode, CommandError> {
                         method: method.to_ascii_uppercase(),
                         probe,
                         show_personal,
+                        all_claims,
                     },
                     &mut out,
                 )
@@ -280,6 +285,10 @@ fn execute(command: Command) -> Result<ExitCode, CommandError> {
                         max_lifetime,
                         watch_pid,
                         stale_google,
+                        no_proxy_warnings: crate::outbound::bypass::no_proxy_warnings(
+                            &ProcessEnv,
+                            &cfg.routes,
+                        ),
                     },
                 )
                 .await

@@ -91,6 +91,9 @@ pub async fn run(cfg: &Config, env: &dyn Env, opts: RunOptions) -> Result<ExitCo
             })
         }
     };
+    for w in crate::outbound::bypass::no_proxy_warnings(env, &cfg.routes) {
+        eprintln!("lanyard: {w}");
+    }
     for name in &session.control.skipped {
         eprintln!("lanyard: credential {name} not obtained: only routes for CI identities use it, and this session is a developer login");
     }

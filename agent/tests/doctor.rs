@@ -52,11 +52,10 @@ fn doctor_on_the_github_openbao_example_shows_claims_lifetimes_and_no_secret() {
         "aud: https://bao.test",
         "sub: repo:acme/app:ref:refs/heads/main",
         "repository: acme/app",
-        "run_id: 4242",
         "vault: vault JWT login at",
         "ok: lifetime 45s, renewable, fingerprint sha256:",
         "stripe: KV v2 field secret/data/ci/stripe#api_key read with \"vault\"",
-        "matches https://api.stripe.com/v1/ → credential stripe in header authorization",
+        "verdict: forwarded with credential stripe in header authorization (route https://api.stripe.com/v1/)",
         "vault: revoked (vault revoke-self)",
         "result: ok",
     ] {

@@ -211,7 +211,7 @@ fn doctor_masks_personal_claims_unless_asked() {
     );
     let config = job.config.display().to_string();
     let (code, out, err) = lanyard(
-        &["doctor", "--config", &config],
+        &["doctor", "--config", &config, "--all-claims"],
         &[("LANYARD_TEST_TOKEN", &token)],
     );
     assert_eq!(code, 0, "{out}\n{err}");
@@ -228,7 +228,13 @@ fn doctor_masks_personal_claims_unless_asked() {
         "the claim is named, its value masked:\n{out}"
     );
     let (code, out, err) = lanyard(
-        &["doctor", "--config", &config, "--show-personal"],
+        &[
+            "doctor",
+            "--config",
+            &config,
+            "--all-claims",
+            "--show-personal",
+        ],
         &[("LANYARD_TEST_TOKEN", &token)],
     );
     assert_eq!(code, 0, "{out}\n{err}");
@@ -236,4 +242,138 @@ fn doctor_masks_personal_claims_unless_asked() {
         out.contains("user_email: alice.personal@example.com"),
         "{out}"
     );
+}
+
+/// A routed host that the job's `NO_PROXY` covers would be a silent
+/// bypass (lanyard keeps the job's entries in the exported `NO_PROXY`, so
+/// a client dials that host directly, with no credential): `run`, `start`
+/// and `doctor` each print one warning line naming the route and the entry.
+#[test]
+fn a_routed_host_in_the_jobs_no_proxy_is_named() {
+    let job = Job::new(
+        "[[route]]\nurl = \"https://api.example.test/v1/\"\ncredential = \"gh\"\n\n\
+         [[route]]\nurl = \"https://*.corp.test/\"\ncredential = \"gh\"\n",
+    );
+    let no_proxy = "localhost,.example.test,build.corp.test,other.test";
+    let want = [
+        "warning: route https://api.example.test/v1/ is covered by NO_PROXY entry \".example.test\"",
+        "warning: route https://*.corp.test/ is covered by NO_PROXY entry \"build.corp.test\"",
+    ];
+    let check = |what: &str, text: &str| {
+        for w in want {
+            let n = text.lines().filter(|l| l.contains(w)).count();
+            assert_eq!(n, 1, "{what}: one line with {w:?}:\n{text}");
+        }
+        for quiet in ["entry \"localhost\"", "entry \"other.test\""] {
+            assert!(
+                !text.contains(quiet),
+                "{what}: {quiet} covers no route:\n{text}"
+            );
+        }
+    };
+    let (code, out, err) = job.run_env("true", &[("NO_PROXY", no_proxy)]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    check("run", &err);
+
+    let state = job.dir.path().join("state").display().to_string();
+    let config = job.config.display().to_string();
+    let home = job.dir.path().display().to_string();
+    let env: Vec<(&str, &str)> = vec![
+        ("LANYARD_TEST_TOKEN", &job.token),
+        ("LANYARD_STATE_DIR", &state),
+        ("HOME", &home),
+        ("NO_PROXY", no_proxy),
+    ];
+    let (code, _, err) = lanyard(&["start", "--config", &config, "--watch-pid", "0"], &env);
+    let (stop_code, stop_out, stop_err) = lanyard(&["stop"], &env);
+    assert_eq!(code, 0, "start: {err}");
+    assert_eq!(stop_code, 0, "stop: {stop_out}{stop_err}");
+    check("start", &err);
+
+    let (code, out, err) = lanyard(&["doctor", "--config", &config, "--no-exchange"], &env);
+    assert_eq!(code, 0, "{out}\n{err}");
+    check("doctor", &out);
+
+    // Without NO_PROXY, no warning.
+    let (code, out, err) = job.run("true");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!err.contains("NO_PROXY entry"), "{err}");
+}
+
+/// `doctor` prints the claims that decide trust (iss, sub, aud, the
+/// times, and the platform's trust claims such as `repository`, `ref`,
+/// `environment`, `job_workflow_ref`, `project_path`, `ref_protected`),
+/// says how many others it hid, and shows them with `--all-claims`;
+/// personal claims stay masked there unless `--show-personal`.
+#[test]
+fn doctor_prints_only_the_trust_claims_unless_all_claims() {
+    let job = Job::new("");
+    let token = job.issuer.mint(
+        "github",
+        "https://api.test",
+        600,
+        serde_json::json!({"repository": "acme/app", "ref": "refs/heads/main",
+            "environment": "prod", "job_workflow_ref": "acme/app/.github/workflows/d.yml@refs/heads/main",
+            "project_path": "group/app", "ref_protected": "true",
+            "run_number": "run-number-noise-17", "head_ref": "head-ref-noise-x",
+            "actor": "alice-actor-x"}),
+    );
+    let config = job.config.display().to_string();
+    let doctor = |extra: &[&str]| {
+        let mut args = vec!["doctor", "--config", &config];
+        args.extend_from_slice(extra);
+        let (code, out, err) = lanyard(&args, &[("LANYARD_TEST_TOKEN", &token)]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        out
+    };
+    let trust = [
+        "iss: ",
+        "sub: ",
+        "aud: https://api.test",
+        "exp: ",
+        "iat: ",
+        "repository: acme/app",
+        "ref: refs/heads/main",
+        "environment: prod",
+        "job_workflow_ref: acme/app/.github/workflows/d.yml@refs/heads/main",
+        "project_path: group/app",
+        "ref_protected: true",
+    ];
+    let out = doctor(&[]);
+    for want in trust {
+        assert!(
+            out.contains(&format!("    {want}")),
+            "missing {want:?}:\n{out}"
+        );
+    }
+    for noise in [
+        "run-number-noise-17",
+        "head-ref-noise-x",
+        "actor:",
+        "alice-actor-x",
+    ] {
+        assert!(
+            !out.contains(noise),
+            "{noise} shown without --all-claims:\n{out}"
+        );
+    }
+    assert!(
+        out.contains(" other claims hidden (--all-claims shows them)"),
+        "says what it hid:\n{out}"
+    );
+    let out = doctor(&["--all-claims"]);
+    for want in trust.iter().copied().chain([
+        "run_number: run-number-noise-17",
+        "head_ref: head-ref-noise-x",
+    ]) {
+        assert!(out.contains(want), "--all-claims: missing {want:?}:\n{out}");
+    }
+    assert!(
+        out.contains("actor: (personal, masked; --show-personal shows it)")
+            && !out.contains("alice-actor-x"),
+        "--all-claims still masks personal claims:\n{out}"
+    );
+    assert!(!out.contains("other claims hidden"), "{out}");
+    let out = doctor(&["--all-claims", "--show-personal"]);
+    assert!(out.contains("actor: alice-actor-x"), "{out}");
 }

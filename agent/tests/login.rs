@@ -57,7 +57,7 @@ fn login_then_run_curl_reaches_the_routed_upstream_as_the_developer_and_a_ci_onl
         "identity: developer login (no CI platform detected: none of GITHUB_ACTIONS",
         "who: alice@acme.test (sub alice), issuer http://127.0.0.1:",
         "ID token: verified by lanyard (signature by the IdP's JWKS, iss, aud = lanyard-cli, exp, nonce); expires ",
-        &format!("refused with 403: route https://localhost:{}/v1/deploy/ is for CI identities only; this session uses a developer login (lanyard login as alice@acme.test (sub alice))", up.port),
+        &format!("verdict: 403, x-lanyard-rule: route https://localhost:{}/v1/deploy/ is for CI identities only; this session uses a developer login (lanyard login as alice@acme.test (sub alice))", up.port),
         "(every method; CI identities only) — does not apply to this session",
         "gateway: RFC 8693 token exchange",
         "ok: lifetime 30s",

@@ -40,6 +40,9 @@ pub struct StartOptions {
     /// Variables in the caller's environment that would take precedence
     /// over the GCE metadata server ([`crate::config::gcp_overriding_variables`]).
     pub stale_google: Vec<&'static str>,
+    /// Routes the job's `NO_PROXY` sends around lanyard
+    /// ([`crate::outbound::bypass`]), one warning line each.
+    pub no_proxy_warnings: Vec<String>,
 }
 
 /// Why `lanyard start` did not leave a ready daemon behind.
@@ -202,6 +205,9 @@ pub async fn start(env: &dyn Env, opts: StartOptions) -> Result<ExitCode, Comman
             "lanyard: warning: {}",
             crate::run::stale_google_line(&opts.stale_google, done)
         );
+    }
+    for w in &opts.no_proxy_warnings {
+        eprintln!("lanyard: {w}");
     }
     eprintln!(
         "lanyard: ready (pid {}); state in {}",

@@ -9,44 +9,61 @@ pub(super) fn explain_url(
     who: Option<&SessionIdentity>,
     out: &mut String,
 ) {
-    use crate::route::{check_path, parse_authority, Decision, RouteTable, Scheme};
+    use crate::proxy::phase::decide::{verdict, Plan};
+    use crate::proxy::phase::resolve::absolute_target;
+    use crate::proxy::refusal::{rule_header, Refusal};
+    use crate::route::RouteTable;
     let _ = writeln!(out, "\nroute for {method} {raw}");
-    // The proxy's own parse and matcher give the verdict, so doctor can
-    // never disagree with what the proxy will do.
-    let parsed = url::Url::parse(raw)
-        .map_err(|e| e.to_string())
-        .and_then(|u| {
-            let Some(scheme) = Scheme::parse(u.scheme()) else {
-                return Err(format!("scheme {:?} is not proxied", u.scheme()));
-            };
-            let authority = match u.port() {
-                Some(p) => format!("{}:{p}", u.host_str().unwrap_or("")),
-                None => u.host_str().unwrap_or("").to_owned(),
-            };
-            let dest = parse_authority(scheme, &authority).map_err(|e| e.to_string())?;
-            check_path(u.path()).map_err(|e| e.to_string())?;
-            Ok((dest, u.path().to_owned()))
-        });
-    let (dest, path) = match parsed {
-        Ok(x) => x,
+    // The proxy's own functions give the verdict: the request target is
+    // read by `resolve`'s, the decision is `decide`'s, so doctor says
+    // exactly what the proxy will answer (its listener's own checks, the
+    // proxy secret and the self-loop, aside).
+    let refused = |r: &Refusal, out: &mut String| {
+        let _ = writeln!(
+            out,
+            "  verdict: {}, x-lanyard-rule: {}",
+            r.status.as_u16(),
+            rule_header(&r.rule)
+        );
+    };
+    let uri = match http::Uri::try_from(raw) {
+        Ok(u) => u,
         Err(e) => {
-            let _ = writeln!(out, "  refused with 400: {e}");
+            let _ = writeln!(
+                out,
+                "  verdict: 400 from the HTTP parser, before lanyard's rules (no x-lanyard-rule): {e}"
+            );
             return;
         }
     };
-    let m = http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET);
+    let m = match http::Method::from_bytes(method.as_bytes()) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "  verdict: 400 from the HTTP parser, before lanyard's rules (no x-lanyard-rule): {method:?}: {e}"
+            );
+            return;
+        }
+    };
+    let (dest, pq) = match absolute_target(&uri) {
+        Ok(t) => t,
+        Err(r) => return refused(&r, out),
+    };
+    let path = pq.split_once('?').map_or(pq.as_str(), |(p, _)| p);
     let table = match who {
         Some(w) => RouteTable::for_identity(cfg.routes.clone(), w.clone()),
         None => RouteTable::new(cfg.routes.clone()),
     };
-    let chosen = match table.decide(&dest, &path, &m) {
-        Decision::Route(r) => {
+    match verdict(&table, cfg.proxy.egress, &dest, path, &m) {
+        Err(r) => refused(&r, out),
+        Ok(Plan::Route(r)) => {
             let _ = writeln!(
                 out,
-                "  matches {} → credential {} in header {}",
-                r.display_url(),
+                "  verdict: forwarded with credential {} in header {} (route {}); the status is the upstream's",
                 r.credential,
-                r.header
+                r.header,
+                r.display_url()
             );
             match who {
                 Some(w) => {
@@ -60,33 +77,41 @@ pub(super) fn explain_url(
                 None => {
                     let _ = writeln!(
                         out,
-                        "  the route is for {} (this session's identity is not known)",
+                        "  the route is for {} (this session's identity is not known, so it was not checked)",
                         r.identities.describe()
                     );
                 }
             }
-            Some(r.display_url())
         }
-        Decision::Refused { rule } => {
-            let _ = writeln!(out, "  refused with 403: {rule}");
-            // A route refused for its identity kind still is the match.
-            match RouteTable::new(cfg.routes.clone()).decide(&dest, &path, &m) {
-                Decision::Route(r) => Some(r.display_url()),
-                _ => None,
-            }
-        }
-        Decision::NoRoute => {
+        Ok(Plan::Pass) => {
             let _ = writeln!(
                 out,
-                "  no route: the request gets no credential; it is {}",
-                match cfg.proxy.egress {
-                    crate::config::Egress::Allow => "passed through untouched (egress = \"allow\")",
-                    crate::config::Egress::Deny => "refused with 403 (egress = \"deny\")",
-                }
+                "  verdict: forwarded untouched with no credential (no route; egress = \"allow\"); the status is the upstream's"
             );
-            None
         }
-    };
+        Ok(Plan::Tunnel) => {
+            let _ = writeln!(
+                out,
+                "  verdict: tunnelled untouched with no credential (no route; egress = \"allow\")"
+            );
+        }
+        Ok(Plan::Intercept) => {
+            let _ = writeln!(
+                out,
+                "  verdict: intercepted (TLS); each request inside the tunnel is decided on its own"
+            );
+        }
+    }
+    // The route the URL falls under, whatever its methods or identities
+    // (the longest prefix; the first in config on a tie).
+    let chosen = cfg
+        .routes
+        .iter()
+        .rev()
+        .filter(|r| r.scheme == dest.scheme && r.port == dest.port && r.host.matches(&dest.host))
+        .filter(|r| path.starts_with(&r.path_prefix) || format!("{path}/") == r.path_prefix)
+        .max_by_key(|r| r.path_prefix.len())
+        .map(|r| r.display_url());
     // Why each other route does not apply.
     for r in cfg
         .routes

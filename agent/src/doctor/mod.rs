@@ -16,6 +16,7 @@ use crate::identity::{format_time, IdentitySource, IdentityToken, UnverifiedClai
 use crate::route::{Route, SessionIdentity};
 use crate::secret::Credential;
 
+mod claims;
 mod echo;
 mod explain;
 mod hints;
@@ -45,31 +46,11 @@ pub struct Options {
     /// With `url`: send one GET through the route's credential and explain
     /// the answer.
     pub probe: bool,
-    /// Show personal claims ([`PERSONAL`]) instead of masking them.
+    /// Show personal claims ([`claims::PERSONAL`]) instead of masking them.
     pub show_personal: bool,
+    /// Show every claim, not only those that decide trust ([`claims::TRUST`]).
+    pub all_claims: bool,
 }
-
-/// Claims that name a person (who triggered the job), masked by doctor
-/// unless `--show-personal`: GitLab `user_email`, `user_login`, `user_id`,
-/// `user_identities`, `user_access_level`; GitHub `actor`, `actor_id`,
-/// `triggering_actor`; Buildkite `build_creator*`; a login's `email`,
-/// `name`, `preferred_username`. None of them decides trust on its own
-/// that a maintainer should paste into an issue.
-const PERSONAL: &[&str] = &[
-    "user_email",
-    "user_login",
-    "user_id",
-    "user_identities",
-    "user_access_level",
-    "actor",
-    "actor_id",
-    "triggering_actor",
-    "build_creator",
-    "build_creator_email",
-    "email",
-    "name",
-    "preferred_username",
-];
 
 /// Runs the checks, writing the report to `out` (a failed check is part of
 /// the report, and exit code 1).
@@ -89,6 +70,9 @@ pub async fn run(
         plural(cfg.routes.len())
     );
     out.push_str(BYPASS);
+    for w in crate::outbound::bypass::no_proxy_warnings(env, &cfg.routes) {
+        let _ = writeln!(out, "{w}");
+    }
     let mut code = ExitCode::Ok;
 
     if !opts.exchange {
@@ -198,12 +182,7 @@ pub async fn run(
                 .unwrap_or("?")
         );
     }
-    print_claims(
-        &token.claims,
-        source.platform.is_developer(),
-        opts.show_personal,
-        out,
-    );
+    claims::print(&token.claims, source.platform.is_developer(), opts, out);
     if let (Some(want), false) = (&source.audience, source.refreshes()) {
         if !token.claims.audiences().iter().any(|a| a == want) {
             let _ = writeln!(out, "  warning: the token's aud is {:?}, not the configured audience {want:?}; this platform fixes the audience when it mints the token", token.claims.audiences());
@@ -462,37 +441,6 @@ async fn teardown(
         }
     }
     failed
-}
-
-fn print_claims(c: &UnverifiedClaims, verified: bool, show_personal: bool, out: &mut String) {
-    if verified {
-        let _ = writeln!(
-            out,
-            "  claims (verified by lanyard as above; the token service verifies them again):"
-        );
-    } else {
-        let _ = writeln!(out, "  claims (UNVERIFIED: decoded without checking the signature; the token service verifies them):");
-    }
-    for (k, v) in c.display_pairs() {
-        let shown = match k.as_str() {
-            "exp" | "iat" | "nbf" => match v.parse::<u64>() {
-                Ok(s) => {
-                    let t = std::time::UNIX_EPOCH + Duration::from_secs(s);
-                    let rel = match t.duration_since(std::time::SystemTime::now()) {
-                        Ok(d) => format!("in {}", human(d)),
-                        Err(e) => format!("{} ago", human(e.duration())),
-                    };
-                    format!("{v} ({}, {rel})", format_time(t))
-                }
-                Err(_) => v,
-            },
-            p if PERSONAL.contains(&p) && !show_personal => {
-                "(personal, masked; --show-personal shows it)".into()
-            }
-            _ => v,
-        };
-        let _ = writeln!(out, "    {k}: {}", sanitize(&shown));
-    }
 }
 
 /// Claims come from outside: no control characters reach the terminal.

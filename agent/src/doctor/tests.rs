@@ -18,7 +18,7 @@ fn explain_url_gives_the_proxys_verdict() {
         &mut out,
     );
     assert!(
-        out.contains("matches https://api.example.com/v1/admin/ → credential b"),
+        out.contains("verdict: forwarded with credential b in header authorization (route https://api.example.com/v1/admin/)"),
         "{out}"
     );
     let mut out = String::new();
@@ -30,13 +30,13 @@ fn explain_url_gives_the_proxys_verdict() {
         &mut out,
     );
     assert!(
-        out.contains("refused with 403: method POST is not allowed"),
+        out.contains("verdict: 403, x-lanyard-rule: method POST is not allowed"),
         "{out}"
     );
     let mut out = String::new();
     explain_url(&cfg, "https://api.example.com/v2/x", "GET", None, &mut out);
     assert!(
-        out.contains("refused with 403: path /v2/x is outside the routes"),
+        out.contains("verdict: 403, x-lanyard-rule: path /v2/x is outside the routes"),
         "{out}"
     );
 }

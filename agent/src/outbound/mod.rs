@@ -22,6 +22,7 @@
 //! an earlier job's `stop` left the variables behind, does not proxy
 //! through a lanyard.
 
+pub mod bypass;
 pub mod connect;
 #[cfg(test)]
 mod tests;

@@ -212,16 +212,7 @@ pub fn refusal(status: StatusCode, rule: &str, close: bool) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let ascii: String = rule
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect();
+    let ascii = super::refusal::rule_header(rule);
     if let Ok(v) = HeaderValue::from_str(&ascii) {
         h.insert("x-lanyard-rule", v);
     }

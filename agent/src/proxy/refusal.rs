@@ -11,6 +11,20 @@ use http::{Response, StatusCode};
 use super::forward::{self, Body, Pending};
 use crate::audit::{Decision, Record};
 
+/// The `x-lanyard-rule` header's value for a rule: printable ASCII, any
+/// other character as `?` (the JSON body keeps the rule whole).
+pub fn rule_header(rule: &str) -> String {
+    rule.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
 /// Who refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum By {

@@ -13,8 +13,7 @@ use crate::config::Egress;
 use crate::proxy::context::Ctx;
 use crate::proxy::refusal::Refusal;
 use crate::proxy::server::Shared;
-use crate::route::Route;
-use crate::route::{check_path, Decision};
+use crate::route::{check_path, Decision, Destination, Route, RouteTable};
 
 /// What `decide` chose.
 pub enum Plan<'s> {
@@ -48,35 +47,24 @@ pub fn decide<'s>(
             )));
         }
     }
-    if !shared.routes.has_host(&ctx.dest) {
-        if shared.egress == Egress::Deny {
-            return Err(Refusal::policy(format!(
-                "egress = \"deny\": {}:{} has no route",
-                ctx.dest.host, ctx.dest.port
-            )));
-        }
-        if connect {
-            return Ok(Plan::Tunnel);
-        }
-        if upgrade.is_some() {
+    let route = match verdict(
+        &shared.routes,
+        shared.egress,
+        &ctx.dest,
+        ctx.path(),
+        req.method(),
+    )? {
+        Plan::Pass if upgrade.is_some() => {
             return Err(Refusal::policy(
                 "WebSocket through the plain-HTTP proxy needs a route with websocket = true",
-            ));
+            ))
         }
-        ctx.log.rec.decision = audit::Decision::Tunnelled;
-        return Ok(Plan::Pass);
-    }
-    if connect {
-        return Ok(Plan::Intercept);
-    }
-    let path = ctx.path();
-    if let Err(e) = check_path(path) {
-        return Err(Refusal::malformed(e.to_string()));
-    }
-    let route = match shared.routes.decide(&ctx.dest, path, req.method()) {
-        Decision::Route(r) => r,
-        Decision::Refused { rule } => return Err(Refusal::policy(rule)),
-        Decision::NoRoute => return Err(Refusal::policy("no route")),
+        Plan::Pass => {
+            ctx.log.rec.decision = audit::Decision::Tunnelled;
+            return Ok(Plan::Pass);
+        }
+        Plan::Route(r) => r,
+        plan => return Ok(plan),
     };
     let rec = &mut ctx.log.rec;
     rec.route = Some(route.audit_key());
@@ -89,4 +77,38 @@ pub fn decide<'s>(
     }
     rec.decision = audit::Decision::Injected;
     Ok(Plan::Route(route))
+}
+
+/// The verdict for a destination, a path (no query) and a method, from
+/// the routes and `egress` alone: pure (no request headers, no network,
+/// no credential). The proxy's `decide` and `doctor --url` both call it,
+/// so doctor gives exactly the proxy's answer.
+pub fn verdict<'s>(
+    routes: &'s RouteTable,
+    egress: Egress,
+    dest: &Destination,
+    path: &str,
+    method: &Method,
+) -> Result<Plan<'s>, Refusal> {
+    let connect = method == Method::CONNECT;
+    if !routes.has_host(dest) {
+        if egress == Egress::Deny {
+            return Err(Refusal::policy(format!(
+                "egress = \"deny\": {}:{} has no route",
+                dest.host, dest.port
+            )));
+        }
+        return Ok(if connect { Plan::Tunnel } else { Plan::Pass });
+    }
+    if connect {
+        return Ok(Plan::Intercept);
+    }
+    if let Err(e) = check_path(path) {
+        return Err(Refusal::malformed(e.to_string()));
+    }
+    match routes.decide(dest, path, method) {
+        Decision::Route(r) => Ok(Plan::Route(r)),
+        Decision::Refused { rule } => Err(Refusal::policy(rule)),
+        Decision::NoRoute => Err(Refusal::policy("no route")),
+    }
 }

@@ -9,7 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use http::header;
-use http::{Method, Request, StatusCode};
+use http::{Method, Request, StatusCode, Uri};
 use hyper::body::Incoming;
 
 use super::admit::Admitted;
@@ -64,23 +64,14 @@ async fn forward(
     admitted: Admitted<'_>,
 ) -> Result<(), Refusal> {
     let uri = req.uri();
-    let scheme = match uri.scheme_str().and_then(Scheme::parse) {
-        Some(s) => s,
-        None => {
+    let (dest, pq) = match absolute_target(uri) {
+        Ok(t) => t,
+        Err(r) => {
             ctx.locate_listener(shared, uri.path());
-            return Err(Refusal::malformed(
-                "only http and https URLs can be proxied",
-            ));
+            return Err(r);
         }
     };
-    let authority = uri.authority().map_or("", |a| a.as_str());
-    let dest = match parse_authority(scheme, authority) {
-        Ok(d) => d,
-        Err(e) => {
-            ctx.locate_listener(shared, uri.path());
-            return Err(Refusal::malformed(e.to_string()));
-        }
-    };
+    let scheme = dest.scheme;
     if names_listener(shared, &dest) {
         // A client that sends even LANYARD_URL_* calls through its
         // HTTP_PROXY: serve the reverse route.
@@ -104,12 +95,28 @@ async fn forward(
             ));
         }
     }
-    ctx.pq = uri
+    ctx.pq = pq;
+    ctx.dest = dest;
+    self_loop(shared, ctx, false).await
+}
+
+/// An absolute-form request target (`http://host:port/path?query`): its
+/// canonical destination and its path and query, as sent. Pure (no
+/// listener, no network): the proxy's forward mode and `doctor --url`
+/// read a URL with this one function.
+pub fn absolute_target(uri: &Uri) -> Result<(Destination, String), Refusal> {
+    let Some(scheme) = uri.scheme_str().and_then(Scheme::parse) else {
+        return Err(Refusal::malformed(
+            "only http and https URLs can be proxied",
+        ));
+    };
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let dest = parse_authority(scheme, authority).map_err(|e| Refusal::malformed(e.to_string()))?;
+    let pq = uri
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
-    ctx.dest = dest;
-    self_loop(shared, ctx, false).await
+    Ok((dest, pq))
 }
 
 /// `/r/<secret>/<name>/rest` → the named route's URL + `rest`.
