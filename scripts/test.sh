@@ -12,6 +12,7 @@ scripts/install-peers.sh
 # to exists, and no locked crate needs a newer Rust than rust-version.
 python3 scripts/check-links.py
 python3 scripts/check-msrv.py
+scripts/msrv-build.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # Licences, duplicates, wildcards, sources; advisories when the database
