@@ -79,7 +79,7 @@ pub fn decide<'s>(
         Decision::NoRoute => return Err(Refusal::policy("no route")),
     };
     let rec = &mut ctx.log.rec;
-    rec.route = Some(route.name.clone().unwrap_or_else(|| route.display_url()));
+    rec.route = Some(shared.routes.audit_name(route));
     rec.credential = Some(route.credential.clone());
     if upgrade.is_some() && !route.websocket {
         return Err(Refusal::policy(format!(
