@@ -812,5 +812,6 @@ meta = {
 }
 json.dump(meta, open(os.path.join(E["WORK"], "meta.json"), "w"), indent=1)
 PYEOF
+mkdir -p "$OUT"
 "$PY" "$BENCH/report.py" "$WORK" "$OUT"
 log "done in $(( $(date +%s) - T_START )) s; wrote $OUT/RESULTS.md and $OUT/latency-cdf.png"
