@@ -18,6 +18,10 @@
 #            start, which cancels out); the ratio aws/forward is printed per binary
 #
 #   MODES="forward aws" bash bench/instructions.sh ...  # a subset
+#
+# nginx is counted first the same way (N requests minus none, one process with
+# master_process off, proxy_set_header adding the Bearer header, the same upstream),
+# and each lanyard row shows its ratio to nginx. NGINX_BASELINE=0 skips it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-2000}
@@ -54,14 +58,19 @@ EOF
 cat >"$WORK/client.py" <<'EOF'
 import base64, http.client, os, sys
 n, mode = int(sys.argv[1]), sys.argv[2]
-proxy = os.environ["LANYARD_PROXY"]
+if mode == "nginx":
+    proxy = "http://x:x@127.0.0.1:" + os.environ["NGINX_PORT"]
+else:
+    proxy = os.environ["LANYARD_PROXY"]
 secret = proxy.split("@")[0].rsplit(":", 1)[1]
 lhost, lport = proxy.rsplit("@", 1)[1].split(":")
 up = os.environ["UP"]
 c = http.client.HTTPConnection(lhost, int(lport))
 auth = "Basic " + base64.b64encode(f"lanyard:{secret}".encode()).decode()
 for _ in range(n):
-    if mode == "reverse":
+    if mode == "nginx":  # nginx adds the header (proxy_set_header), like a reverse route
+        c.request("GET", "/x", headers={"Host": f"{lhost}:{lport}"})
+    elif mode == "reverse":
         c.request("GET", f"/r/{secret}/api/x", headers={"Host": f"{lhost}:{lport}"})
     elif mode == "forward":
         c.request("GET", f"http://127.0.0.1:{up}/x", headers={"Proxy-Authorization": auth})
@@ -146,14 +155,77 @@ count() { # binary mode n → total instructions of the lanyard process
     awk '/^(summary|totals):/ { print $2; exit }' "$out"
 }
 
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+count_nginx() { # n → total instructions of nginx (one process: master_process off), the same
+    # request proxied to the same upstream with one header set (proxy_set_header)
+    local n=$1 out="$WORK/cg-nginx-$1.out" dir="$WORK/nginx-$1" port vp end
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    keepalive_requests 10000000;
+    upstream up {
+        server 127.0.0.1:$UP;
+        keepalive 8;
+    }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer bench";
+        }
+    }
+}
+EOF
+    rm -f "$out"
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$NGINX" -p "$dir" -c "$dir/nginx.conf" \
+        -e "$dir/error.log" >"$dir/run.log" 2>&1 &
+    vp=$!
+    end=$((SECONDS + 60))
+    until python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$port" 2>/dev/null; do
+        if ! kill -0 "$vp" 2>/dev/null || [ $SECONDS -gt $end ]; then cat "$dir/run.log" "$dir/error.log" >&2; return 1; fi
+        sleep 0.1
+    done
+    # the readiness probe above is one connection without a request, in both counts
+    UP="$UP" NGINX_PORT="$port" python3 "$WORK/client.py" "$n" nginx || { kill "$vp"; return 1; }
+    kill -QUIT "$vp"
+    wait "$vp" || true
+    awk '/^(summary|totals):/ { print $2; exit }' "$out"
+}
+ratio() { python3 -c 'import sys; print(f"{int(sys.argv[1]) / int(sys.argv[2]):.2f}x")' "$1" "$2"; }
+
 printf '%-60s %-8s %12s\n' binary mode instr/request
+if [ "${NGINX_BASELINE:-1}" = 1 ] && [ -x "$NGINX" ]; then
+    base=$(count_nginx 0)
+    full=$(count_nginx "$N")
+    NGINX_PER=$(((full - base) / N))
+    printf '%-60s %-8s %12d\n' "$NGINX" nginx "$NGINX_PER"
+fi
 for bin in "${BINS[@]}"; do
     declare -A per=()
     for mode in $MODES; do
         base=$(count "$bin" "$mode" 0)
         full=$(count "$bin" "$mode" "$N")
         per[$mode]=$(((full - base) / N))
-        printf '%-60s %-8s %12d\n' "$bin" "$mode" "${per[$mode]}"
+        if [ -n "${NGINX_PER:-}" ]; then
+            printf '%-60s %-8s %12d %6s\n' "$bin" "$mode" "${per[$mode]}" "$(ratio "${per[$mode]}" "$NGINX_PER")"
+        else
+            printf '%-60s %-8s %12d\n' "$bin" "$mode" "${per[$mode]}"
+        fi
     done
     if [ -n "${per[aws]:-}" ] && [ -n "${per[forward]:-}" ]; then
         ratio=$(python3 -c 'import sys; print(f"{int(sys.argv[1]) / int(sys.argv[2]):.2f}x")' "${per[aws]}" "${per[forward]}")

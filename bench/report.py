@@ -52,6 +52,9 @@ runs = {}  # (name, group, conns) -> list of run dicts
 for row in rows("runs.tsv"):
     name, group, conns, ticks, rss, workers, path = row[:7]
     tw = int(row[7]) if len(row) > 7 else None
+    steal = float(row[8]) if len(row) > 8 else None
+    others = float(row[9]) if len(row) > 9 else None
+    attempts = int(row[10]) if len(row) > 10 else 1
     try:
         lg = json.load(open(path))
     except Exception as e:  # noqa: BLE001
@@ -67,6 +70,7 @@ for row in rows("runs.tsv"):
         "p50": lg.get("p50_us"), "p99": lg.get("p99_us"),
         "errors": (lg.get("errors", 0) or 0), "bad": (lg.get("unexpected_status", 0) or 0),
         "ticks": int(ticks), "workers": workers, "tw": tw,
+        "steal": steal, "others": others, "attempts": attempts,
         "rss_mb": None if rss == "-" else int(rss) / 1024,
         # a proxy that died during the run leaves fewer ticks behind than before it
         "proc": rss != "-" and int(ticks) >= 0,
@@ -98,11 +102,27 @@ def ratio(a, b):
     return a / b if (a is not None and b) else None
 
 
+NOISE_STEAL = float(os.environ.get("NOISE_STEAL_PCT") or meta["knobs"].get("NOISE_STEAL_PCT") or 5)
+NOISE_OTHERS = float(os.environ.get("NOISE_OTHERS") or meta["knobs"].get("NOISE_OTHERS") or 0.25)
+
+
+def noise(d):
+    """steal % / other processes' cores, the number of runs, and a flag if still noisy."""
+    if d.get("steal") is None:
+        return "–"
+    cell = f"{d['steal']:.1f} / {d['others']:.2f}"
+    if d["attempts"] > 1:
+        cell += f" ({d['attempts']} runs)"
+    if d["steal"] > NOISE_STEAL or d["others"] > NOISE_OTHERS:
+        cell += " **noisy**"
+    return cell
+
+
 # ------------------------------------------------------------------ main tables
 def table(family):
     out = [
-        f"| contender | conns | workers | req/s | ×{BASE[family]} | {REF_LABEL[family]} | p50 µs | p99 µs | added p50 µs | proxy CPU µs/req | CPU ×{REF[family]} | proxy CPU s | peak RSS MB | new upstream TIME-WAITs | errors / non-200 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| contender | conns | workers | req/s | ×{BASE[family]} | {REF_LABEL[family]} | p50 µs | p99 µs | added p50 µs | proxy CPU µs/req | CPU ×{REF[family]} | proxy CPU s | peak RSS MB | new upstream TIME-WAITs | steal % / other CPU (cores) | errors / non-200 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     names = [n for n, (fam, _) in CONTENDERS.items() if fam == family]
     for c in conns_list:
@@ -110,7 +130,7 @@ def table(family):
             d = get(n, c)
             if d is None:
                 if n in errors and c == cmin:
-                    out.append(f"| {n} | {c} | | | | | | | | | | | | | **failed**: {errors[n]} |")
+                    out.append(f"| {n} | {c} | | | | | | | | | | | | | | **failed**: {errors[n]} |")
                 continue
             base, ref = get(BASE[family], c), get(REF[family], c)
             added = (d["p50"] - base["p50"]) if (base and n != BASE[family] and d["p50"] is not None and base["p50"] is not None) else None
@@ -122,14 +142,14 @@ def table(family):
             elif not ok:
                 note += (f": no request completed inside the window ({d['lg'].get('all_requests', 0)} completed"
                          " during warm-up; the rest were still in flight when the window closed)")
-            out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 n, c, d["workers"], f(d["rps"] if ok else None, "{:,.0f}"),
                 f(ratio(d["rps"], base["rps"]) if base and ok else None, "{:.2f}"),
                 f(ratio(d["rps"], ref["rps"]) if ref and ok else None, "{:.2f}"),
                 f(d["p50"] if ok else None, "{}"), f(d["p99"] if ok else None, "{}"),
                 f(added, "{:+d}"), f(d["cpu_us"]),
                 f(ratio(d["cpu_us"], ref["cpu_us"]) if ref else None, "{:.2f}"),
-                f(d["cpu_s"], "{:.2f}"), f(d["rss_mb"]), f(d["tw"], "{}"), note))
+                f(d["cpu_s"], "{:.2f}"), f(d["rss_mb"]), f(d["tw"], "{}"), noise(d), note))
     return "\n".join(out)
 
 
@@ -168,7 +188,33 @@ def t_cpu(name, ref, label):
         target(f"proxy CPU per request ≤ nginx's ({label})", "not measured", None)
 
 
+# instructions per request (callgrind, bench/instructions.sh, in this run)
+instr = {}
+_ip = os.path.join(WORK, "instructions.txt")
+if os.path.exists(_ip):
+    for line in open(_ip):
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] in ("nginx", "reverse", "forward") and parts[2].isdigit():
+            instr[parts[1]] = int(parts[2])
+instr_lines = ["| what | instructions per request | ×nginx |", "|---|---:|---:|"]
+for k in ("nginx", "reverse", "forward"):
+    if k in instr:
+        instr_lines.append(f"| {'nginx' if k == 'nginx' else 'lanyard ' + k} | {instr[k]:,} | "
+                           f"{f(ratio(instr[k], instr.get('nginx')), '{:.2f}')} |")
+for k in ("reverse", "forward"):
+    what = f"user-space instructions per request ≤ 1.5× nginx (lanyard {k}, callgrind)"
+    if k in instr and "nginx" in instr:
+        target(what, f"{instr[k]:,} vs {instr['nginx']:,} ({instr[k] / instr['nginx']:.2f}×)", instr[k] <= 1.5 * instr["nginx"])
+    else:
+        target(what, "not measured", None)
+if "reverse" in instr and "forward" in instr:
+    target("forward within 5 % of reverse (instructions per request)",
+           f"{instr['forward']:,} vs {instr['reverse']:,} ({instr['forward'] / instr['reverse'] - 1:+.1%})",
+           instr["forward"] <= 1.05 * instr["reverse"])
+else:
+    target("forward within 5 % of reverse (instructions per request)", "not measured", None)
 t_cpu("lanyard-reverse", "nginx", "plain HTTP")
+t_cpu("lanyard-forward", "nginx", "plain HTTP, forward")
 t_cpu("lanyard-intercept", "nginx-tls", "TLS both sides")
 pc = meta["knobs"].get("PARITY_CONNS", "64")
 for w in ("1", "2"):
@@ -388,7 +434,16 @@ an error unless it answered 200.
 
 {parity_table()}
 
-## Targets (issue 5)
+## Instructions per request (callgrind, fixed request count)
+
+`N={meta["knobs"].get("INSTR_N", "2000")} MODES="reverse forward" bash bench/instructions.sh {meta["binary_path"]}`: user-space
+instructions of the proxy for N requests minus none over one keep-alive connection,
+one worker, nginx counted the same way in the same run. Machine load does not move
+these figures; `python3 bench/breakdown.py` splits them by function (see the analysis).
+
+{chr(10).join(instr_lines) if len(instr_lines) > 2 else '(not run: INSTRUCTIONS=0, or callgrind failed; see the log)'}
+
+## Targets (issues 5 and 16)
 
 | target | this run | verdict | note |
 |---|---|---|---|
@@ -483,4 +538,5 @@ print(md[: md.index("## Contenders")] if "## Contenders" in md else "")
 for fam in ("plain", "tls", "vault"):
     print(table(fam))
 print(parity_table())
+print("\n".join(instr_lines))
 print("\n".join(targets))

@@ -67,9 +67,11 @@ pub struct Record {
     pub reason: Option<String>,
 }
 
+mod line;
+
 /// RFC 3339 UTC with milliseconds.
 pub fn timestamp(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    line::timestamp(t)
 }
 
 /// Escape control characters (C0, DEL, C1) so that a logged field can't
@@ -172,15 +174,25 @@ impl Audit {
         if let Ok(mut s) = self.summary.lock() {
             s.add(r);
         }
-        self.write(r, false);
+        self.append(
+            |buf| {
+                line::write(buf, r);
+                Ok(())
+            },
+            false,
+        );
     }
 
     fn write<T: Serialize>(&self, v: &T, now: bool) {
+        self.append(|buf| serde_json::to_writer(buf, v), now);
+    }
+
+    fn append(&self, encode: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>, now: bool) {
         let Some(f) = &self.file else { return };
         let Ok(mut sink) = f.lock() else { return };
         let was_empty = sink.buf.is_empty();
         let mark = sink.buf.len();
-        if let Err(e) = serde_json::to_writer(&mut sink.buf, v) {
+        if let Err(e) = encode(&mut sink.buf) {
             sink.buf.truncate(mark);
             tracing::error!("audit: cannot encode a record: {e}");
             return;

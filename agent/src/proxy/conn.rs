@@ -14,7 +14,6 @@ use std::time::Duration;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioTimer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -26,7 +25,9 @@ use super::server::{HEADER_READ_TIMEOUT, MAX_HEAD};
 /// the head limit (431, audited); hyper's buffer only needs room for it.
 pub fn http1_server() -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
-    b.timer(TokioTimer::new())
+    // Why not hyper-util's TokioTimer: it arms a new tokio timer per request
+    // (see `conn_timer`); the deadline is the same.
+    b.timer(super::conn_timer::ConnTimer::default())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_headers(super::framing::grammar::MAX_HEADERS)
         .max_buf_size(2 * MAX_HEAD);

@@ -36,6 +36,7 @@
 //! - `framing`: the strict HTTP/1.1 request gate in front of hyper;
 //! - `body`: request bodies read (up to a bound) before going upstream;
 //! - `conn`: a client connection's IO (through the gate) and its service;
+//! - `conn_timer`: the header-read timeout on one timer per connection;
 //! - `deadline`: how long an upstream may take (head, total, rate);
 //! - `forward`: hop-by-hop headers, byte counts, the audit guard;
 //! - `pool`: each worker thread's upstream connections;
@@ -45,6 +46,7 @@ pub(crate) mod aws_container;
 pub(crate) mod azure_mi;
 pub mod body;
 pub mod conn;
+pub mod conn_timer;
 pub(crate) mod context;
 pub mod deadline;
 pub mod forward;

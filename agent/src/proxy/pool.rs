@@ -56,9 +56,26 @@ impl Key {
         }
     }
 
-    /// `host[:port]`, the port only when it is not the scheme's default.
+    /// `host[:port]`, the port only when it is not the scheme's default
+    /// (`Scheme::authority`'s spelling, without `format!`: once per request).
     fn authority(&self) -> String {
-        self.scheme.authority(&self.host, self.port)
+        let mut s = String::with_capacity(self.host.len() + 6);
+        s.push_str(&self.host);
+        if self.port != self.scheme.default_port() {
+            s.push(':');
+            let mut digits = [0u8; 5];
+            let (mut n, mut i) = (self.port, digits.len());
+            loop {
+                i -= 1;
+                digits[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            s.extend(digits[i..].iter().map(|&d| char::from(d)));
+        }
+        s
     }
 }
 
@@ -376,5 +393,26 @@ impl hyper::body::Body for ReturnOnEnd {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn authority_is_spelt_as_scheme_authority() {
+        for scheme in [Scheme::Http, Scheme::Https] {
+            for port in [1u16, 9, 10, 80, 443, 8080, 10000, 65535] {
+                for host in ["127.0.0.1", "api.example.com", "[::1]"] {
+                    let k = Key {
+                        scheme,
+                        host: host.into(),
+                        port,
+                    };
+                    assert_eq!(k.authority(), scheme.authority(host, port));
+                }
+            }
+        }
     }
 }

@@ -120,6 +120,9 @@ pub(crate) struct Shared {
     pub named: HashMap<String, Route>,
     pub store: Arc<Store>,
     pub secret: ProxySecret,
+    /// base64 of `lanyard:<secret>`: what clients send in
+    /// `Proxy-Authorization: Basic`, compared as is before decoding.
+    pub proxy_basic: crate::secret::Secret,
     pub ca: JobCa,
     pub audit: Arc<Audit>,
     /// One pool per worker thread: a pooled connection's task lives on the
@@ -231,11 +234,19 @@ impl Proxy {
             .iter()
             .filter_map(|r| reverse_key(r).map(|k| (k, r.clone())))
             .collect();
+        let proxy_basic = {
+            use base64::Engine;
+            let user_pass = zeroize::Zeroizing::new(format!("lanyard:{}", secret.expose()));
+            crate::secret::Secret::new(
+                base64::engine::general_purpose::STANDARD.encode(&*user_pass),
+            )
+        };
         let shared = Arc::new(Shared {
             routes: RouteTable::for_identity(opts.routes, opts.identity),
             named,
             store,
             secret,
+            proxy_basic,
             ca,
             audit,
             upstreams: (0..workers)

@@ -88,6 +88,15 @@ pub fn parse_authority(scheme: Scheme, authority: &str) -> Result<Destination, T
 /// trailing dot, IPv6 in brackets. Requests and route URLs both go through
 /// here, so a route's host and a request's host can never be spelt apart.
 fn canonical_host(host_part: &str) -> Result<String, TargetError> {
+    let trimmed = checked_labels(host_part)?;
+    if let Some(fast) = plain_ascii_host(trimmed) {
+        return Ok(fast);
+    }
+    slow_canonical_host(host_part, trimmed)
+}
+
+/// No percent-encoding, no empty label; the host without its trailing dot.
+fn checked_labels(host_part: &str) -> Result<&str, TargetError> {
     if host_part.contains('%') {
         return Err(TargetError::Host(format!(
             "{host_part:?}: percent-encoding is not allowed in a host"
@@ -101,6 +110,63 @@ fn canonical_host(host_part: &str) -> Result<String, TargetError> {
     {
         return Err(TargetError::Host(format!("{host_part:?}: empty label")));
     }
+    Ok(trimmed)
+}
+
+/// The canonical spelling of the hosts routes actually use, without IDNA
+/// or formatting: a dotted-quad IPv4 literal already in canonical form, or
+/// a name made only of ASCII letters, digits and `-` whose labels IDNA
+/// leaves alone (none starts with `xn--`) and whose last label cannot be
+/// read as a number. Everything else (`None`) takes the full path, so this
+/// never accepts what [`slow_canonical_host`] refuses, and spells alike
+/// what both accept (`fast_and_slow_paths_agree` holds it to that).
+/// `host` has no trailing dot and no empty label (checked by the caller).
+fn plain_ascii_host(host: &str) -> Option<String> {
+    let b = host.as_bytes();
+    if !b
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'.')
+    {
+        return None;
+    }
+    let last = host.rsplit('.').next().unwrap_or(host);
+    // Why: WHATWG reads a host whose last label is a number (`1`, `0x7f`)
+    // as IPv4; only the canonical dotted quad is taken here.
+    if last.bytes().all(|c| c.is_ascii_digit())
+        || last.len() >= 2 && last.as_bytes()[..2].eq_ignore_ascii_case(b"0x")
+    {
+        return canonical_dotted_quad(host).then(|| host.to_owned());
+    }
+    if host
+        .split('.')
+        .any(|l| l.len() >= 4 && l.as_bytes()[..4].eq_ignore_ascii_case(b"xn--"))
+    {
+        return None; // punycode: IDNA decodes and validates it
+    }
+    Some(host.to_ascii_lowercase())
+}
+
+/// Four decimal parts 0-255 without leading zeros: the spelling
+/// `Ipv4Addr`'s `Display` produces.
+fn canonical_dotted_quad(host: &str) -> bool {
+    let mut parts = 0;
+    for p in host.split('.') {
+        parts += 1;
+        let ok = !p.is_empty()
+            && p.len() <= 3
+            && p.bytes().all(|c| c.is_ascii_digit())
+            && (p.len() == 1 || !p.starts_with('0'))
+            && p.parse::<u16>().is_ok_and(|n| n <= 255);
+        if !ok || parts > 4 {
+            return false;
+        }
+    }
+    parts == 4
+}
+
+/// The full canonicalisation through `url::Host::parse` (IDNA, the WHATWG
+/// IPv4 forms, IPv6).
+fn slow_canonical_host(host_part: &str, trimmed: &str) -> Result<String, TargetError> {
     Ok(match url::Host::parse(trimmed) {
         Ok(url::Host::Domain(d)) => {
             // Why again after IDNA: the mapping drops some code points
@@ -244,6 +310,115 @@ mod tests {
         let d = dest("api.exa\u{34f}mple.com");
         assert_eq!(d.host, "api.example.com");
         assert_eq!(dest(&format!("{}:{}", d.host, d.port)), d);
+    }
+
+    /// The fast path for plain ASCII hosts must agree with the full
+    /// canonicalisation wherever it answers: on a corpus of tricky
+    /// spellings, and on many generated ones over an alphabet of the
+    /// characters that matter (letters of both cases, digits, `-`, `.`,
+    /// `x`, `%`, `:`, non-ASCII).
+    #[test]
+    fn fast_and_slow_paths_agree() {
+        let mut corpus: Vec<String> = [
+            "api.example.com",
+            "API.Example.COM",
+            "api.example.com.",
+            "API.EXAMPLE.COM.",
+            "localhost",
+            "a",
+            "a-b.c-d",
+            "-a.b-",
+            "a--b.example",
+            "ab--cd.example",
+            "xn--bcher-kva.example",
+            "XN--BCHER-KVA.example",
+            "xn--.example",
+            "xn--zz.example",
+            "a.xn--",
+            "bücher.example",
+            "BÜCHER.example",
+            "api.exa\u{34f}mple.com",
+            "\u{3002}",
+            "example\u{3002}com",
+            "127.0.0.1",
+            "127.000.000.001",
+            "127.0.0.01",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.0.0.1",
+            "1.2.3.4.5",
+            "1.2.3",
+            "0x7f.1",
+            "0X7F.0.0.1",
+            "0x7f.0.0.1",
+            "127.1",
+            "2130706433",
+            "017700000001",
+            "a.1",
+            "a.0x",
+            "a.0x1",
+            "1a.2b",
+            "a.-1",
+            "api%2eexample.com",
+            "%41",
+            "[::1]",
+            "[::FFFF:127.0.0.1]",
+            "[0:0:0:0:0:0:0:1]",
+            "[fe80::1]",
+            "::1",
+            "a_b.example",
+            "a..b",
+            ".a",
+            "a.",
+            "",
+            "ſ.example",
+            "K.example",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        corpus.push(format!("{}.example", "a".repeat(64)));
+        corpus.push(format!("{}.example", "a".repeat(63)));
+        corpus.push(vec!["abcdefghij"; 30].join("."));
+        // Generated: a fixed xorshift sequence, so a failure reproduces.
+        let alphabet: Vec<char> = "aAzZ09x-.%:0.1.éK_".chars().collect();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut s = String::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = 1 + (seed % 12) as usize;
+            for i in 0..len {
+                let k = (seed >> (i * 5 % 59)) as usize % alphabet.len();
+                s.push(alphabet[k]);
+            }
+            corpus.push(s);
+        }
+        let mut fast_answers = 0;
+        for h in &corpus {
+            let slow = checked_labels(h).and_then(|t| slow_canonical_host(h, t));
+            assert_eq!(
+                canonical_host(h),
+                slow,
+                "{h:?}: fast and slow paths disagree"
+            );
+            if let Ok(t) = checked_labels(h) {
+                if let Some(fast) = plain_ascii_host(t) {
+                    fast_answers += 1;
+                    assert_eq!(Ok(fast), slow, "{h:?}");
+                }
+            }
+        }
+        // Why: a fast path that never answers would pass the loop above.
+        assert!(fast_answers > 1_000, "fast path answered {fast_answers}");
+        assert_eq!(plain_ascii_host("127.0.0.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            plain_ascii_host("API.Example.COM").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(plain_ascii_host("127.1"), None);
+        assert_eq!(plain_ascii_host("xn--bcher-kva.example"), None);
     }
 
     #[test]

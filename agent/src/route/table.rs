@@ -42,11 +42,19 @@ pub struct RouteTable {
     routes: Vec<Route>,
     /// `None`: identity kinds are not checked (doctor before it knows).
     identity: Option<SessionIdentity>,
+    /// Each route's name in the audit log (its URL when it has no name),
+    /// rendered once rather than per request.
+    audit_names: Vec<String>,
+}
+
+fn audit_names(routes: &[Route]) -> Vec<String> {
+    routes.iter().map(Route::audit_key).collect()
 }
 
 impl RouteTable {
     pub fn new(routes: Vec<Route>) -> Self {
         RouteTable {
+            audit_names: audit_names(&routes),
             routes,
             identity: None,
         }
@@ -55,8 +63,17 @@ impl RouteTable {
     /// A table that refuses routes not meant for this identity kind.
     pub fn for_identity(routes: Vec<Route>, identity: SessionIdentity) -> Self {
         RouteTable {
+            audit_names: audit_names(&routes),
             routes,
             identity: Some(identity),
+        }
+    }
+
+    /// The audit log's name for a route of this table (as `decide` returned it).
+    pub fn audit_name(&self, route: &Route) -> String {
+        match self.routes.iter().position(|r| std::ptr::eq(r, route)) {
+            Some(i) => self.audit_names[i].clone(),
+            None => route.audit_key(),
         }
     }
 

@@ -67,7 +67,7 @@ pub fn decide<'s>(
         plan => return Ok(plan),
     };
     let rec = &mut ctx.log.rec;
-    rec.route = Some(route.audit_key());
+    rec.route = Some(shared.routes.audit_name(route));
     rec.credential = Some(route.credential.clone());
     if upgrade.is_some() && !route.websocket {
         return Err(Refusal::policy(format!(

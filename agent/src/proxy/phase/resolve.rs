@@ -83,11 +83,15 @@ async fn forward(
         return Err(r);
     }
     if let Some(h) = req.headers().get(header::HOST) {
-        let agrees = h
-            .to_str()
-            .ok()
-            .and_then(|h| parse_authority(scheme, h).ok())
-            .is_some_and(|hd| hd == dest);
+        // Why: the authority is canonicalised once per request; a Host
+        // header spelt exactly like it canonicalises to the same
+        // destination, so only a different spelling is parsed again.
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let agrees = h.as_bytes() == authority.as_bytes()
+            || h.to_str()
+                .ok()
+                .and_then(|h| parse_authority(scheme, h).ok())
+                .is_some_and(|hd| hd == dest);
         if !agrees {
             here(ctx);
             return Err(Refusal::malformed(
