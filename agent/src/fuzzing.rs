@@ -14,8 +14,8 @@ use crate::config::{Config, ConfigErrors};
 use crate::proxy::framing::grammar::{self, BodyKind};
 use crate::proxy::framing::{Gate, Refusal, Released, Verdicts, SENTINEL};
 use crate::route::{
-    check_path, parse_authority, parse_route_url, Decision, HostPattern, IdentityKinds, Route,
-    RouteTable, Scheme, SessionIdentity, Template,
+    check_path, fast_and_slow_answers, parse_authority, parse_route_url, Decision, HostPattern,
+    IdentityKinds, Route, RouteTable, Scheme, SessionIdentity, Template,
 };
 
 /// `parse_authority` and `check_path`. Byte 0 picks the scheme; the rest is
@@ -37,6 +37,19 @@ pub fn authority(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(rest) else {
         return;
     };
+    // The ASCII fast path never answers differently from the full
+    // canonicalisation (IDNA, WHATWG IPv4), for the whole text and for it
+    // without a port.
+    let hosts = [Some(text), text.rsplit_once(':').map(|(h, _)| h)];
+    for host in hosts.into_iter().flatten() {
+        if let Some((fast, slow)) = fast_and_slow_answers(host) {
+            assert_eq!(
+                Ok(&fast),
+                slow.as_ref(),
+                "{host:?}: fast and slow paths disagree"
+            );
+        }
+    }
     if let Ok(d) = parse_authority(scheme, text) {
         assert_eq!(d.scheme, scheme);
         assert!(d.port > 0, "{text:?}: port 0 accepted");

@@ -95,6 +95,16 @@ fn canonical_host(host_part: &str) -> Result<String, TargetError> {
     slow_canonical_host(host_part, trimmed)
 }
 
+/// For the `authority` fuzz target: the fast path's spelling of a host
+/// (no port), when it gives one, beside the full path's answer; the two
+/// must be equal.
+#[doc(hidden)]
+pub fn fast_and_slow_answers(host_part: &str) -> Option<(String, Result<String, TargetError>)> {
+    let trimmed = checked_labels(host_part).ok()?;
+    let fast = plain_ascii_host(trimmed)?;
+    Some((fast, slow_canonical_host(host_part, trimmed)))
+}
+
 /// No percent-encoding, no empty label; the host without its trailing dot.
 fn checked_labels(host_part: &str) -> Result<&str, TargetError> {
     if host_part.contains('%') {

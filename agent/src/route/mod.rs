@@ -13,7 +13,7 @@ mod table;
 
 use std::fmt;
 
-pub use host::{parse_authority, Destination, HostPattern, TargetError};
+pub use host::{fast_and_slow_answers, parse_authority, Destination, HostPattern, TargetError};
 pub use model::{parse_route_url, AwsSigning, IdentityKinds, Route, Template};
 pub use path::check_path;
 pub use table::{Decision, RouteTable, SessionIdentity};
