@@ -34,6 +34,14 @@ pub fn authority(data: &[u8]) {
     } else {
         Scheme::Http
     };
+    // The gate's shortcut for origin-form targets only takes what the
+    // `http` crate's URI parser (hyper's) accepts.
+    if grammar::plain_origin_form(rest) {
+        assert!(
+            http::Uri::try_from(rest).is_ok(),
+            "{rest:?}: the gate's shortcut takes a target http::Uri refuses"
+        );
+    }
     let Ok(text) = std::str::from_utf8(rest) else {
         return;
     };

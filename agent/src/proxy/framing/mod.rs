@@ -454,7 +454,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     let n = needle.len();
     let mut from = n - 1;
     while from < hay.len() {
-        let i = from + hay[from..].iter().position(|&b| b == b'\n')?;
+        let i = from + memchr::memchr(b'\n', &hay[from..])?;
         if i + 1 >= n && &hay[i + 1 - n..=i] == needle {
             return Some(i + 1);
         }

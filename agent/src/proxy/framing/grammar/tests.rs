@@ -141,3 +141,74 @@ fn request_line_parts_read_what_they_can() {
     );
     assert_eq!(request_line_parts(b"GARBAGE"), (&b"GARBAGE"[..], &b""[..]));
 }
+
+/// The origin-form shortcut only takes targets `http::Uri` accepts, and it
+/// does take the ones clients send (else it would save nothing).
+#[test]
+fn plain_origin_form_takes_only_what_http_uri_accepts() {
+    let mut taken = 0;
+    for b in 0..=255u8 {
+        for (pre, post) in [
+            (&b"/a"[..], &b"c"[..]),
+            (b"/a?x=", b"&y"),
+            (b"/", b""),
+            (b"", b"/"),
+        ] {
+            let t = [pre, &[b][..], post].concat();
+            if plain_origin_form(&t) {
+                taken += 1;
+                assert!(http::Uri::try_from(&t[..]).is_ok(), "{t:?}");
+            }
+        }
+    }
+    // 87 bytes are in both the path and the query set of `http`, in the
+    // three templates that start with `/`, plus `/` itself as byte 0.
+    assert_eq!(taken, 87 * 3 + 1, "the shortcut took {taken}");
+    for t in [
+        "/",
+        "/r/AbC-_x/api/v1/items?page=2&q=a%20b",
+        "/v2/library/alpine/manifests/latest",
+        "/repo.git/info/refs?service=git-upload-pack",
+    ] {
+        assert!(plain_origin_form(t.as_bytes()), "{t}");
+    }
+    for t in ["*", "http://h/", "/a#f", "/a\"b", "/a b", "/é", "/a<b"] {
+        assert!(!plain_origin_form(t.as_bytes()), "{t}");
+    }
+}
+
+/// The token table is RFC 9110's tchar, byte for byte.
+#[test]
+fn tchar_table_is_rfc_9110s_tchar() {
+    for b in 0..=255u8 {
+        let rfc = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        assert_eq!(is_tchar(b), rfc, "byte 0x{b:02x}");
+    }
+}
+
+/// The field-byte test is RFC 9110's HTAB / SP / VCHAR / obs-text.
+#[test]
+fn field_bytes_are_htab_sp_vchar_and_obs_text() {
+    for b in 0..=255u8 {
+        let rfc = b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80;
+        assert_eq!(is_field_byte(b), rfc, "byte 0x{b:02x}");
+    }
+}
+
+/// Lines are split exactly as `split` on LF would split them.
+#[test]
+fn split_lf_is_split_on_lf() {
+    for s in [
+        "",
+        "\n",
+        "a",
+        "a\n",
+        "\na",
+        "a\nb\n\nc",
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        let ours: Vec<&[u8]> = split_lf(s.as_bytes()).collect();
+        let std: Vec<&[u8]> = s.as_bytes().split(|&b| b == b'\n').collect();
+        assert_eq!(ours, std, "{s:?}");
+    }
+}
