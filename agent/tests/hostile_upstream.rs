@@ -205,38 +205,48 @@ fn a_burst_of_concurrent_401s_makes_exactly_one_refresh() {
 /// have closed the client's connection without an answer.
 #[test]
 fn a_hanging_upstream_gets_a_504_naming_the_header_timeout() {
-    let up = Hostile::start("hang", &[]);
-    let job = Job::passthrough(up.port, "upstream_header_timeout = \"2s\"");
-    let (code, out, err) = job.run(
-        up.port,
-        "curl -sS --max-time 60 -w '\\n%{http_code} %{time_total}\\n' http://127.0.0.1:$UP/v1/hang",
-        &[],
-    );
-    assert_eq!(code, 0, "{out}\n{err}");
-    let (body, last) = out.trim_end().rsplit_once('\n').expect("two lines");
-    let (status, secs) = last.split_once(' ').expect("status and time");
-    assert_eq!(status, "504", "{out}\n{err}");
-    // A sanity bound, far from both the 2 s timeout and the 90 s idle one.
-    let secs: f64 = secs.parse().expect("time");
-    eprintln!("hanging upstream: 504 after {secs} s");
-    assert!(secs < 45.0, "answered only after {secs} s");
-    let rule = json_of(body)["rule"].as_str().expect("rule").to_owned();
-    assert!(
-        rule.contains("upstream_header_timeout") && rule.contains("2s"),
-        "{rule}"
-    );
-    assert_eq!(up.requests().len(), 1, "the request reached the upstream");
-    let lines = job.audit_for("/v1/hang");
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!(lines[0]["status"], 504);
-    assert_eq!(lines[0]["decision"], "failed");
-    assert!(
-        lines[0]["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("upstream_header_timeout")),
-        "{}",
-        lines[0]
-    );
+    // Why both: a request with a body waits for the answer on another
+    // path (the body is sent first) than one without.
+    for (what, curl_args) in [("a GET", ""), ("a POST with a body", "-d payload ")] {
+        let up = Hostile::start("hang", &[]);
+        let job = Job::passthrough(up.port, "upstream_header_timeout = \"2s\"");
+        let (code, out, err) = job.run(
+            up.port,
+            &format!(
+                "curl -sS --max-time 60 {curl_args}-w '\\n%{{http_code}} %{{time_total}}\\n' http://127.0.0.1:$UP/v1/hang"
+            ),
+            &[],
+        );
+        assert_eq!(code, 0, "{what}: {out}\n{err}");
+        let (body, last) = out.trim_end().rsplit_once('\n').expect("two lines");
+        let (status, secs) = last.split_once(' ').expect("status and time");
+        assert_eq!(status, "504", "{what}: {out}\n{err}");
+        // A sanity bound, far from both the 2 s timeout and the 90 s idle one.
+        let secs: f64 = secs.parse().expect("time");
+        eprintln!("hanging upstream, {what}: 504 after {secs} s");
+        assert!(secs < 45.0, "{what}: answered only after {secs} s");
+        let rule = json_of(body)["rule"].as_str().expect("rule").to_owned();
+        assert!(
+            rule.contains("upstream_header_timeout") && rule.contains("2s"),
+            "{what}: {rule}"
+        );
+        assert_eq!(
+            up.requests().len(),
+            1,
+            "{what}: the request reached the upstream"
+        );
+        let lines = job.audit_for("/v1/hang");
+        assert_eq!(lines.len(), 1, "{what}: {lines:?}");
+        assert_eq!(lines[0]["status"], 504, "{what}");
+        assert_eq!(lines[0]["decision"], "failed", "{what}");
+        assert!(
+            lines[0]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("upstream_header_timeout")),
+            "{what}: {}",
+            lines[0]
+        );
+    }
 }
 
 /// An upstream that sends its head and then a byte every half second is

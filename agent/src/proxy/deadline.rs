@@ -318,7 +318,7 @@ impl hyper::body::Body for Bounded {
                 if let Some(why) = this.check_rate(now) {
                     return this.fail(why);
                 }
-                let wake = now + (this.limits.window - this.waited(now));
+                let wake = now + this.limits.window.saturating_sub(this.waited(now));
                 let timer = this
                     .rate_timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake)));
