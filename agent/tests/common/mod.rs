@@ -406,7 +406,12 @@ impl Upstream {
     }
 
     pub fn raw_records(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("records.jsonl")).unwrap_or_default()
+        std::fs::read_to_string(self.records_path()).unwrap_or_default()
+    }
+
+    /// The file each received request is appended to, as it arrives.
+    pub fn records_path(&self) -> PathBuf {
+        self.dir.path().join("records.jsonl")
     }
 }
 

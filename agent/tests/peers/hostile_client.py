@@ -20,6 +20,7 @@ import re
 import socket
 import ssl
 import sys
+import time
 
 
 def cases(p, h):
@@ -27,7 +28,10 @@ def cases(p, h):
     c = {}
 
     def add(name, raw):
-        c[name] = raw if isinstance(raw, bytes) else raw.encode()
+        """raw: bytes or text sent in one write, or a tuple of parts sent in
+        separate writes with a wait between them."""
+        parts = raw if isinstance(raw, tuple) else (raw,)
+        c[name] = tuple(p if isinstance(p, bytes) else p.encode() for p in parts)
 
     chunked = f"Host: {h}\r\nTransfer-Encoding: chunked\r\n\r\n"
     # Framing inside the body (item 1): nothing may reach the upstream.
@@ -44,6 +48,12 @@ def cases(p, h):
     add("cr-in-size-line", f"POST {p}/case-crsize HTTP/1.1\r\n{chunked}5\r\rhello\r\n0\r\n\r\n")
     add("trailer-bare-lf",
         f"POST {p}/case-trailerlf HTTP/1.1\r\n{chunked}5\r\nhello\r\n0\r\nX-T: a\n\r\n")
+    # A valid head and first chunk, then (in a second write) a bad chunk
+    # line: lanyard must not have sent the head upstream while the rest of
+    # the body was unread (the client waits between the writes; see WAIT).
+    add("bad-chunk-after-a-pause",
+        (f"POST {p}/case-pausechunk HTTP/1.1\r\n{chunked}5\r\nhello\r\n",
+         "5\nworld\r\n0\r\n\r\n"))
     # Framing of the head (items 1 and 7).
     add("header-bare-lf", f"GET {p}/case-hdrlf HTTP/1.1\r\nHost: {h}\nX-A: b\r\n\r\n")
     add("request-line-bare-lf", f"GET {p}/case-rllf HTTP/1.1\nHost: {h}\r\n\r\n")
@@ -82,6 +92,23 @@ def cases(p, h):
         f"GET {p}/case-goodpipe1 HTTP/1.1\r\nHost: {h}\r\n\r\n"
         f"POST {p}/case-goodpipe2 HTTP/1.1\r\nHost: {h}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
     return c
+
+
+def wait_for_upstream(marker, budget=2.0):
+    """Between the writes of a split case: give lanyard the chance to
+    misbehave. Returns as soon as the upstream's record file ($UP_RECORDS)
+    shows a request for the case (it got the head early: the test fails on
+    that), or after `budget` seconds without one (the expected outcome)."""
+    path = os.environ["UP_RECORDS"]
+    deadline = time.monotonic() + budget
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as f:
+                if any(marker in line for line in f):
+                    return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.05)
 
 
 def read_all(s, timeout):
@@ -134,7 +161,10 @@ def main():
             assert head.startswith(b"HTTP/1.1 200"), head
             ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
             s = ctx.wrap_socket(s, server_hostname="127.0.0.1")
-        s.sendall(raw)
+        for i, part in enumerate(raw):
+            if i:
+                wait_for_upstream(re.search(rb"case-[a-z0-9]+", raw[0]).group().decode())
+            s.sendall(part)
         data, closed = read_all(s, 10)
         body = data.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in data else b""
         print(json.dumps({
