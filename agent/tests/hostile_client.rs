@@ -343,3 +343,73 @@ kill "$IPID""#,
     );
     job.assert_no_leak(&[&out, &err, &seen]);
 }
+
+/// `http://localhost` routes are allowed because localhost is loopback. A
+/// resolver that says otherwise (a hosts file or DNS answer naming another
+/// address) must not get the credential sent in the clear to that address:
+/// lanyard refuses the connection (502) and sends nothing.
+#[test]
+fn a_localhost_route_that_resolves_off_loopback_gets_no_credential() {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    // Local to the namespace, but not a loopback address.
+    const ELSEWHERE: &str = "10.99.0.1";
+    let hosts = format!("{ELSEWHERE} localhost\n");
+    let inside = common::netns::with_hosts_file(&hosts, &[&format!("{ELSEWHERE}/32")], || {
+        let job = Job::new(
+            "[[route]]\nname = \"local\"\nurl = \"http://localhost:{UP}/v3/\"\ncredential = \"gh\"\n",
+        );
+        // What answers at the address `localhost` now names, on the
+        // routed port: it records every byte it is sent.
+        let listener =
+            std::net::TcpListener::bind((ELSEWHERE, job.up.port)).expect("bind the impostor");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let got = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (got2, stop2) = (got.clone(), stop.clone());
+        let reader = std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).expect("blocking");
+                        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                            .expect("timeout");
+                        let mut buf = Vec::new();
+                        let _ = s.read_to_end(&mut buf);
+                        got2.lock().expect("lock").extend_from_slice(&buf);
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        });
+        let (code, out, err) =
+            job.run("curl -sS --noproxy '' -w '\\n%{http_code}\\n' \"http://localhost:$UP/v3/x\"");
+        stop.store(true, Ordering::SeqCst);
+        reader.join().expect("reader");
+        let seen = String::from_utf8_lossy(&got.lock().expect("lock")).into_owned();
+        let audit = job.audit_lines();
+        job.assert_no_leak(&[&out, &err, &seen]);
+        (code, out, err, seen, audit)
+    });
+    let (code, out, err, seen, audit) = match inside {
+        Ok(v) => v,
+        Err(why) => {
+            eprintln!("SKIPPED localhost off loopback: {why}");
+            return;
+        }
+    };
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        seen.is_empty(),
+        "the address localhost named was sent: {seen}"
+    );
+    let (body, status) = out.trim_end().rsplit_once('\n').expect("body and status");
+    assert_eq!(status, "502", "{out}\n{err}");
+    assert!(body.contains("not a loopback address"), "{body}");
+    let line = audit
+        .iter()
+        .find(|l| l["path"] == "/v3/x")
+        .expect("audited");
+    assert_eq!(line["status"], 502, "{line}");
+}

@@ -130,7 +130,11 @@ impl Connector {
                         dest: authority.clone(),
                         cause: Box::new(e),
                     })?;
-                Ok(io.into_inner())
+                let stream = io.into_inner();
+                if bare.eq_ignore_ascii_case("localhost") {
+                    on_loopback(&stream, &authority)?;
+                }
+                Ok(stream)
             }
             Some(p) => {
                 let io = self
@@ -161,6 +165,25 @@ impl Connector {
                 }
             }
         }
+    }
+}
+
+/// Why: plain-http routes are allowed only to loopback hosts, and the name
+/// `localhost` is one of them (RFC 6761 §6.3). A resolver that maps it
+/// elsewhere (a hosts file, a DNS answer) must not get a credential sent
+/// in the clear to that address; the connection is dropped unused.
+fn on_loopback(stream: &TcpStream, authority: &str) -> Result<(), DialError> {
+    let refused = |why: String| DialError::Direct {
+        dest: authority.to_owned(),
+        cause: why.into(),
+    };
+    match stream.peer_addr() {
+        Ok(peer) if peer.ip().is_loopback() => Ok(()),
+        Ok(peer) => Err(refused(format!(
+            "localhost resolved to {}, which is not a loopback address",
+            peer.ip()
+        ))),
+        Err(e) => Err(refused(format!("the connected address is unknown: {e}"))),
     }
 }
 

@@ -21,6 +21,17 @@ use nix::sched::{unshare, CloneFlags};
 
 /// Moves the calling thread into new namespaces with `names` on 127.0.0.1.
 fn enter(names: &[&str]) -> Result<tempfile::NamedTempFile, String> {
+    let mut text = String::from("127.0.0.1 localhost\n::1 localhost ip6-localhost\n");
+    for name in names {
+        text.push_str(&format!("127.0.0.1 {name}\n"));
+    }
+    enter_with(&text, &[])
+}
+
+/// Moves the calling thread into new namespaces whose `/etc/hosts` is
+/// `text` and whose loopback device also carries `addrs` (e.g.
+/// `10.99.0.1/32`: local, but not a loopback address).
+fn enter_with(text: &str, addrs: &[&str]) -> Result<tempfile::NamedTempFile, String> {
     unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("unshare(CLONE_NEWNET|CLONE_NEWNS) refused: {e}"))?;
     // Why: without this a bind mount below could propagate to the host's
@@ -34,10 +45,6 @@ fn enter(names: &[&str]) -> Result<tempfile::NamedTempFile, String> {
     )
     .map_err(|e| format!("making / private refused: {e}"))?;
     let mut hosts = tempfile::NamedTempFile::new().map_err(|e| format!("hosts file: {e}"))?;
-    let mut text = String::from("127.0.0.1 localhost\n::1 localhost ip6-localhost\n");
-    for name in names {
-        text.push_str(&format!("127.0.0.1 {name}\n"));
-    }
     hosts
         .write_all(text.as_bytes())
         .map_err(|e| format!("hosts file: {e}"))?;
@@ -56,7 +63,35 @@ fn enter(names: &[&str]) -> Result<tempfile::NamedTempFile, String> {
     if !up.success() {
         return Err(format!("ip link set lo up: {up}"));
     }
+    for addr in addrs {
+        let added = Command::new("ip")
+            .args(["addr", "add", addr, "dev", "lo"])
+            .status()
+            .map_err(|e| format!("ip addr add {addr}: {e}"))?;
+        if !added.success() {
+            return Err(format!("ip addr add {addr} dev lo: {added}"));
+        }
+    }
     Ok(hosts)
+}
+
+/// Runs `body` in private namespaces whose `/etc/hosts` is `hosts` and
+/// whose loopback device also carries `addrs`; otherwise as
+/// [`with_private_hosts`].
+pub fn with_hosts_file<T: Send + 'static>(
+    hosts: &str,
+    addrs: &[&str],
+    body: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let hosts = hosts.to_owned();
+    let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    in_thread(
+        move || {
+            let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+            enter_with(&hosts, &addrs)
+        },
+        body,
+    )
 }
 
 /// Runs `body` with `names` resolving to 127.0.0.1 in private namespaces;
@@ -67,11 +102,25 @@ pub fn with_private_hosts<T: Send + 'static>(
     body: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    in_thread(
+        move || {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            enter(&names)
+        },
+        body,
+    )
+}
+
+/// `body` on a new thread, after `setup` has moved that thread into its
+/// namespaces (the file it returns lives until `body` ends).
+fn in_thread<T: Send + 'static>(
+    setup: impl FnOnce() -> Result<tempfile::NamedTempFile, String> + Send + 'static,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
     let thread = std::thread::Builder::new()
         .name("private-hosts".into())
         .spawn(move || {
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            let hosts = enter(&names)?;
+            let hosts = setup()?;
             let out = body();
             drop(hosts);
             Ok(out)
