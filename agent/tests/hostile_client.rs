@@ -102,6 +102,15 @@ fn check_framing(mode: &str) {
         }
     }
     assert!(wrong.is_empty(), "{mode}:\n{}", wrong.join("\n"));
+    // The HTTP/2 client preface gets an HTTP/1.1 400, a closed
+    // connection and its own audit record.
+    let h2 = &res["h2-prior-knowledge"];
+    assert_eq!(h2["statuses"], serde_json::json!([400]), "{h2}");
+    assert_eq!(h2["closed"], true, "{h2}");
+    let pri = job.audit_lines();
+    let pri: Vec<&Value> = pri.iter().filter(|l| l["method"] == "PRI").collect();
+    assert_eq!(pri.len(), 1, "{pri:?}");
+    assert_eq!(pri[0]["status"], 400, "{pri:?}");
     // A good request, then a bad one: the first is answered and reaches
     // the upstream; the second is refused and the connection closes.
     let pipe = &res["pipelined-then-bad"];

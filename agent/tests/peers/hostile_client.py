@@ -79,6 +79,9 @@ def cases(p, h):
     add("lt-in-path", f"GET {p}/case-ltpath<x> HTTP/1.1\r\nHost: {h}\r\n\r\n")
     add("bad-absolute-uri", f"GET http://[::1{p}/case-badabs HTTP/1.1\r\nHost: {h}\r\n\r\n")
     add("http-0.9-ish", f"GET {p}/case-version HTTP/1.2\r\nHost: {h}\r\n\r\n")
+    # HTTP/2 with prior knowledge (the client preface, then a SETTINGS
+    # frame): lanyard speaks only HTTP/1.1 to clients.
+    add("h2-prior-knowledge", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
     # A good request, then a bad one on the same connection: the first is
     # answered, the second refused and the connection closed.
     add("pipelined-then-bad",
