@@ -63,17 +63,7 @@ impl Key {
         s.push_str(&self.host);
         if self.port != self.scheme.default_port() {
             s.push(':');
-            let mut digits = [0u8; 5];
-            let (mut n, mut i) = (self.port, digits.len());
-            loop {
-                i -= 1;
-                digits[i] = b'0' + (n % 10) as u8;
-                n /= 10;
-                if n == 0 {
-                    break;
-                }
-            }
-            s.extend(digits[i..].iter().map(|&d| char::from(d)));
+            s.push_str(itoa::Buffer::new().format(self.port));
         }
         s
     }
