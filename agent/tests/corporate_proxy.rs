@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use common::azure::{AzureJob, Entra, CLIENT_ID, GITHUB_SUB, TENANT};
 use common::netns::with_private_hosts;
 use common::tinyproxy::Tinyproxy;
@@ -23,34 +21,6 @@ const DIRECT: &str = "login.direct.test";
 const DB_PASSWORD: &str = "kv-proxy-canary-4be2a0";
 const PROXY_USER: &str = "corpuser";
 const PROXY_PASS: &str = "corp-proxy-pass-canary-77c1";
-
-/// A test CA and a leaf for every name above: (ca, cert, key).
-fn certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "lanyard test corp CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate().expect("ca key");
-    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
-    let issuer = Issuer::new(ca, ca_key);
-    let names = [VAULT, LOGIN, OTHER, DIRECT].map(str::to_owned).to_vec();
-    let mut leaf = CertificateParams::new(names).expect("leaf");
-    leaf.use_authority_key_identifier_extension = true;
-    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_key = KeyPair::generate().expect("leaf key");
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).expect("leaf cert");
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("leaf.pem"),
-        dir.join("leaf.key"),
-    );
-    std::fs::write(&paths.0, ca_cert.pem()).expect("ca pem");
-    std::fs::write(&paths.1, leaf_cert.pem()).expect("leaf pem");
-    std::fs::write(&paths.2, leaf_key.serialize_pem()).expect("leaf key");
-    paths
-}
 
 struct Outcome {
     code: i32,
@@ -75,7 +45,8 @@ fn scenario(
     deny: &'static [&'static str],
 ) -> Outcome {
     let certs_dir = tempfile::tempdir().expect("tmp");
-    let (ca, cert, key) = certs(certs_dir.path());
+    let (ca, cert, key) =
+        common::netns::ca_and_leaf(certs_dir.path(), &[VAULT, LOGIN, OTHER, DIRECT]);
     let proxy = Tinyproxy::start(&[VAULT, LOGIN, OTHER], auth, deny);
     let issuer = Issuer::start();
     let (c, k) = (cert.display().to_string(), key.display().to_string());
